@@ -1,0 +1,1 @@
+"""The command line: click commands and renderers. The only layer that prints."""

@@ -1,0 +1,73 @@
+"""The ``reconciler`` entry point: a click group whose commands are imported lazily.
+
+Start-up time matters (``reconciler --help`` should answer in well under 150 ms), so this
+module imports only click; each command's module is imported when that command runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+import click
+
+from reconciler import __version__
+
+#: command name -> ("module:attribute", short help shown by --help without importing it)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "validate": ("reconciler.cli.validate:validate", "Check the desired state for errors."),
+    "cron": ("reconciler.cli.cron:cron", "Explain cron expressions and their fire times."),
+}
+
+
+class LazyGroup(click.Group):
+    """A group that imports a subcommand's module only when it is invoked."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        entry = COMMANDS.get(cmd_name)
+        if entry is None:
+            return None
+        module_name, attr = entry[0].split(":")
+        return getattr(importlib.import_module(module_name), attr)  # type: ignore[no-any-return]
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="reconciler")
+def cli() -> None:
+    """GitOps reconciler for scheduled infrastructure jobs.
+
+    Reads job templates, schedules, targets, policy and channels from a Git repository,
+    plans and applies them, fires every schedule on time and runs each job as an Ansible
+    playbook.
+    """
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Run the CLI; known errors print one line and exit 1, never a traceback."""
+    from reconciler.errors import ReconcilerError  # light: no third-party imports
+
+    try:
+        rv = cli.main(args=argv, prog_name="reconciler", standalone_mode=False)
+        sys.exit(rv if isinstance(rv, int) else 0)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(1)
+    except ReconcilerError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)

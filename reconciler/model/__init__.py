@@ -1,0 +1,1 @@
+"""The nouns of reconciler: documents, desired state, diagnostics. Pure."""
