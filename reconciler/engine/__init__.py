@@ -1,0 +1,1 @@
+"""Composition of the pure stages with I/O: loading revisions, planning, applying, firing."""

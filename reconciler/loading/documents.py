@@ -1,0 +1,214 @@
+"""From parsed YAML to typed documents: envelope checks and schema validation. Pure.
+
+Errors from pydantic are turned into positioned diagnostics that name the object and the field
+at fault, with a "did you mean" hint for misspelt field names.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from reconciler.loading.yamlparse import ParsedDocument, locate
+from reconciler.model.common import API_GROUP_PREFIX, API_VERSION
+from reconciler.model.diagnostics import Diagnostic, Severity, did_you_mean
+from reconciler.model.documents import KINDS, AnyDocument
+
+Loc = Sequence[str | int]
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedDocument:
+    """A valid document with its file, index in the file and 1-based line of its start."""
+
+    doc: AnyDocument
+    path: str
+    index: int
+    line: int
+
+    @property
+    def kind(self) -> str:
+        return self.doc.kind
+
+    @property
+    def name(self) -> str:
+        return self.doc.name
+
+
+def _label(kind: str, raw: dict[str, Any]) -> str:
+    meta = raw.get("metadata")
+    name = meta.get("name") if isinstance(meta, dict) else None
+    return f'{kind} "{name}"' if isinstance(name, str) and name else kind
+
+
+def _aliases(model: type[BaseModel]) -> list[str]:
+    return [f.alias or n for n, f in model.model_fields.items()]
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models an annotation may hold (through Optional, list, dict, Annotated)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    out: list[type[BaseModel]] = []
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _models_in(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType, list, dict, tuple):
+        for arg in typing.get_args(annotation):
+            out.extend(_models_in(arg))
+    return out
+
+
+def _model_at(model: type[BaseModel], loc: Sequence[str | int]) -> type[BaseModel] | None:
+    """The model class that owns the mapping at ``loc`` (used to suggest field names)."""
+    current: type[BaseModel] | None = model
+    for part in loc:
+        if current is None:
+            return None
+        if isinstance(part, int):
+            continue
+        field = next((f for n, f in current.model_fields.items() if (f.alias or n) == part), None)
+        if field is None:
+            # a dict key such as a role name: stay on the value model of the dict
+            continue
+        candidates = _models_in(field.annotation)
+        current = candidates[0] if candidates else None
+    return current
+
+
+def _dotted(loc: Iterable[str | int]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _clean_loc(loc: Sequence[Any], data: Any) -> tuple[str | int, ...]:
+    """Drop pydantic's union/validator tags from a loc, keeping only real YAML keys."""
+    out: list[str | int] = []
+    current = data
+    for i, part in enumerate(loc):
+        in_dict = isinstance(current, dict) and part in current
+        in_list = isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current)
+        if in_dict or in_list:
+            out.append(part)
+            current = current[part]
+        elif isinstance(current, dict) and isinstance(part, str) and i == len(loc) - 1:
+            out.append(part)  # a missing or unknown key: keep it for the message
+            current = None
+        # else: a tag such as 'int' or "literal['last']": skip it
+    return tuple(out)
+
+
+def _message(err: Any) -> str:
+    msg = str(err["msg"])
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            msg = msg[len(prefix) :]
+    return msg
+
+
+def validation_diagnostics(
+    err: ValidationError,
+    model: type[BaseModel],
+    kind: str,
+    raw: dict[str, Any],
+    pd: ParsedDocument,
+    path: str,
+) -> list[Diagnostic]:
+    label = _label(kind, raw)
+    grouped: dict[tuple[str | int, ...], list[Any]] = {}
+    for e in err.errors():
+        loc = _clean_loc(e["loc"], raw)
+        grouped.setdefault(loc, []).append(e)
+    out: list[Diagnostic] = []
+    for loc, errs in grouped.items():
+        types_ = {e["type"] for e in errs}
+        where = _dotted(loc) or "document"
+        if "extra_forbidden" in types_:
+            name = str(loc[-1])
+            owner = _model_at(model, loc[:-1])
+            hint = did_you_mean(name, _aliases(owner)) if owner else None
+            line, col = locate(pd.node, loc, key=True)
+            out.append(
+                Diagnostic(
+                    path,
+                    line,
+                    col,
+                    Severity.ERROR,
+                    "field-unknown",
+                    f'{label}: unknown field "{name}" in {_dotted(loc[:-1]) or "document"}',
+                    hint,
+                )
+            )
+            continue
+        if "missing" in types_:
+            line, col = locate(pd.node, loc[:-1])
+            out.append(
+                Diagnostic(
+                    path,
+                    line,
+                    col,
+                    Severity.ERROR,
+                    "field-missing",
+                    f"{label}: {where} is required",
+                )
+            )
+            continue
+        line, col = locate(pd.node, loc)
+        msgs = list(dict.fromkeys(_message(e) for e in errs))
+        if all(m.startswith("Input should be ") for m in msgs):
+            msgs = ["should be " + " or ".join(m[len("Input should be ") :] for m in msgs)]
+        code = "name-invalid" if loc == ("metadata", "name") else "field-invalid"
+        out.append(
+            Diagnostic(
+                path, line, col, Severity.ERROR, code, f"{label}: {where}: {' or '.join(msgs)}"
+            )
+        )
+    return out
+
+
+def _at(
+    pd: ParsedDocument, path: str, loc: Loc, sev: Severity, code: str, msg: str, hint: str | None
+) -> list[Diagnostic]:
+    line, col = locate(pd.node, loc)
+    return [Diagnostic(path, line, col, sev, code, msg, hint)]
+
+
+def load_document(pd: ParsedDocument, path: str) -> tuple[LoadedDocument | None, list[Diagnostic]]:
+    """Validate one parsed document. Documents that are not ours give (None, [])."""
+    raw = pd.data
+    line = pd.node.start_mark.line + 1
+    if not isinstance(raw, dict):
+        return None, []
+    api = raw.get("apiVersion")
+    kind = raw.get("kind")
+    err = Severity.ERROR
+    if not isinstance(api, str) or not api.startswith(API_GROUP_PREFIX):
+        if api is None and isinstance(kind, str) and kind in KINDS and "spec" in raw:
+            msg = f"a {kind} document without apiVersion is ignored"
+            hint = f"add apiVersion: {API_VERSION}"
+            return None, _at(pd, path, (), Severity.WARNING, "api-version", msg, hint)
+        return None, []
+    if api != API_VERSION:
+        msg = f'unknown apiVersion "{api}"'
+        hint = f"the only version is {API_VERSION}"
+        return None, _at(pd, path, ("apiVersion",), err, "api-version", msg, hint)
+    kinds = "kinds: " + ", ".join(KINDS)
+    if kind is None:
+        return None, _at(pd, path, (), err, "kind-unknown", "the document has no kind", kinds)
+    if not isinstance(kind, str) or kind not in KINDS:
+        hint = did_you_mean(str(kind), KINDS) or kinds
+        msg = f'unknown kind "{kind}"'
+        return None, _at(pd, path, ("kind",), err, "kind-unknown", msg, hint)
+    model = KINDS[kind]
+    try:
+        doc = model.model_validate(raw)
+    except ValidationError as e:
+        return None, validation_diagnostics(e, model, kind, raw, pd, path)
+    return LoadedDocument(doc, path, pd.index, line), []

@@ -1,0 +1,238 @@
+"""The loader: snapshot in, desired state and diagnostics out. Pure (I/O only via arguments).
+
+Stages: pick the YAML files (Settings ``exclude`` applied) -> per file, parse and validate
+each document (cached by blob SHA, so an unchanged file is never parsed again) -> cross-document
+checks -> :class:`LoadResult`. Positions cost nothing on the fast path: a file is re-parsed for
+positions only when a cross-document check reports a problem in it.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from functools import lru_cache
+from typing import Protocol
+
+import yaml
+
+from reconciler.loading.crossref import CrossChecker, Loc
+from reconciler.loading.documents import LoadedDocument, load_document
+from reconciler.loading.yamlparse import ParsedDocument, locate, parse
+from reconciler.model.desired import DesiredState
+from reconciler.model.diagnostics import Diagnostic, DiagnosticSink, Position, Severity
+from reconciler.model.documents import Settings
+from reconciler.model.snapshot import Entry, EntryType, Snapshot
+
+SETTINGS_FILES = ("reconciler.yaml", "reconciler.yml")
+
+
+class ParseCache(Protocol):
+    """Per-blob results, keyed by Git blob SHA. Implemented in :mod:`reconciler.sources.cache`."""
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, bytes]: ...
+
+    def put_many(self, items: Mapping[str, bytes]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class FileResult:
+    """What one file holds, independent of its path (so it can be cached by blob SHA)."""
+
+    documents: tuple[LoadedDocument, ...]
+    diagnostics: tuple[Diagnostic, ...]
+
+
+@dataclass
+class LoadResult:
+    """The outcome of loading one revision."""
+
+    revision: str | None
+    desired: DesiredState | None
+    diagnostics: list[Diagnostic]
+    documents: list[LoadedDocument] = field(default_factory=list)
+    files_read: int = 0
+    files_cached: int = 0
+
+    @property
+    def errors(self) -> int:
+        return sum(1 for d in self.diagnostics if d.severity is Severity.ERROR)
+
+    @property
+    def warnings(self) -> int:
+        return sum(1 for d in self.diagnostics if d.severity is Severity.WARNING)
+
+    @property
+    def ok(self) -> bool:
+        return self.errors == 0
+
+
+@lru_cache(maxsize=256)
+def _glob_re(pattern: str) -> re.Pattern[str]:
+    """gitignore-like globs: ``*`` within a segment, ``**`` across; no ``/`` = any depth."""
+    p = pattern.strip().lstrip("/")
+    if p.endswith("/"):
+        p += "**"
+    anchored = "/" in pattern.strip().rstrip("/")
+    out = ""
+    i = 0
+    while i < len(p):
+        if p.startswith("**/", i):
+            out += "(?:.*/)?"
+            i += 3
+        elif p.startswith("**", i):
+            out += ".*"
+            i += 2
+        elif p[i] == "*":
+            out += "[^/]*"
+            i += 1
+        elif p[i] == "?":
+            out += "[^/]"
+            i += 1
+        else:
+            out += re.escape(p[i])
+            i += 1
+    prefix = "" if anchored else "(?:.*/)?"
+    return re.compile(f"^{prefix}{out}(?:/.*)?$")
+
+
+def excluded(path: str, patterns: Iterable[str]) -> bool:
+    return any(_glob_re(p).match(path) for p in patterns)
+
+
+def is_yaml(path: str) -> bool:
+    return path.lower().endswith((".yaml", ".yml"))
+
+
+def load_file(path: str, data: bytes) -> FileResult:
+    """Parse and validate the documents of one file (no cross-document checks)."""
+    parsed = parse(path, data)
+    docs: list[LoadedDocument] = []
+    diags = list(parsed.diagnostics)
+    for pd in parsed.documents:
+        ld, problems = load_document(pd, path)
+        diags.extend(problems)
+        if ld is not None:
+            docs.append(ld)
+    return FileResult(tuple(docs), tuple(diags))
+
+
+class _Locator:
+    """Positions fields of loaded documents by parsing their file again, once, on demand."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+        self._nodes: dict[str, list[ParsedDocument]] = {}
+
+    def _node(self, ld: LoadedDocument) -> yaml.Node | None:
+        if ld.path not in self._nodes:
+            self._nodes[ld.path] = list(parse(ld.path, self.snapshot.read(ld.path)).documents)
+        docs = self._nodes[ld.path]
+        return docs[ld.index].node if ld.index < len(docs) else None
+
+    def pos(self, ld: LoadedDocument, loc: Loc, key: bool = False) -> Position:
+        node = self._node(ld)
+        if node is None:
+            return Position(ld.path, ld.line, 1)
+        line, col = locate(node, loc, key)
+        return Position(ld.path, line, col)
+
+    def quoted(self, ld: LoadedDocument, loc: Loc) -> bool:
+        node = self._node(ld)
+        for part in loc:
+            if not isinstance(node, yaml.MappingNode):
+                return False
+            node = next((v for k, v in node.value if k.value == part), None)
+        return isinstance(node, yaml.ScalarNode) and node.style in ("'", '"')
+
+
+class Loader:
+    """Loads snapshots, reusing per-blob results from an optional cache across calls."""
+
+    def __init__(self, cache: ParseCache | None = None) -> None:
+        self.cache = cache
+        self._memory: dict[str, FileResult] = {}
+
+    def _results(
+        self, snapshot: Snapshot, entries: list[Entry]
+    ) -> tuple[dict[str, FileResult], int]:
+        wanted = [e.blob_id for e in entries if e.blob_id not in self._memory]
+        hits = 0
+        if self.cache is not None and wanted:
+            for key, blob in self.cache.get_many(wanted).items():
+                try:
+                    self._memory[key] = pickle.loads(blob)
+                    hits += 1
+                except Exception:  # a damaged entry is simply parsed again
+                    continue
+        fresh: dict[str, bytes] = {}
+        for e in entries:
+            if e.blob_id not in self._memory:
+                result = load_file(e.path, snapshot.read(e.path))
+                self._memory[e.blob_id] = result
+                fresh[e.blob_id] = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
+        if self.cache is not None and fresh:
+            self.cache.put_many(fresh)
+        return {e.path: self._memory[e.blob_id] for e in entries}, hits
+
+    def load(self, snapshot: Snapshot, now: datetime) -> LoadResult:
+        entries = snapshot.entries
+        sink = DiagnosticSink()
+        yaml_entries = [
+            e for p, e in sorted(entries.items()) if is_yaml(p) and e.type is EntryType.FILE
+        ]
+        # Symlinked YAML files are not read through the link: a link inside the repository
+        # names a file that is read under its own path; one that leaves it is an error that
+        # the cross-document pass reports.
+        # Settings first: its exclude globs decide which other files are read.
+        first = [e for e in yaml_entries if e.path in SETTINGS_FILES]
+        results, hits = self._results(snapshot, first)
+        patterns: list[str] = []
+        for r in results.values():
+            for ld in r.documents:
+                if isinstance(ld.doc, Settings):
+                    patterns = list(ld.doc.spec.exclude)
+        rest = [
+            e
+            for e in yaml_entries
+            if e.path not in SETTINGS_FILES and not excluded(e.path, patterns)
+        ]
+        more, more_hits = self._results(snapshot, rest)
+        results.update(more)
+        hits += more_hits
+        documents: list[LoadedDocument] = []
+        for path in sorted(results):
+            r = results[path]
+            sink.extend(d if d.path == path else d.with_path(path) for d in r.diagnostics)
+            documents.extend(d if d.path == path else replace(d, path=path) for d in r.documents)
+        # A Settings document outside reconciler.yaml still applies its excludes.
+        late = [
+            d.doc.spec.exclude
+            for d in documents
+            if isinstance(d.doc, Settings) and d.path not in SETTINGS_FILES
+        ]
+        if late:
+            globs = [g for gs in late for g in gs]
+            documents = [d for d in documents if not excluded(d.path, globs)]
+            sink.items = [d for d in sink.items if not excluded(d.path, globs)]
+        checker = CrossChecker(
+            documents, entries, snapshot.read, _Locator(snapshot), now, sink, snapshot.revision
+        )
+        desired = checker.run()
+        diagnostics = sink.sorted()
+        ok = not sink.has_errors
+        return LoadResult(
+            revision=snapshot.revision,
+            desired=desired if ok else None,
+            diagnostics=diagnostics,
+            documents=documents,
+            files_read=len(yaml_entries) - hits,
+            files_cached=hits,
+        )
+
+
+def load(snapshot: Snapshot, now: datetime, cache: ParseCache | None = None) -> LoadResult:
+    """Load one snapshot (see :class:`Loader` to reuse results across several loads)."""
+    return Loader(cache).load(snapshot, now)

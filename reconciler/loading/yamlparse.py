@@ -1,0 +1,336 @@
+"""YAML parsing for reconciler documents: fast, bounded, and positioned on demand. Pure.
+
+- Parsing uses libyaml (PyYAML's C parser) when available; construction is PyYAML's.
+- Scalars resolve as in YAML 1.2's core schema, not YAML 1.1: ``on``/``yes``/``no`` stay
+  strings, ``02:00`` stays a string (YAML 1.1 reads it as the sexagesimal 120), timestamps stay
+  strings and are parsed by the models.
+- Duplicate keys are errors; anchors and aliases are bounded (alias bombs), so are file size and
+  nesting depth.
+- Every constructed document comes with its root node, so any field can be positioned
+  (:func:`locate`) without parsing the file a second time.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from reconciler.model.diagnostics import Diagnostic, Severity
+
+MAX_FILE_BYTES = 1024 * 1024
+MAX_NODES = 200_000  # nodes of one document, aliases counted at their expanded size
+MAX_DEPTH = 100
+
+try:
+    _BaseLoader: type = yaml.CSafeLoader
+except AttributeError:  # pragma: no cover - PyYAML built without libyaml
+    _BaseLoader = yaml.SafeLoader
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str, first: yaml.Mark, second: yaml.Mark) -> None:
+        super().__init__(key)
+        self.key, self.first, self.second = key, first, second
+
+
+class Loader(_BaseLoader):  # type: ignore[misc]
+    """libyaml parser, YAML 1.2 core resolution, duplicate keys rejected."""
+
+    yaml_implicit_resolvers: dict[str | None, list[tuple[str, re.Pattern[str]]]] = {}
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, yaml.Mark] = {}
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                key = key_node.value
+                if key in seen:
+                    raise _DuplicateKey(str(key), seen[key], key_node.start_mark)
+                seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)  # type: ignore[no-any-return]
+
+
+def _resolver(tag: str, pattern: str, first: str) -> None:
+    Loader.add_implicit_resolver(tag, re.compile(pattern, re.X), list(first))
+
+
+# YAML 1.2 core schema (https://yaml.org/spec/1.2.2/#1032-tag-resolution), plus merge keys.
+_resolver("tag:yaml.org,2002:bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF")
+_resolver("tag:yaml.org,2002:int", r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", "-+0123456789")
+_resolver(
+    "tag:yaml.org,2002:float",
+    r"""^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$""",
+    "-+0123456789.",
+)
+_resolver("tag:yaml.org,2002:null", r"^(?:~|null|Null|NULL|)$", "~nN")
+Loader.add_implicit_resolver("tag:yaml.org,2002:null", re.compile(r"^$"), [""])
+_resolver("tag:yaml.org,2002:merge", r"^(?:<<)$", "<")
+
+
+def _int_12(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+    text = str(loader.construct_scalar(node))
+    if text.startswith("0o"):
+        return int(text[2:], 8)
+    if text.startswith("0x"):
+        return int(text[2:], 16)
+    return int(text, 10)
+
+
+Loader.add_constructor("tag:yaml.org,2002:int", _int_12)
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedDocument:
+    """One YAML document of a file: its data, its root node and its 0-based index."""
+
+    index: int
+    data: Any
+    node: yaml.Node
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedFile:
+    documents: tuple[ParsedDocument, ...]
+    diagnostics: tuple[Diagnostic, ...]
+
+
+def _diag(
+    path: str, line: int, col: int, code: str, msg: str, hint: str | None = None
+) -> Diagnostic:
+    return Diagnostic(path, line, col, Severity.ERROR, code, msg, hint)
+
+
+def _position_of_offset(data: bytes, offset: int) -> tuple[int, int]:
+    before = data[:offset]
+    line = before.count(b"\n") + 1
+    col = offset - (before.rfind(b"\n") + 1) + 1
+    return line, col
+
+
+def decode(path: str, data: bytes) -> tuple[str | None, Diagnostic | None]:
+    """Decode a YAML file's bytes, or explain why they are not UTF-8 YAML text."""
+    if len(data) > MAX_FILE_BYTES:
+        return None, _diag(
+            path,
+            1,
+            1,
+            "file-too-large",
+            f"{len(data)} bytes is over the limit of {MAX_FILE_BYTES} bytes for one YAML file",
+            "split the documents over several files",
+        )
+    nul = data.find(b"\0")
+    if nul >= 0:
+        line, col = _position_of_offset(data, nul)
+        return None, _diag(
+            path,
+            line,
+            col,
+            "file-binary",
+            "the file holds binary data (a NUL byte), not YAML text",
+            "add the path to Settings exclude if it is not meant to be read",
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line, col = _position_of_offset(data, e.start)
+        return None, _diag(
+            path,
+            line,
+            col,
+            "file-encoding",
+            f"the file is not valid UTF-8 (byte 0x{data[e.start]:02x})",
+            "save the file as UTF-8",
+        )
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    return text, None
+
+
+def _yaml_error(path: str, text: str, err: yaml.MarkedYAMLError) -> Diagnostic:
+    mark = err.problem_mark or err.context_mark
+    line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+    problem = err.problem or "invalid YAML"
+    at = text[mark.index] if mark is not None and 0 <= mark.index < len(text) else ""
+    if at == "\t" or "tab" in problem.lower():
+        return _diag(
+            path,
+            line,
+            col,
+            "yaml-tab",
+            "a tab character where YAML allows only spaces",
+            "indent with spaces; YAML forbids tabs in indentation",
+        )
+    message = problem
+    if err.context:
+        message = f"{problem} ({err.context})"
+    return _diag(path, line, col, "yaml-syntax", message)
+
+
+def _check_size(node: yaml.Node, path: str) -> Diagnostic | None:
+    """Reject documents whose expanded size or depth is unbounded (alias bombs, recursion)."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(n: yaml.Node, depth: int) -> int:
+        key = id(n)
+        if key in sizes:
+            return sizes[key]
+        if key in active:
+            raise _Recursive(n)
+        if depth > MAX_DEPTH:
+            raise _TooDeep(n)
+        total = 1
+        if isinstance(n, yaml.SequenceNode):
+            active.add(key)
+            for child in n.value:
+                total += size(child, depth + 1)
+                if total > MAX_NODES:
+                    raise _TooBig(n)
+            active.discard(key)
+        elif isinstance(n, yaml.MappingNode):
+            active.add(key)
+            for k, v in n.value:
+                total += size(k, depth + 1) + size(v, depth + 1)
+                if total > MAX_NODES:
+                    raise _TooBig(n)
+            active.discard(key)
+        sizes[key] = total
+        return total
+
+    try:
+        size(node, 0)
+    except _TooBig as e:
+        m = e.node.start_mark
+        return _diag(
+            path,
+            m.line + 1,
+            m.column + 1,
+            "yaml-alias-limit",
+            f"the document expands to more than {MAX_NODES} nodes through anchors and aliases",
+            "anchors and aliases may not be used to build huge documents",
+        )
+    except _Recursive as e:
+        m = e.node.start_mark
+        return _diag(
+            path,
+            m.line + 1,
+            m.column + 1,
+            "yaml-alias-limit",
+            "an alias refers to the node that contains it (a recursive structure)",
+        )
+    except _TooDeep as e:
+        m = e.node.start_mark
+        return _diag(
+            path,
+            m.line + 1,
+            m.column + 1,
+            "yaml-too-deep",
+            f"the document nests deeper than {MAX_DEPTH} levels",
+        )
+    return None
+
+
+class _NodeProblem(Exception):
+    def __init__(self, node: yaml.Node) -> None:
+        super().__init__()
+        self.node = node
+
+
+class _TooBig(_NodeProblem):
+    pass
+
+
+class _Recursive(_NodeProblem):
+    pass
+
+
+class _TooDeep(_NodeProblem):
+    pass
+
+
+def parse(path: str, data: bytes) -> ParsedFile:
+    """Parse every document of one file; problems come back as diagnostics, never raised."""
+    text, problem = decode(path, data)
+    if problem is not None or text is None:
+        return ParsedFile((), (problem,) if problem else ())
+    # Walking the node graph costs time, so it runs only where an alias bomb or deep nesting
+    # is possible at all: anchors, flow nesting, or a large file.
+    bounded_check = "&" in text or "[[" in text or "{{" in text or len(text) > 65536
+    docs: list[ParsedDocument] = []
+    loader = Loader(text)
+    try:
+        index = 0
+        while loader.check_node():
+            node = loader.get_node()
+            if node is None:
+                break
+            if bounded_check:
+                bad = _check_size(node, path)
+                if bad is not None:
+                    return ParsedFile(tuple(docs), (bad,))
+            docs.append(ParsedDocument(index, loader.construct_document(node), node))
+            index += 1
+    except _DuplicateKey as e:
+        return ParsedFile(
+            tuple(docs),
+            (
+                _diag(
+                    path,
+                    e.second.line + 1,
+                    e.second.column + 1,
+                    "yaml-duplicate-key",
+                    f'duplicate key "{e.key}" (first at line {e.first.line + 1})',
+                    "a key may appear once per mapping; remove or rename one",
+                ),
+            ),
+        )
+    except yaml.MarkedYAMLError as e:
+        return ParsedFile(tuple(docs), (_yaml_error(path, text, e),))
+    except yaml.YAMLError as e:
+        return ParsedFile(tuple(docs), (_diag(path, 1, 1, "yaml-syntax", str(e)),))
+    except RecursionError:
+        return ParsedFile(
+            tuple(docs),
+            (
+                _diag(
+                    path,
+                    1,
+                    1,
+                    "yaml-too-deep",
+                    f"the document nests deeper than {MAX_DEPTH} levels",
+                ),
+            ),
+        )
+    finally:
+        loader.dispose()
+    return ParsedFile(tuple(docs), ())
+
+
+def locate(node: yaml.Node, loc: Sequence[str | int], key: bool = False) -> tuple[int, int]:
+    """1-based (line, column) of the node at ``loc`` below ``node``, as deep as it exists.
+
+    With ``key=True`` the position of the last mapping *key* is returned (where an unknown
+    field is written) rather than its value.
+    """
+    current = node
+    for i, part in enumerate(loc):
+        last = i == len(loc) - 1
+        if isinstance(current, yaml.MappingNode):
+            for k, v in current.value:
+                if isinstance(k, yaml.ScalarNode) and k.value == str(part):
+                    current = k if (key and last) else v
+                    break
+            else:
+                break
+        elif isinstance(current, yaml.SequenceNode) and isinstance(part, int):
+            if 0 <= part < len(current.value):
+                current = current.value[part]
+            else:
+                break
+        else:
+            break
+    return current.start_mark.line + 1, current.start_mark.column + 1

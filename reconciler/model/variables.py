@@ -1,0 +1,217 @@
+"""Variable values: merging, type checks and choices, shared by schedules, the CLI and the API.
+
+Pure. Values are merged in order: template defaults, then schedule values (from Git), then
+caller values (CLI ``--var`` or the API). Git values are trusted; caller values are data that
+Ansible must never template (the executor marks them ``!unsafe``). Sensitive values are never
+literals in Git: a schedule gives them as ``{valueFrom: ...}`` and they are resolved at run time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from reconciler.model.common import SecretRef
+from reconciler.model.diagnostics import did_you_mean
+from reconciler.model.schedule import secret_ref
+from reconciler.model.template import JobTemplateSpec, VariablePrompt
+
+
+@dataclass(frozen=True, slots=True)
+class VariableProblem:
+    """One problem with a variable value; ``code`` is a diagnostic code (``var-*``)."""
+
+    code: str
+    name: str
+    message: str
+    hint: str | None = None
+
+
+@dataclass
+class ResolvedVariables:
+    """The merged values of one run, split by trust. Secrets are references, not values."""
+
+    trusted: dict[str, Any] = field(default_factory=dict)
+    untrusted: dict[str, Any] = field(default_factory=dict)
+    secrets: dict[str, SecretRef] = field(default_factory=dict)
+    #: sensitive values typed by a caller: used for the run, never stored or logged
+    secret_values: dict[str, Any] = field(default_factory=dict)
+    problems: list[VariableProblem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def public(self) -> dict[str, Any]:
+        """Values safe to store and show: everything but the secrets."""
+        return {**self.trusted, **self.untrusted}
+
+
+def _type_name(v: Any) -> str:
+    if isinstance(v, bool):
+        return "boolean"
+    if isinstance(v, int):
+        return "integer"
+    if isinstance(v, float):
+        return "number"
+    if isinstance(v, str):
+        return "string"
+    if isinstance(v, list):
+        return "list"
+    if isinstance(v, dict):
+        return "mapping"
+    return "null" if v is None else type(v).__name__
+
+
+def check_value(prompt: VariablePrompt, value: Any) -> VariableProblem | None:
+    """Whether ``value`` fits the prompt's type and choices."""
+    t = prompt.type
+    ok = {
+        "string": isinstance(value, str),
+        "integer": isinstance(value, int) and not isinstance(value, bool),
+        "number": isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value),
+        "boolean": isinstance(value, bool),
+        "list": isinstance(value, list),
+        "choice": True,
+    }[t]
+    if not ok:
+        return VariableProblem(
+            "var-type",
+            prompt.name,
+            f'variable "{prompt.name}" must be {"an" if t == "integer" else "a"} {t}, '
+            f"not {_type_name(value)} {json.dumps(value, default=str)[:60]}",
+        )
+    if t == "choice" and prompt.choices is not None and value not in prompt.choices:
+        allowed = ", ".join(json.dumps(c) for c in prompt.choices)
+        given = json.dumps(value, default=str)
+        return VariableProblem(
+            "var-choice",
+            prompt.name,
+            f'variable "{prompt.name}" must be one of {allowed}, not {given}',
+        )
+    return None
+
+
+_TRUE = {"true", "yes", "1", "on"}
+_FALSE = {"false", "no", "0", "off"}
+
+
+def coerce_text(prompt: VariablePrompt | None, text: str) -> Any:
+    """Turn a value typed as text (``--var k=v``, a query parameter) into the prompt's type.
+
+    A value that cannot be converted is returned unchanged, so :func:`check_value` reports it.
+    """
+    if prompt is None or prompt.type == "string":
+        return text
+    t = prompt.type
+    try:
+        if t == "integer":
+            return int(text, 10)
+        if t == "number":
+            return float(text) if any(ch in text for ch in ".eE") else int(text, 10)
+        if t == "boolean":
+            if text.lower() in _TRUE:
+                return True
+            if text.lower() in _FALSE:
+                return False
+            return text
+        if t == "list":
+            value = (
+                json.loads(text)
+                if text.startswith("[")
+                else [p.strip() for p in text.split(",") if p.strip()]
+            )
+            return value
+        if t == "choice" and prompt.choices is not None:
+            for c in prompt.choices:
+                if str(c) == text:
+                    return c
+    except ValueError:
+        return text
+    return text
+
+
+def resolve(
+    template: JobTemplateSpec,
+    schedule_values: Mapping[str, Any] | None = None,
+    caller_values: Mapping[str, Any] | None = None,
+) -> ResolvedVariables:
+    """Merge defaults, schedule values and caller values; check every one of them."""
+    out = ResolvedVariables()
+    declared = {p.name: p for p in template.variables}
+    for p in template.variables:
+        if p.default is not None:
+            out.trusted[p.name] = p.default
+    for source, values in (("schedule", schedule_values or {}), ("caller", caller_values or {})):
+        for name, value in values.items():
+            prompt = declared.get(name)
+            if prompt is None and not template.allow_new_variables:
+                out.problems.append(
+                    VariableProblem(
+                        "var-unknown",
+                        name,
+                        f'unknown variable "{name}"',
+                        did_you_mean(name, declared)
+                        or (
+                            "declared variables: " + ", ".join(declared)
+                            if declared
+                            else "the template declares no variables (allowNewVariables is false)"
+                        ),
+                    )
+                )
+                continue
+            ref = secret_ref(value)
+            if ref is not None:
+                if source == "caller":
+                    out.problems.append(
+                        VariableProblem(
+                            "var-type", name, f'variable "{name}": valueFrom is only allowed in Git'
+                        )
+                    )
+                    continue
+                out.trusted.pop(name, None)
+                out.untrusted.pop(name, None)
+                out.secrets[name] = ref
+                continue
+            if prompt is not None and prompt.sensitive and source == "schedule":
+                out.problems.append(
+                    VariableProblem(
+                        "var-secret-literal",
+                        name,
+                        f'variable "{name}" is sensitive and must not be a literal in Git',
+                        "use {valueFrom: {env: NAME}} or {valueFrom: {file: PATH}}",
+                    )
+                )
+                continue
+            if prompt is not None:
+                problem = check_value(prompt, value)
+                if problem is not None:
+                    out.problems.append(problem)
+                    continue
+            out.secrets.pop(name, None)
+            if prompt is not None and prompt.sensitive:
+                out.trusted.pop(name, None)
+                out.secret_values[name] = value
+            elif source == "caller":
+                out.trusted.pop(name, None)
+                out.untrusted[name] = value
+            else:
+                out.trusted[name] = value
+    for p in template.variables:
+        given = (out.trusted, out.untrusted, out.secrets, out.secret_values)
+        if p.required and not any(p.name in values for values in given):
+            out.problems.append(
+                VariableProblem(
+                    "var-missing",
+                    p.name,
+                    f'required variable "{p.name}" has no value',
+                    f"give it in the schedule's variables{' with valueFrom' if p.sensitive else ''}"
+                    " or as a default in the template",
+                )
+            )
+    return out

@@ -1,0 +1,1 @@
+"""Where snapshots come from: Git revisions and plain directories. I/O."""

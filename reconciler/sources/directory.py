@@ -1,0 +1,85 @@
+"""Snapshots of a directory's working tree (what ``validate`` reads by default). I/O.
+
+Files are listed as they are on disk, ``.git`` and other VCS folders skipped; each file's
+Git blob SHA is computed from its contents, so unchanged files hit the parse cache just as
+committed ones do.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from reconciler.errors import SourceError
+from reconciler.model.snapshot import Entry, EntryType, git_blob_id
+
+SKIP_DIRS = {".git", ".hg", ".svn", ".venv", "venv", "__pycache__", "node_modules", ".reconciler"}
+
+
+class DirectorySnapshot:
+    """The files below ``root`` as they are now."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise SourceError(f"{self.root} is not a directory")
+        self._data: dict[str, bytes] = {}
+        self._entries: dict[str, Entry] | None = None
+
+    @property
+    def revision(self) -> str | None:
+        return None
+
+    @property
+    def entries(self) -> Mapping[str, Entry]:
+        if self._entries is None:
+            self._entries = self._scan()
+        return self._entries
+
+    def _scan(self) -> dict[str, Entry]:
+        out: dict[str, Entry] = {}
+        root = str(self.root)
+        for dirpath, dirnames, filenames in os.walk(root):
+            rel_dir = os.path.relpath(dirpath, root)
+            rel_dir = "" if rel_dir == "." else rel_dir.replace(os.sep, "/")
+            keep = []
+            for d in dirnames:
+                if d in SKIP_DIRS:
+                    continue
+                full = os.path.join(dirpath, d)
+                rel = f"{rel_dir}/{d}" if rel_dir else d
+                if os.path.islink(full):
+                    target = os.readlink(full)
+                    out[rel] = Entry(rel, git_blob_id(target.encode()), EntryType.SYMLINK, target)
+                else:
+                    keep.append(d)
+            dirnames[:] = keep
+            for f in filenames:
+                full = os.path.join(dirpath, f)
+                rel = f"{rel_dir}/{f}" if rel_dir else f
+                if os.path.islink(full):
+                    target = os.readlink(full)
+                    out[rel] = Entry(rel, git_blob_id(target.encode()), EntryType.SYMLINK, target)
+                    continue
+                if not rel.lower().endswith((".yaml", ".yml")):
+                    # only YAML is parsed; other files need to exist, not to be hashed
+                    out[rel] = Entry(rel, "")
+                    continue
+                data = self._read_disk(full)
+                self._data[rel] = data
+                out[rel] = Entry(rel, git_blob_id(data))
+        return out
+
+    @staticmethod
+    def _read_disk(full: str) -> bytes:
+        try:
+            with open(full, "rb") as fh:
+                return fh.read()
+        except OSError as e:
+            raise SourceError(f"cannot read {full}: {e.strerror}") from e
+
+    def read(self, path: str) -> bytes:
+        if path in self._data:
+            return self._data[path]
+        return self._read_disk(os.path.join(self.root, path))

@@ -1,0 +1,161 @@
+"""Snapshots of Git revisions, read straight from the object database. I/O.
+
+The only module that imports pygit2. A revision is read without a checkout: the tree is
+listed (path, blob SHA, mode) and blobs are read on demand. Remote URLs are cloned once into a
+cache directory and fetched on each use. Credentials in URLs never appear in messages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import pygit2
+
+from reconciler.errors import RevisionNotFound, SourceError, SourceUnavailable
+from reconciler.model.snapshot import Entry, EntryType
+
+_LINK_MODE = 0o120000
+_TREE_MODE = 0o040000
+_COMMIT_MODE = 0o160000  # submodule
+_URL_RE = re.compile(r"^[a-z][a-z0-9+.-]*://|^[^/@\s]+@[^:/\s]+:")
+
+
+def is_url(repo: str) -> bool:
+    return bool(_URL_RE.match(repo))
+
+
+def redact(url: str) -> str:
+    """``https://user:token@host/x`` -> ``https://***@host/x``."""
+    return re.sub(r"(?<=://)[^/@\s]+@", "***@", url)
+
+
+class GitSnapshot:
+    """The files of one commit."""
+
+    def __init__(self, repo: pygit2.Repository, commit: pygit2.Commit) -> None:
+        self._repo = repo
+        self._commit = commit
+        self._entries: dict[str, Entry] | None = None
+
+    @property
+    def revision(self) -> str:
+        return str(self._commit.id)
+
+    @property
+    def tree_id(self) -> str:
+        return str(self._commit.tree_id)
+
+    @property
+    def commit(self) -> pygit2.Commit:
+        return self._commit
+
+    @property
+    def entries(self) -> Mapping[str, Entry]:
+        if self._entries is None:
+            out: dict[str, Entry] = {}
+            self._walk(self._commit.tree, "", out)
+            self._entries = out
+        return self._entries
+
+    def _walk(self, tree: pygit2.Tree, prefix: str, out: dict[str, Entry]) -> None:
+        for e in tree:
+            path = prefix + (e.name or "")
+            mode = e.filemode
+            if mode == _TREE_MODE:
+                sub = self._repo[e.id]
+                assert isinstance(sub, pygit2.Tree)
+                self._walk(sub, path + "/", out)
+            elif mode == _LINK_MODE:
+                target = self._blob(str(e.id)).decode("utf-8", "replace")
+                out[path] = Entry(path, str(e.id), EntryType.SYMLINK, target)
+            elif mode == _COMMIT_MODE:
+                continue
+            else:
+                out[path] = Entry(path, str(e.id))
+
+    def read(self, path: str) -> bytes:
+        entry = self.entries.get(path)
+        if entry is None:
+            raise SourceError(f"{path} does not exist at {self.revision[:12]}")
+        return self._blob(entry.blob_id)
+
+    def _blob(self, oid: str) -> bytes:
+        blob = self._repo[oid]
+        assert isinstance(blob, pygit2.Blob)
+        return bytes(blob.data)
+
+
+class GitSource:
+    """A repository on disk (a path) or behind a URL (cloned into ``cache_dir``)."""
+
+    def __init__(self, location: str, cache_dir: str | os.PathLike[str] | None = None) -> None:
+        self.location = location
+        self.display = redact(location)
+        if is_url(location):
+            base = Path(cache_dir or default_cache_dir()) / "repos"
+            self._path = base / hashlib.sha256(location.encode()).hexdigest()[:24]
+            self.repo = self._clone_or_fetch(base)
+        else:
+            found = pygit2.discover_repository(location)
+            if found is None:
+                raise SourceError(f"{location} is not a Git repository")
+            self.repo = pygit2.Repository(found)
+
+    def _clone_or_fetch(self, base: Path) -> pygit2.Repository:
+        try:
+            if (self._path / "HEAD").exists():
+                repo = pygit2.Repository(str(self._path))
+                repo.remotes["origin"].fetch(["+refs/heads/*:refs/heads/*"])
+                return repo
+            base.mkdir(parents=True, exist_ok=True)
+            return pygit2.clone_repository(self.location, str(self._path), bare=True)
+        except (pygit2.GitError, KeyError, OSError) as e:
+            message = redact(str(e)).replace(self.location, self.display)
+            raise SourceUnavailable(f"cannot fetch {self.display}: {message}") from None
+
+    @property
+    def is_bare(self) -> bool:
+        return bool(self.repo.is_bare)
+
+    @property
+    def workdir(self) -> str | None:
+        wd: str | None = self.repo.workdir
+        return wd
+
+    def resolve(self, rev: str) -> str:
+        """The full commit SHA a revision name stands for."""
+        if self.repo.is_empty:
+            raise SourceUnavailable(f"{self.display} has no commits yet")
+        try:
+            obj = self.repo.revparse_single(rev)
+            commit = obj.peel(pygit2.Commit)
+        except (KeyError, ValueError, pygit2.GitError, pygit2.InvalidSpecError):
+            raise RevisionNotFound(f'revision "{rev}" does not exist in {self.display}') from None
+        return str(commit.id)
+
+    def snapshot(self, rev: str) -> GitSnapshot:
+        sha = self.resolve(rev)
+        commit = self.repo[sha]
+        assert isinstance(commit, pygit2.Commit)
+        return GitSnapshot(self.repo, commit)
+
+    def default_revision(self, branch: str | None = None) -> str:
+        """The head of the tracked branch (``branch``, else the remote/HEAD's branch)."""
+        if branch:
+            for ref in (f"refs/heads/{branch}", f"refs/remotes/origin/{branch}"):
+                if ref in self.repo.references:
+                    return ref
+            raise RevisionNotFound(f'branch "{branch}" does not exist in {self.display}')
+        return "HEAD"
+
+
+def default_cache_dir() -> str:
+    env = os.environ.get("RECONCILER_CACHE_DIR")
+    if env:
+        return env
+    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(xdg, "reconciler")
