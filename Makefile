@@ -31,7 +31,7 @@ pytest: $(STAMP)
 test: lint types pytest
 
 schemas: $(STAMP)
-	$(BIN)/python -m reconciler.loading.schemas schemas
+	$(BIN)/python -m reconciler.model.schemas schemas
 
 clean:
 	rm -rf $(VENV)

@@ -31,8 +31,9 @@ def open_snapshot(repo: str, rev: str | None, default: Default) -> Source:
     """The snapshot ``repo`` + ``rev`` stands for; raises :class:`SourceError`."""
     from reconciler.sources import git
 
+    cache = shared_loader().cache
     if git.is_url(repo):
-        src = git.GitSource(repo)
+        src = git.GitSource(repo, listing_cache=cache)
         snap = src.snapshot(rev or src.default_revision())
         return Source(snap, f"commit {snap.revision[:12]} of {src.display}")
     if not os.path.exists(repo):
@@ -42,7 +43,7 @@ def open_snapshot(repo: str, rev: str | None, default: Default) -> Source:
 
         return Source(DirectorySnapshot(repo), f"working tree of {repo}")
     try:
-        src = git.GitSource(repo)
+        src = git.GitSource(repo, listing_cache=cache)
     except SourceError:
         if rev is not None:
             raise SourceError(f"{repo} is not a Git repository, so --rev cannot be used") from None

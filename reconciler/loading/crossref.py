@@ -7,8 +7,9 @@ playbook paths and ``when`` expressions, then builds the :class:`DesiredState`.
 
 from __future__ import annotations
 
+import hashlib
 import posixpath
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from functools import lru_cache
 from typing import Any, Protocol
@@ -18,7 +19,7 @@ from reconciler.loading.ansible_inventory import InventoryFileError, parse_inven
 from reconciler.loading.documents import LoadedDocument
 from reconciler.model.common import NotifyRule, Targets
 from reconciler.model.desired import DesiredState
-from reconciler.model.diagnostics import DiagnosticSink, Position, did_you_mean
+from reconciler.model.diagnostics import Diagnostic, DiagnosticSink, Position, did_you_mean
 from reconciler.model.documents import (
     Channel,
     Inventory,
@@ -29,11 +30,32 @@ from reconciler.model.documents import (
 )
 from reconciler.model.inventory import Group, Server
 from reconciler.model.snapshot import Entry, EntryType
-from reconciler.model.targets import resolve_targets
+from reconciler.model.targets import TargetIndex
 from reconciler.model.variables import resolve
 
 Loc = Sequence[str | int]
 Read = Callable[[str], bytes]
+
+
+class CheckCache(Protocol):
+    """Diagnostics of one schedule under one context, keyed by "digest:context"."""
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, list[Diagnostic]]: ...
+
+    def put_many(self, items: Mapping[str, list[Diagnostic]]) -> None: ...
+
+
+def time_sensitive(ld: LoadedDocument) -> bool:
+    """Whether a schedule's checks depend on the clock (so their results cannot be cached)."""
+    doc = ld.doc
+    assert isinstance(doc, Schedule)
+    w = doc.spec.when
+    return (
+        w.at is not None
+        or w.start is not None
+        or w.end is not None
+        or (w.cron is not None and len(w.cron.split()) >= 7)
+    )
 
 
 class Locator(Protocol):
@@ -142,7 +164,7 @@ class CrossChecker:
         self.sink.warning(self.pos(ld, loc), code, f'{ld.kind} "{ld.name}": {msg}', hint)
 
     # -- the pass -----------------------------------------------------------------------
-    def run(self) -> DesiredState:
+    def run(self, cache: CheckCache | None = None) -> DesiredState:
         by_kind: dict[str, list[LoadedDocument]] = {}
         for ld in self.docs:
             by_kind.setdefault(ld.kind, []).append(ld)
@@ -164,9 +186,11 @@ class CrossChecker:
                     )
                     continue
                 seen[ld.name] = ld
-                self.state.positions[(kind, ld.name)] = self.pos(ld)
+                self.state.positions[(kind, ld.name)] = Position(ld.path, ld.line, 1)
+                self.state.sources[(kind, ld.name)] = ld
             named[kind] = seen
         self._inventories(list(named.get("Inventory", {}).values()))
+        self.target_index = TargetIndex(self.state.servers)
         self._policies(list(named.get("Policy", {}).values()))
         for name, ld in named.get("Channel", {}).items():
             assert isinstance(ld.doc, Channel)
@@ -176,10 +200,44 @@ class CrossChecker:
             self.state.templates[name] = ld.doc
         for ld in named.get("JobTemplate", {}).values():
             self._template(ld)
-        for ld in named.get("Schedule", {}).values():
-            self._schedule(ld)
+        self._schedules(list(named.get("Schedule", {}).values()), cache)
         self._symlinks()
         return self.state
+
+    def context_key(self) -> str:
+        """A digest of everything a schedule's checks depend on besides the schedule itself."""
+        h = hashlib.sha256()
+        context = [d for d in self.docs if d.kind != "Schedule"]
+        for ld in sorted(context, key=lambda d: (d.kind, d.name, d.path, d.index)):
+            h.update(f"{ld.kind}\0{ld.name}\0{ld.digest}\0".encode())
+        return h.hexdigest()[:32]
+
+    def _schedules(self, lds: list[LoadedDocument], cache: CheckCache | None) -> None:
+        """Check every schedule; results of unchanged schedules come from ``cache``.
+
+        A schedule's diagnostics depend only on its own content and on the other kinds
+        (its context), except for checks against the clock (``at``, ``start``/``end``, cron
+        years), which are never cached.
+        """
+        for ld in lds:
+            self.state.schedules.add(ld)
+        if cache is None:
+            for ld in lds:
+                self._schedule(ld)
+            return
+        ctx = self.context_key()
+        keys = {ld.name: f"{ld.digest}:{ctx}" for ld in lds}
+        hits = cache.get_many(keys.values())
+        fresh: dict[str, tuple[list[Diagnostic], bool]] = {}
+        for ld in lds:
+            hit = hits.get(keys[ld.name])
+            if hit is not None:
+                self.sink.extend(d.with_path(ld.path) for d in hit)
+                continue
+            before = len(self.sink.items)
+            self._schedule(ld)
+            fresh[keys[ld.name]] = (self.sink.items[before:], time_sensitive(ld))
+        cache.put_many({k: d for k, (d, sensitive) in fresh.items() if not sensitive})
 
     def _settings(self, lds: list[LoadedDocument]) -> None:
         for extra in lds[1:]:
@@ -399,7 +457,7 @@ class CrossChecker:
                         f'unknown {field_[:-1] if field_ != "servers" else "server"} "{name}"',
                         did_you_mean(name, known),
                     )
-        if not bad and not targets.empty and not resolve_targets(targets, st.servers):
+        if not bad and not targets.empty and not self.target_index.resolve(targets):
             self.warning(
                 ld,
                 ("spec", "targets"),
@@ -491,7 +549,6 @@ class CrossChecker:
         assert isinstance(ld.doc, Schedule)
         st = self.state
         spec = ld.doc.spec
-        st.schedules[ld.name] = ld.doc
         template = st.templates.get(spec.template)
         if template is None:
             self.error(

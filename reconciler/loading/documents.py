@@ -6,10 +6,11 @@ at fault, with a "did you mean" hint for misspelt field names.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import types
 import typing
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -22,22 +23,68 @@ from reconciler.model.documents import KINDS, AnyDocument
 Loc = Sequence[str | int]
 
 
-@dataclass(frozen=True, slots=True)
 class LoadedDocument:
-    """A valid document with its file, index in the file and 1-based line of its start."""
+    """A valid document: where it is, its canonical JSON body and digest, its model.
 
-    doc: AnyDocument
-    path: str
-    index: int
-    line: int
+    The model is built lazily from the canonical body, so documents that come from the parse
+    cache cost nothing until something needs their fields.
+    """
+
+    __slots__ = ("_doc", "body", "digest", "index", "kind", "line", "name", "path")
+
+    def __init__(
+        self,
+        kind: str,
+        name: str,
+        path: str,
+        index: int,
+        line: int,
+        body: bytes,
+        digest: str,
+        doc: AnyDocument | None = None,
+    ) -> None:
+        self.kind, self.name, self.path, self.index, self.line = kind, name, path, index, line
+        self.body, self.digest, self._doc = body, digest, doc
+
+    @classmethod
+    def from_model(cls, doc: AnyDocument, path: str, index: int, line: int) -> LoadedDocument:
+        body = canonical_json(doc)
+        return cls(doc.kind, doc.name, path, index, line, body, digest(body), doc)
 
     @property
-    def kind(self) -> str:
-        return self.doc.kind
+    def doc(self) -> AnyDocument:
+        if self._doc is None:
+            self._doc = KINDS[self.kind].model_validate_json(self.body)
+        return self._doc
 
-    @property
-    def name(self) -> str:
-        return self.doc.name
+    def at(self, path: str) -> LoadedDocument:
+        """The same document found under another path (same blob, other file)."""
+        if path == self.path:
+            return self
+        return LoadedDocument(
+            self.kind, self.name, path, self.index, self.line, self.body, self.digest, self._doc
+        )
+
+    def to_tuple(self) -> tuple[str, str, int, int, bytes, str]:
+        return (self.kind, self.name, self.index, self.line, self.body, self.digest)
+
+    @classmethod
+    def from_tuple(cls, path: str, t: tuple[str, str, int, int, bytes, str]) -> LoadedDocument:
+        kind, name, index, line, body, dig = t
+        return cls(kind, name, path, index, line, body, dig)
+
+    def __repr__(self) -> str:
+        return f"<{self.kind} {self.name!r} at {self.path}:{self.line}>"
+
+
+def canonical_json(doc: AnyDocument) -> bytes:
+    """The document as sorted, compact JSON with defaults filled in: what its digest covers."""
+    data = doc.model_dump(mode="json", by_alias=True)
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def digest(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
 
 
 def _label(kind: str, raw: dict[str, Any]) -> str:
@@ -211,4 +258,4 @@ def load_document(pd: ParsedDocument, path: str) -> tuple[LoadedDocument | None,
         doc = model.model_validate(raw)
     except ValidationError as e:
         return None, validation_diagnostics(e, model, kind, raw, pd, path)
-    return LoadedDocument(doc, path, pd.index, line), []
+    return LoadedDocument.from_model(doc, path, pd.index, line), []

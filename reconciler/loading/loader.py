@@ -8,10 +8,10 @@ positions only when a cross-document check reports a problem in it.
 
 from __future__ import annotations
 
-import pickle
+import marshal
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
 from typing import Protocol
@@ -43,6 +43,71 @@ class FileResult:
 
     documents: tuple[LoadedDocument, ...]
     diagnostics: tuple[Diagnostic, ...]
+
+    def encode(self) -> bytes:
+        return marshal.dumps(
+            ([d.to_tuple() for d in self.documents], [_diag_tuple(d) for d in self.diagnostics])
+        )
+
+    @classmethod
+    def decode(cls, path: str, data: bytes) -> FileResult:
+        docs, diags = marshal.loads(data)
+        return cls(
+            tuple(LoadedDocument.from_tuple(path, t) for t in docs),
+            tuple(_diag_from(path, t) for t in diags),
+        )
+
+    def at(self, path: str) -> FileResult:
+        if all(d.path == path for d in self.documents) and all(
+            d.path == path for d in self.diagnostics
+        ):
+            return self
+        return FileResult(
+            tuple(d.at(path) for d in self.documents),
+            tuple(d.with_path(path) for d in self.diagnostics),
+        )
+
+
+def _diag_tuple(d: Diagnostic) -> tuple[int, int, str, str, str, str | None]:
+    return (d.line, d.column, str(d.severity), d.code, d.message, d.hint)
+
+
+def _diag_from(path: str, t: tuple[int, int, str, str, str, str | None]) -> Diagnostic:
+    line, col, sev, code, msg, hint = t
+    return Diagnostic(path, line, col, Severity(sev), code, msg, hint)
+
+
+class _CheckCache:
+    """Per-schedule cross-check results, stored in the same cache as file results."""
+
+    PREFIX = "check:"
+
+    def __init__(self, backend: ParseCache | None) -> None:
+        self.backend = backend
+        self.memory: dict[str, list[Diagnostic]] = {}
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, list[Diagnostic]]:
+        wanted = list(keys)
+        out = {k: self.memory[k] for k in wanted if k in self.memory}
+        missing = [self.PREFIX + k for k in wanted if k not in out]
+        if self.backend is not None and missing:
+            for key, blob in self.backend.get_many(missing).items():
+                try:
+                    diags = [_diag_from("", t) for t in marshal.loads(blob)]
+                except (ValueError, EOFError, TypeError):
+                    continue
+                out[key[len(self.PREFIX) :]] = self.memory[key[len(self.PREFIX) :]] = diags
+        return out
+
+    def put_many(self, items: Mapping[str, list[Diagnostic]]) -> None:
+        self.memory.update(items)
+        if self.backend is not None and items:
+            self.backend.put_many(
+                {
+                    self.PREFIX + k: marshal.dumps([_diag_tuple(d) for d in v])
+                    for k, v in items.items()
+                }
+            )
 
 
 @dataclass
@@ -153,29 +218,31 @@ class Loader:
 
     def __init__(self, cache: ParseCache | None = None) -> None:
         self.cache = cache
+        self.checks = _CheckCache(cache)
         self._memory: dict[str, FileResult] = {}
 
     def _results(
         self, snapshot: Snapshot, entries: list[Entry]
     ) -> tuple[dict[str, FileResult], int]:
-        wanted = [e.blob_id for e in entries if e.blob_id not in self._memory]
-        hits = 0
+        wanted = [e for e in entries if e.blob_id not in self._memory]
+        hits = len(entries) - len(wanted)
         if self.cache is not None and wanted:
-            for key, blob in self.cache.get_many(wanted).items():
+            by_blob = {e.blob_id: e for e in wanted}
+            for key, blob in self.cache.get_many(by_blob).items():
                 try:
-                    self._memory[key] = pickle.loads(blob)
+                    self._memory[key] = FileResult.decode(by_blob[key].path, blob)
                     hits += 1
-                except Exception:  # a damaged entry is simply parsed again
+                except (ValueError, EOFError, TypeError):  # damaged: parse it again
                     continue
         fresh: dict[str, bytes] = {}
         for e in entries:
             if e.blob_id not in self._memory:
                 result = load_file(e.path, snapshot.read(e.path))
                 self._memory[e.blob_id] = result
-                fresh[e.blob_id] = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
+                fresh[e.blob_id] = result.encode()
         if self.cache is not None and fresh:
             self.cache.put_many(fresh)
-        return {e.path: self._memory[e.blob_id] for e in entries}, hits
+        return {e.path: self._memory[e.blob_id].at(e.path) for e in entries}, hits
 
     def load(self, snapshot: Snapshot, now: datetime) -> LoadResult:
         entries = snapshot.entries
@@ -192,7 +259,7 @@ class Loader:
         patterns: list[str] = []
         for r in results.values():
             for ld in r.documents:
-                if isinstance(ld.doc, Settings):
+                if ld.kind == "Settings" and isinstance(ld.doc, Settings):
                     patterns = list(ld.doc.spec.exclude)
         rest = [
             e
@@ -205,13 +272,13 @@ class Loader:
         documents: list[LoadedDocument] = []
         for path in sorted(results):
             r = results[path]
-            sink.extend(d if d.path == path else d.with_path(path) for d in r.diagnostics)
-            documents.extend(d if d.path == path else replace(d, path=path) for d in r.documents)
+            sink.extend(r.diagnostics)
+            documents.extend(r.documents)
         # A Settings document outside reconciler.yaml still applies its excludes.
         late = [
             d.doc.spec.exclude
             for d in documents
-            if isinstance(d.doc, Settings) and d.path not in SETTINGS_FILES
+            if d.kind == "Settings" and d.path not in SETTINGS_FILES and isinstance(d.doc, Settings)
         ]
         if late:
             globs = [g for gs in late for g in gs]
@@ -220,7 +287,7 @@ class Loader:
         checker = CrossChecker(
             documents, entries, snapshot.read, _Locator(snapshot), now, sink, snapshot.revision
         )
-        desired = checker.run()
+        desired = checker.run(self.checks)
         diagnostics = sink.sorted()
         ok = not sink.has_errors
         return LoadResult(

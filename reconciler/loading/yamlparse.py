@@ -42,6 +42,23 @@ class Loader(_BaseLoader):  # type: ignore[misc]
 
     yaml_implicit_resolvers: dict[str | None, list[tuple[str, re.Pattern[str]]]] = {}
 
+    # The parser calls these for every node; there are no path resolvers, so they do nothing
+    # and resolution is a table lookup on the first character.
+    def descend_resolver(self, current_node: Any, current_index: Any) -> None:
+        return None
+
+    def ascend_resolver(self) -> None:
+        return None
+
+    def resolve(self, kind: type, value: Any, implicit: tuple[bool, bool]) -> str:
+        if kind is yaml.ScalarNode:
+            if implicit[0]:
+                for tag, regexp in self.yaml_implicit_resolvers.get(value[:1], ()):
+                    if regexp.match(value):
+                        return tag
+            return "tag:yaml.org,2002:str"
+        return "tag:yaml.org,2002:seq" if kind is yaml.SequenceNode else "tag:yaml.org,2002:map"
+
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, yaml.Mark] = {}
         for key_node, _ in node.value:
@@ -81,6 +98,85 @@ def _int_12(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
 
 
 Loader.add_constructor("tag:yaml.org,2002:int", _int_12)
+
+
+_STR = "tag:yaml.org,2002:str"
+_MAP = "tag:yaml.org,2002:map"
+_SEQ = "tag:yaml.org,2002:seq"
+_MERGE = "tag:yaml.org,2002:merge"
+_SCALARS: dict[str, Any] = {
+    "tag:yaml.org,2002:null": lambda v: None,
+    "tag:yaml.org,2002:bool": lambda v: v in ("true", "True", "TRUE"),
+    "tag:yaml.org,2002:int": lambda v: _INT_BASES(v),
+    "tag:yaml.org,2002:float": lambda v: float(
+        v.lower().replace(".inf", "inf").replace(".nan", "nan")
+    ),
+}
+
+
+def _INT_BASES(v: str) -> int:
+    if v.startswith("0o"):
+        return int(v[2:], 8)
+    if v.startswith("0x"):
+        return int(v[2:], 16)
+    return int(v, 10)
+
+
+def build(node: yaml.Node, memo: dict[int, Any] | None = None) -> Any:
+    """Construct Python data from a node tree: PyYAML's safe constructor, only faster.
+
+    Handles the core tags, merge keys and shared (aliased) nodes; rejects duplicate keys.
+    Anything unusual (explicit tags such as ``!!binary``) falls back to PyYAML's constructor.
+    """
+    if isinstance(node, yaml.ScalarNode):
+        tag = node.tag
+        if tag == _STR:
+            return node.value
+        conv = _SCALARS.get(tag)
+        if conv is None:
+            raise _Fallback()
+        return conv(node.value)
+    if memo is not None and id(node) in memo:
+        return memo[id(node)]
+    if isinstance(node, yaml.SequenceNode):
+        if node.tag != _SEQ:
+            raise _Fallback()
+        out_list: list[Any] = []
+        if memo is not None:
+            memo[id(node)] = out_list
+        out_list.extend(build(child, memo) for child in node.value)
+        return out_list
+    assert isinstance(node, yaml.MappingNode)
+    if node.tag != _MAP:
+        raise _Fallback()
+    out: dict[Any, Any] = {}
+    if memo is not None:
+        memo[id(node)] = out
+    merged: dict[Any, Any] = {}
+    seen: dict[Any, yaml.Mark] = {}
+    for key_node, value_node in node.value:
+        if key_node.tag == _MERGE:
+            value = build(value_node, memo)
+            for item in value if isinstance(value, list) else [value]:
+                if not isinstance(item, dict):
+                    raise _Fallback()
+                for k, v in item.items():
+                    merged.setdefault(k, v)
+            continue
+        key = build(key_node, memo)
+        if isinstance(key, list | dict):
+            raise _Fallback()
+        if key in seen:
+            raise _DuplicateKey(str(key), seen[key], key_node.start_mark)
+        seen[key] = key_node.start_mark
+        out[key] = build(value_node, memo)
+    for k, v in merged.items():
+        out.setdefault(k, v)
+    return out
+
+
+class _Fallback(Exception):
+    """The fast builder met something only PyYAML's constructor handles."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,7 +368,11 @@ def parse(path: str, data: bytes) -> ParsedFile:
                 bad = _check_size(node, path)
                 if bad is not None:
                     return ParsedFile(tuple(docs), (bad,))
-            docs.append(ParsedDocument(index, loader.construct_document(node), node))
+            try:
+                data = build(node, {} if bounded_check else None)
+            except _Fallback:
+                data = loader.construct_document(node)
+            docs.append(ParsedDocument(index, data, node))
             index += 1
     except _DuplicateKey as e:
         return ParsedFile(

@@ -8,9 +8,18 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from functools import lru_cache
 from typing import Annotated, Any, Literal, NewType
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+)
 from pydantic.alias_generators import to_camel
 
 API_VERSION = "reconciler/v1"
@@ -54,6 +63,7 @@ DnsName = Annotated[str, AfterValidator(check_name)]
 _DURATION_RE = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 
 
+@lru_cache(maxsize=4096)
 def parse_duration(text: str) -> timedelta:
     """Parse ``15m``, ``1h30m``, ``7d``, ``45s``; units s, m, h, d; raises ValueError."""
     m = _DURATION_RE.match(text.strip()) if isinstance(text, str) else None
@@ -73,7 +83,24 @@ def _duration_before(value: Any) -> Any:
     return parse_duration(value)
 
 
-Duration = Annotated[timedelta, BeforeValidator(_duration_before)]
+def format_duration(value: timedelta) -> str:
+    """The compact form of a duration: ``1d2h``, ``15m``, ``0s``."""
+    total = int(value.total_seconds())
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        n, total = divmod(total, size)
+        if n:
+            parts.append(f"{n}{unit}")
+    return "".join(parts) or "0s"
+
+
+DURATION_PATTERN = r"^(\d+d)?(\d+h)?(\d+m)?(\d+s)?$"
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(_duration_before),
+    PlainSerializer(format_duration, return_type=str),
+    WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN, "examples": ["15m", "1h30m"]}),
+]
 
 
 def _positive(value: timedelta) -> timedelta:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
 
 from reconciler.model.channel import ChannelSpec
 from reconciler.model.diagnostics import Position
@@ -20,12 +22,43 @@ from reconciler.model.policy import Permission, User, matches
 from reconciler.model.settings import SettingsSpec
 
 
-@dataclass(frozen=True)
-class Located:
-    """A document with where it came from."""
+class Source(Protocol):
+    """A loaded document as the desired state keeps it (see loading.documents)."""
 
-    doc: AnyDocument
-    pos: Position
+    kind: str
+    name: str
+    path: str
+    line: int
+    body: bytes  # canonical JSON
+    digest: str  # sha256 of body
+
+    @property
+    def doc(self) -> AnyDocument: ...
+
+
+T = TypeVar("T")
+
+
+class DocMap(Mapping[str, T], Generic[T]):
+    """name -> document model, built on first access from the loaded document."""
+
+    def __init__(self) -> None:
+        self.sources: dict[str, Source] = {}
+
+    def add(self, src: Source) -> None:
+        self.sources[src.name] = src
+
+    def __getitem__(self, name: str) -> T:
+        return self.sources[name].doc  # type: ignore[return-value]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.sources)
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.sources
 
 
 @dataclass
@@ -35,7 +68,7 @@ class DesiredState:
     revision: str | None
     settings: SettingsSpec = field(default_factory=SettingsSpec)
     templates: dict[str, JobTemplate] = field(default_factory=dict)
-    schedules: dict[str, Schedule] = field(default_factory=dict)
+    schedules: DocMap[Schedule] = field(default_factory=DocMap)
     channels: dict[str, Channel] = field(default_factory=dict)
     servers: dict[str, Server] = field(default_factory=dict)
     roles: dict[str, Group] = field(default_factory=dict)
@@ -46,6 +79,8 @@ class DesiredState:
     policies: dict[str, Policy] = field(default_factory=dict)
     settings_doc: Settings | None = None
     positions: dict[tuple[str, str], Position] = field(default_factory=dict)
+    #: every named document by (kind, name): digest and canonical body, for planning
+    sources: dict[tuple[str, str], Source] = field(default_factory=dict)
 
     @property
     def channel_specs(self) -> dict[str, ChannelSpec]:

@@ -10,7 +10,14 @@ import re
 from datetime import datetime, time, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+    model_validator,
+)
 
 from reconciler.model.common import (
     DnsName,
@@ -38,7 +45,16 @@ def _time_of_day(value: Any) -> time:
     return time(int(m.group(1)), int(m.group(2)), int(m.group(3) or 0))
 
 
-TimeOfDay = Annotated[time, BeforeValidator(_time_of_day)]
+def _format_time(value: time) -> str:
+    return value.strftime("%H:%M:%S" if value.second else "%H:%M")
+
+
+TimeOfDay = Annotated[
+    time,
+    BeforeValidator(_time_of_day),
+    PlainSerializer(_format_time, return_type=str),
+    WithJsonSchema({"type": "string", "pattern": r"^([01]\d|2[0-3]):[0-5]\d(:[0-5]\d)?$"}),
+]
 
 
 def _weekday(value: Any) -> str:
@@ -60,7 +76,11 @@ _FULL_DAYS = {
     "sun": "sunday",
 }
 
-Weekday = Annotated[str, BeforeValidator(_weekday)]
+Weekday = Annotated[
+    str,
+    BeforeValidator(_weekday),
+    WithJsonSchema({"type": "string", "enum": [*WEEKDAYS, *_FULL_DAYS.values()]}),
+]
 
 
 def _month(value: Any) -> int:
@@ -71,7 +91,29 @@ def _month(value: Any) -> int:
     raise ValueError(f"{value!r} is not a month: use jan..dec or 1..12")
 
 
-Month = Annotated[int, BeforeValidator(_month)]
+Month = Annotated[
+    int,
+    BeforeValidator(_month),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "enum": list(MONTHS)},
+                {"type": "integer", "minimum": 1, "maximum": 12},
+            ]
+        }
+    ),
+]
+
+#: An instant: naive = local to the schedule's time zone, or with an offset.
+LocalDateTime = Annotated[
+    datetime,
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": r"^\d{4}-\d\d-\d\d([T ]\d\d:\d\d(:\d\d(\.\d+)?)?)?(Z|[+-]\d\d:?\d\d)?$",
+        }
+    ),
+]
 
 
 def _non_negative(value: timedelta) -> timedelta:
@@ -107,7 +149,7 @@ WHEN_FORMS = ("at", "every", "daily", "weekly", "monthly", "yearly", "cron")
 class When(Strict):
     """When a schedule fires: exactly one form, plus time zone, window and jitter."""
 
-    at: datetime | None = None
+    at: LocalDateTime | None = None
     every: PositiveDuration | None = None
     daily: Daily | None = None
     weekly: Weekly | None = None
@@ -115,8 +157,8 @@ class When(Strict):
     yearly: Yearly | None = None
     cron: str | None = None
     timezone: str | None = None
-    start: datetime | None = None
-    end: datetime | None = None
+    start: LocalDateTime | None = None
+    end: LocalDateTime | None = None
     jitter: Annotated[Duration, AfterValidator(_non_negative)] | None = None
 
     @model_validator(mode="after")

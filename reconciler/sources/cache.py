@@ -23,7 +23,7 @@ def fingerprint() -> str:
     """A hash of the code that produces cached results (models and loading)."""
     root = Path(reconciler.__file__).parent
     h = hashlib.sha256(reconciler.__version__.encode())
-    for sub in ("model", "loading"):
+    for sub in ("model", "loading", "scheduling"):
         for f in sorted((root / sub).glob("*.py")):
             h.update(f.name.encode())
             h.update(f.read_bytes())
@@ -61,8 +61,8 @@ class SqliteParseCache:
                 rows = self._db.execute(
                     f"SELECT key, data FROM blobs WHERE version = ? AND key IN ({marks})",
                     (self.version, *chunk),
-                )
-                out.update((k, bytes(d)) for k, d in rows)
+                ).fetchall()
+                out.update(rows)
         except sqlite3.Error:
             return out
         return out

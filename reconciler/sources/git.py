@@ -8,10 +8,12 @@ cache directory and fetched on each use. Credentials in URLs never appear in mes
 from __future__ import annotations
 
 import hashlib
+import marshal
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Protocol
 
 import pygit2
 
@@ -33,12 +35,23 @@ def redact(url: str) -> str:
     return re.sub(r"(?<=://)[^/@\s]+@", "***@", url)
 
 
+class ListingCache(Protocol):
+    """Where tree listings are kept between runs (the parse cache implements it)."""
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, bytes]: ...
+
+    def put_many(self, items: Mapping[str, bytes]) -> None: ...
+
+
 class GitSnapshot:
     """The files of one commit."""
 
-    def __init__(self, repo: pygit2.Repository, commit: pygit2.Commit) -> None:
+    def __init__(
+        self, repo: pygit2.Repository, commit: pygit2.Commit, cache: ListingCache | None = None
+    ) -> None:
         self._repo = repo
         self._commit = commit
+        self._cache = cache
         self._entries: dict[str, Entry] | None = None
 
     @property
@@ -56,9 +69,20 @@ class GitSnapshot:
     @property
     def entries(self) -> Mapping[str, Entry]:
         if self._entries is None:
-            out: dict[str, Entry] = {}
-            self._walk(self._commit.tree, "", out)
-            self._entries = out
+            key = f"tree:{self._commit.tree_id}"
+            cached = self._cache.get_many([key]).get(key) if self._cache else None
+            if cached is not None:
+                self._entries = {
+                    p: Entry(p, b, EntryType(t), target)
+                    for p, b, t, target in marshal.loads(cached)
+                }
+            else:
+                out: dict[str, Entry] = {}
+                self._walk(self._commit.tree, "", out)
+                self._entries = out
+                if self._cache is not None:
+                    rows = [(e.path, e.blob_id, str(e.type), e.link_target) for e in out.values()]
+                    self._cache.put_many({key: marshal.dumps(rows)})
         return self._entries
 
     def _walk(self, tree: pygit2.Tree, prefix: str, out: dict[str, Entry]) -> None:
@@ -92,8 +116,14 @@ class GitSnapshot:
 class GitSource:
     """A repository on disk (a path) or behind a URL (cloned into ``cache_dir``)."""
 
-    def __init__(self, location: str, cache_dir: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self,
+        location: str,
+        cache_dir: str | os.PathLike[str] | None = None,
+        listing_cache: ListingCache | None = None,
+    ) -> None:
         self.location = location
+        self.listing_cache = listing_cache
         self.display = redact(location)
         if is_url(location):
             base = Path(cache_dir or default_cache_dir()) / "repos"
@@ -141,7 +171,7 @@ class GitSource:
         sha = self.resolve(rev)
         commit = self.repo[sha]
         assert isinstance(commit, pygit2.Commit)
-        return GitSnapshot(self.repo, commit)
+        return GitSnapshot(self.repo, commit, self.listing_cache)
 
     def default_revision(self, branch: str | None = None) -> str:
         """The head of the tracked branch (``branch``, else the remote/HEAD's branch)."""
