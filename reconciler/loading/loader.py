@@ -19,7 +19,7 @@ from typing import Protocol
 import yaml
 
 from reconciler.loading.crossref import CrossChecker, Loc
-from reconciler.loading.documents import LoadedDocument, load_document
+from reconciler.loading.documents import LoadedDocument, load_document, rejected_identity
 from reconciler.loading.yamlparse import ParsedDocument, locate, parse
 from reconciler.model.desired import DesiredState
 from reconciler.model.diagnostics import Diagnostic, DiagnosticSink, Position, Severity
@@ -43,6 +43,8 @@ class FileResult:
 
     documents: tuple[LoadedDocument, ...]
     diagnostics: tuple[Diagnostic, ...]
+    #: (kind, name) of our documents that failed validation ("" when the name is unknown)
+    rejected: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -111,12 +113,17 @@ def load_file(path: str, data: bytes) -> FileResult:
     parsed = parse(path, data)
     docs: list[LoadedDocument] = []
     diags = list(parsed.diagnostics)
+    rejected: list[tuple[str, str]] = []
     for pd in parsed.documents:
         ld, problems = load_document(pd, path)
         diags.extend(problems)
         if ld is not None:
             docs.append(ld)
-    return FileResult(tuple(docs), tuple(diags))
+        elif any(d.severity is Severity.ERROR for d in problems):
+            identity = rejected_identity(pd)
+            if identity is not None:
+                rejected.append(identity)
+    return FileResult(tuple(docs), tuple(diags), tuple(rejected))
 
 
 class _Locator:
@@ -158,13 +165,16 @@ class Loader:
     def _results(
         self, snapshot: Snapshot, entries: list[Entry]
     ) -> tuple[dict[str, FileResult], int]:
+        """Each entry's result, and how many entries were served without parsing.
+
+        An entry counts as cached when this loader or the on-disk cache already held the
+        result of its blob; files read and parsed now are the rest.
+        """
         wanted = [e.blob_id for e in entries if e.blob_id not in self._memory]
-        hits = 0
         if self.cache is not None and wanted:
             for key, blob in self.cache.get_many(wanted).items():
                 try:
                     self._memory[key] = pickle.loads(blob)
-                    hits += 1
                 except Exception:  # a damaged entry is simply parsed again
                     continue
         fresh: dict[str, bytes] = {}
@@ -175,7 +185,8 @@ class Loader:
                 fresh[e.blob_id] = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
         if self.cache is not None and fresh:
             self.cache.put_many(fresh)
-        return {e.path: self._memory[e.blob_id] for e in entries}, hits
+        parsed = sum(1 for e in entries if e.blob_id in fresh)
+        return {e.path: self._memory[e.blob_id] for e in entries}, len(entries) - parsed
 
     def load(self, snapshot: Snapshot, now: datetime) -> LoadResult:
         entries = snapshot.entries
@@ -203,8 +214,10 @@ class Loader:
         results.update(more)
         hits += more_hits
         documents: list[LoadedDocument] = []
+        rejected: set[tuple[str, str]] = set()
         for path in sorted(results):
             r = results[path]
+            rejected.update(r.rejected)
             sink.extend(d if d.path == path else d.with_path(path) for d in r.diagnostics)
             documents.extend(d if d.path == path else replace(d, path=path) for d in r.documents)
         # A Settings document outside reconciler.yaml still applies its excludes.
@@ -218,7 +231,14 @@ class Loader:
             documents = [d for d in documents if not excluded(d.path, globs)]
             sink.items = [d for d in sink.items if not excluded(d.path, globs)]
         checker = CrossChecker(
-            documents, entries, snapshot.read, _Locator(snapshot), now, sink, snapshot.revision
+            documents,
+            entries,
+            snapshot.read,
+            _Locator(snapshot),
+            now,
+            sink,
+            snapshot.revision,
+            rejected=rejected,
         )
         desired = checker.run()
         diagnostics = sink.sorted()
@@ -228,7 +248,7 @@ class Loader:
             desired=desired if ok else None,
             diagnostics=diagnostics,
             documents=documents,
-            files_read=len(yaml_entries) - hits,
+            files_read=len(first) + len(rest) - hits,
             files_cached=hits,
         )
 

@@ -167,7 +167,13 @@ def _yaml_error(path: str, text: str, err: yaml.MarkedYAMLError) -> Diagnostic:
     message = problem
     if err.context:
         message = f"{problem} ({err.context})"
-    return _diag(path, line, col, "yaml-syntax", message)
+    hint = None
+    ctx = err.context_mark
+    if ctx is not None and mark is not None and (ctx.line, ctx.column) != (mark.line, mark.column):
+        what = (err.context or "construct").removeprefix("while parsing ")
+        what = what.removeprefix("while scanning ").removeprefix("a ").removeprefix("an ")
+        hint = f"check the {what} that starts at line {ctx.line + 1}, column {ctx.column + 1}"
+    return _diag(path, line, col, "yaml-syntax", message, hint)
 
 
 def _check_size(node: yaml.Node, path: str) -> Diagnostic | None:
