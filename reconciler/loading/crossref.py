@@ -178,7 +178,8 @@ class CrossChecker:
                     )
                     continue
                 seen[ld.name] = ld
-                self.state.positions[(kind, ld.name)] = self.pos(ld)
+                # the start of the document, known without parsing its file again
+                self.state.positions[(kind, ld.name)] = Position(ld.path, ld.line, 1)
             named[kind] = seen
         self._inventories(list(named.get("Inventory", {}).values()))
         self._policies(list(named.get("Policy", {}).values()))
