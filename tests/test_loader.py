@@ -265,3 +265,27 @@ def test_an_unquoted_time_of_day_and_yes_are_valid_in_documents(tmp_path: Path) 
     spec = result.desired.schedules["deploy-web-nightly"].spec
     assert spec.when.daily is not None and spec.when.daily.at.hour == 2
     assert spec.variables["release"] == "yes"
+
+
+# -- nesting depth -----------------------------------------------------------------------
+
+
+def block_nesting(levels: int) -> bytes:
+    lines = ["apiVersion: v1", "x:"]
+    lines += ["  " * i + "k:" for i in range(1, levels)]
+    lines.append("  " * levels + "v")
+    return "\n".join(lines).encode()
+
+
+def test_block_mappings_nested_past_the_limit_are_too_deep() -> None:
+    (diag,) = parse("deep.yaml", block_nesting(150)).diagnostics
+    assert (diag.code, diag.line, diag.column) == ("yaml-too-deep", 102, 201)
+
+
+def test_flow_lists_nested_past_the_limit_are_too_deep_even_with_spaces() -> None:
+    (diag,) = parse("deep.yaml", b"x: " + b"[ " * 150 + b"]" * 150).diagnostics
+    assert diag.code == "yaml-too-deep"
+
+
+def test_nesting_within_the_limit_is_fine() -> None:
+    assert parse("ok.yaml", block_nesting(40)).diagnostics == ()
