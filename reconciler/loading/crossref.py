@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from functools import lru_cache
 from typing import Any, Protocol
@@ -133,10 +133,24 @@ class CrossChecker:
         now: datetime,
         sink: DiagnosticSink,
         revision: str | None,
+        rejected: Collection[tuple[str, str]] = (),
     ) -> None:
         self.docs, self.entries, self.read, self.locator = docs, entries, read, locator
         self.now, self.sink = now, sink
         self.state = DesiredState(revision=revision)
+        # Documents that failed validation were already reported; references to them are not
+        # reported again as references to something that does not exist. ("" = unnamed.)
+        self.rejected: dict[str, set[str]] = {}
+        for kind, name in rejected:
+            self.rejected.setdefault(kind, set()).add(name)
+
+    def _invalid(self, kind: str, name: str | None = None) -> bool:
+        """Whether ``name`` (or, without a name, anything) of ``kind`` may be in a document
+        that failed validation, so that a missing reference to it proves nothing."""
+        names = self.rejected.get(kind)
+        if not names:
+            return False
+        return name is None or name in names or "" in names
 
     # -- helpers ------------------------------------------------------------------------
     def pos(self, ld: LoadedDocument, loc: Loc = (), key: bool = False) -> Position:
@@ -186,6 +200,7 @@ class CrossChecker:
                     )
                     continue
                 seen[ld.name] = ld
+                # the start of the document, known without parsing its file again
                 self.state.positions[(kind, ld.name)] = Position(ld.path, ld.line, 1)
                 self.state.sources[(kind, ld.name)] = ld
             named[kind] = seen
@@ -210,6 +225,8 @@ class CrossChecker:
         context = [d for d in self.docs if d.kind != "Schedule"]
         for ld in sorted(context, key=lambda d: (d.kind, d.name, d.path, d.index)):
             h.update(f"{ld.kind}\0{ld.name}\0{ld.digest}\0".encode())
+        for kind, names in sorted(self.rejected.items()):
+            h.update(f"rejected\0{kind}\0{sorted(names)}\0".encode())
         return h.hexdigest()[:32]
 
     def _schedules(self, lds: list[LoadedDocument], cache: CheckCache | None) -> None:
@@ -264,7 +281,7 @@ class CrossChecker:
 
     def _inventories(self, lds: list[LoadedDocument]) -> None:
         st = self.state
-        server_at: dict[str, LoadedDocument] = {}
+        server_at: dict[str, tuple[LoadedDocument, Loc]] = {}
         group_at: dict[tuple[str, str], LoadedDocument] = {}
         for ld in lds:
             assert isinstance(ld.doc, Inventory)
@@ -291,19 +308,22 @@ class CrossChecker:
             imported = self._import_ansible(ld)
             for i, server in servers + imported:
                 loc: Loc = ("spec", "servers", i) if i >= 0 else ("spec", "ansibleInventory")
-                prev = server_at.get(server.name)
-                if prev is not None:
+                name_loc: Loc = (*loc, "name") if i >= 0 else loc
+                seen = server_at.get(server.name)
+                if seen is not None:
+                    first = self.pos(seen[0], seen[1])
                     self.error(
                         ld,
-                        (*loc, "name") if i >= 0 else loc,
+                        name_loc,
                         "server-duplicate",
-                        f'server "{server.name}" is already defined at {prev.path}:{prev.line}',
+                        f'server "{server.name}" is already defined at {first.path}:{first.line}',
+                        "server names are unique across all Inventory documents",
                     )
                     continue
-                server_at[server.name] = ld
+                server_at[server.name] = (ld, name_loc)
                 st.servers[server.name] = server
                 for j, role in enumerate(server.roles):
-                    if role not in st.roles:
+                    if role not in st.roles and not self._invalid("Inventory"):
                         self.error(
                             ld,
                             (*loc, "roles", j) if i >= 0 else loc,
@@ -312,7 +332,7 @@ class CrossChecker:
                             did_you_mean(role, st.roles) or "declare it under spec.roles",
                         )
                 for j, env in enumerate(server.environments):
-                    if env not in st.environments:
+                    if env not in st.environments and not self._invalid("Inventory"):
                         self.error(
                             ld,
                             (*loc, "environments", j) if i >= 0 else loc,
@@ -389,23 +409,27 @@ class CrossChecker:
 
     def _policies(self, lds: list[LoadedDocument]) -> None:
         st = self.state
-        user_at: dict[str, LoadedDocument] = {}
+        user_at: dict[str, tuple[LoadedDocument, Loc]] = {}
         for ld in lds:
             assert isinstance(ld.doc, Policy)
             st.policies[ld.name] = ld.doc
             for i, user in enumerate(ld.doc.spec.users):
-                prev = user_at.get(user.name)
-                if prev is not None:
+                user_loc: Loc = ("spec", "users", i, "name")
+                seen_user = user_at.get(user.name)
+                if seen_user is not None:
+                    first = self.pos(seen_user[0], seen_user[1])
                     self.error(
                         ld,
-                        ("spec", "users", i, "name"),
+                        user_loc,
                         "user-duplicate",
-                        f'user "{user.name}" is already defined at {prev.path}:{prev.line}',
+                        f'user "{user.name}" is already defined at {first.path}:{first.line}',
                     )
                     continue
-                user_at[user.name] = ld
+                user_at[user.name] = (ld, user_loc)
                 st.users[user.name] = user
         groups = {g for u in st.users.values() for g in u.groups}
+        if self._invalid("Policy"):
+            return  # users and groups of the invalid Policy are unknown
         for ld in lds:
             assert isinstance(ld.doc, Policy)
             for i, perm in enumerate(ld.doc.spec.permissions):
@@ -429,7 +453,9 @@ class CrossChecker:
 
     def _notify(self, ld: LoadedDocument, rules: Sequence[NotifyRule]) -> None:
         for i, rule in enumerate(rules):
-            if rule.channel not in self.state.channels:
+            if rule.channel not in self.state.channels and not self._invalid(
+                "Channel", rule.channel
+            ):
                 self.error(
                     ld,
                     ("spec", "notify", i, "channel"),
@@ -445,6 +471,8 @@ class CrossChecker:
             ("roles", st.roles, "ref-role"),
             ("environments", st.environments, "ref-environment"),
         )
+        if self._invalid("Inventory"):
+            return  # servers, roles and environments of the invalid Inventory are unknown
         bad = False
         for field_, known, code in checks:
             for i, name in enumerate(getattr(targets, field_)):
@@ -495,7 +523,8 @@ class CrossChecker:
                     )
         st = self.state
         groups = {g for u in st.users.values() for g in u.groups}
-        for i, who in enumerate(spec.approval.approvers):
+        approvers = [] if self._invalid("Policy") else spec.approval.approvers
+        for i, who in enumerate(approvers):
             if who.startswith("group:"):
                 if who[6:] not in groups:
                     self.error(
@@ -550,7 +579,7 @@ class CrossChecker:
         st = self.state
         spec = ld.doc.spec
         template = st.templates.get(spec.template)
-        if template is None:
+        if template is None and not self._invalid("JobTemplate", spec.template):
             self.error(
                 ld,
                 ("spec", "template"),
@@ -558,7 +587,9 @@ class CrossChecker:
                 f'unknown template "{spec.template}"',
                 did_you_mean(spec.template, st.templates),
             )
-        if spec.owner not in st.users:
+        if self._invalid("Policy"):
+            pass  # the owner may be a user of the invalid Policy
+        elif spec.owner not in st.users:
             self.error(
                 ld,
                 ("spec", "owner"),
@@ -572,7 +603,8 @@ class CrossChecker:
                 ("spec", "owner"),
                 "owner-permission",
                 f'owner "{spec.owner}" does not hold run on template "{spec.template}"',
-                "grant it in a Policy: permissions: [{user: ..., run: [template]}]",
+                f"grant it in a Policy: permissions: [{{user: {spec.owner}, "
+                f"run: [{spec.template}]}}]",
             )
         self._notify(ld, spec.notify)
         self._targets(ld, spec.targets)
@@ -587,7 +619,10 @@ class CrossChecker:
                     if spec.variables
                     else ("spec",)
                 )
-                self.error(ld, loc, p.code, p.message, p.hint, key=p.code == "var-unknown")
+                # unknown names at their key; a missing value at the key of the mapping
+                # that lacks it; a bad value at the value itself
+                key = p.code == "var-unknown" or p.name not in spec.variables
+                self.error(ld, loc, p.code, p.message, p.hint, key=key)
 
     def _when(self, ld: LoadedDocument) -> None:
         from reconciler.scheduling import check_when

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from reconciler.loading.yamlparse import ParsedDocument, locate
 from reconciler.model.common import API_GROUP_PREFIX, API_VERSION
-from reconciler.model.diagnostics import Diagnostic, Severity, did_you_mean
+from reconciler.model.diagnostics import CODES, Diagnostic, Severity, did_you_mean
 from reconciler.model.documents import KINDS, AnyDocument
 
 Loc = Sequence[str | int]
@@ -157,7 +157,44 @@ def _message(err: Any) -> str:
     for prefix in ("Value error, ", "Assertion failed, "):
         if msg.startswith(prefix):
             msg = msg[len(prefix) :]
-    return msg
+    # "should be a valid boolean, unable to interpret input": the value is shown instead
+    return msg.split(", unable to ")[0]
+
+
+def _given(errs: list[Any]) -> str:
+    """``, not "maybe"``: the scalar value the user wrote, for type and choice errors."""
+    value = errs[0].get("input")
+    if isinstance(value, bool | int | float | str) and not isinstance(value, type):
+        text = json.dumps(value)
+        return f", not {text[:60]}{'...' if len(text) > 60 else ''}"
+    return ""
+
+
+def _value_at(data: Any, loc: Sequence[str | int]) -> Any:
+    for part in loc:
+        in_dict = isinstance(data, dict) and part in data
+        in_list = isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data)
+        if not (in_dict or in_list):
+            return None
+        data = data[part]
+    return data
+
+
+def _fields_hint(owner: type[BaseModel] | None) -> str | None:
+    return "fields: " + ", ".join(_aliases(owner)) if owner else None
+
+
+NAME_REQUIRED = "metadata.name is required"
+
+
+def _name_missing(model: type[BaseModel], raw: dict[str, Any]) -> bool:
+    """A kind that needs metadata.name, in a document that does not give one."""
+    if model.__name__ == "Settings":
+        return False
+    meta = raw.get("metadata")
+    if meta is None:
+        return True
+    return isinstance(meta, dict) and meta.get("name") in (None, "")
 
 
 def validation_diagnostics(
@@ -171,16 +208,27 @@ def validation_diagnostics(
     label = _label(kind, raw)
     grouped: dict[tuple[str | int, ...], list[Any]] = {}
     for e in err.errors():
+        if _message(e) == NAME_REQUIRED:
+            continue  # reported by load_document before validation, at metadata
         loc = _clean_loc(e["loc"], raw)
         grouped.setdefault(loc, []).append(e)
     out: list[Diagnostic] = []
+    # A misspelt field gives both "unknown field ownr" and "owner is required"; the first,
+    # with its "did you mean", says it all.
+    suggested: set[tuple[str | int, ...]] = set()
+    for loc, errs in grouped.items():
+        if any(e["type"] == "extra_forbidden" for e in errs):
+            owner = _model_at(model, loc[:-1])
+            close = did_you_mean(str(loc[-1]), _aliases(owner)) if owner else None
+            if close:
+                suggested.add((*loc[:-1], close.split('"')[1]))
     for loc, errs in grouped.items():
         types_ = {e["type"] for e in errs}
         where = _dotted(loc) or "document"
         if "extra_forbidden" in types_:
             name = str(loc[-1])
             owner = _model_at(model, loc[:-1])
-            hint = did_you_mean(name, _aliases(owner)) if owner else None
+            hint = (did_you_mean(name, _aliases(owner)) if owner else None) or _fields_hint(owner)
             line, col = locate(pd.node, loc, key=True)
             out.append(
                 Diagnostic(
@@ -195,7 +243,10 @@ def validation_diagnostics(
             )
             continue
         if "missing" in types_:
-            line, col = locate(pd.node, loc[:-1])
+            if loc in suggested:
+                continue
+            # at the key of the mapping that lacks the field (``spec:``), not inside it
+            line, col = locate(pd.node, loc[:-1], key=True)
             out.append(
                 Diagnostic(
                     path,
@@ -207,14 +258,27 @@ def validation_diagnostics(
                 )
             )
             continue
-        line, col = locate(pd.node, loc)
+        # a problem with a whole mapping (such as when: with two forms) is shown at its key
+        line, col = locate(pd.node, loc, key=isinstance(_value_at(raw, loc), dict))
         msgs = list(dict.fromkeys(_message(e) for e in errs))
         if all(m.startswith("Input should be ") for m in msgs):
             msgs = ["should be " + " or ".join(m[len("Input should be ") :] for m in msgs)]
-        code = "name-invalid" if loc == ("metadata", "name") else "field-invalid"
+            msgs[0] += _given(errs)
+        custom = [e["type"] for e in errs if e["type"] in CODES]
+        code = custom[0] if custom else "field-invalid"
+        if code == "field-invalid" and loc == ("metadata", "name"):
+            code = "name-invalid"
         out.append(
             Diagnostic(
                 path, line, col, Severity.ERROR, code, f"{label}: {where}: {' or '.join(msgs)}"
+            )
+        )
+    if _name_missing(model, raw):
+        has_meta = isinstance(raw.get("metadata"), dict)
+        line, col = locate(pd.node, ("metadata",) if has_meta else (), key=True)
+        out.append(
+            Diagnostic(
+                path, line, col, Severity.ERROR, "field-missing", f"{label}: {NAME_REQUIRED}"
             )
         )
     return out
@@ -238,20 +302,23 @@ def load_document(pd: ParsedDocument, path: str) -> tuple[LoadedDocument | None,
     err = Severity.ERROR
     if not isinstance(api, str) or not api.startswith(API_GROUP_PREFIX):
         if api is None and isinstance(kind, str) and kind in KINDS and "spec" in raw:
-            msg = f"a {kind} document without apiVersion is ignored"
+            msg = f"{_label(kind, raw)}: a document without apiVersion is ignored"
             hint = f"add apiVersion: {API_VERSION}"
             return None, _at(pd, path, (), Severity.WARNING, "api-version", msg, hint)
         return None, []
     if api != API_VERSION:
-        msg = f'unknown apiVersion "{api}"'
+        msg = f'{_label(str(kind or "document"), raw)}: unknown apiVersion "{api}"'
         hint = f"the only version is {API_VERSION}"
         return None, _at(pd, path, ("apiVersion",), err, "api-version", msg, hint)
     kinds = "kinds: " + ", ".join(KINDS)
     if kind is None:
-        return None, _at(pd, path, (), err, "kind-unknown", "the document has no kind", kinds)
+        named = _label("document", raw)
+        msg = f"{named} has no kind" if named != "document" else "the document has no kind"
+        return None, _at(pd, path, (), err, "kind-unknown", msg, kinds)
     if not isinstance(kind, str) or kind not in KINDS:
         hint = did_you_mean(str(kind), KINDS) or kinds
-        msg = f'unknown kind "{kind}"'
+        named = _label("document", raw)
+        msg = (f"{named}: " if named != "document" else "") + f'unknown kind "{kind}"'
         return None, _at(pd, path, ("kind",), err, "kind-unknown", msg, hint)
     model = KINDS[kind]
     try:
@@ -259,3 +326,20 @@ def load_document(pd: ParsedDocument, path: str) -> tuple[LoadedDocument | None,
     except ValidationError as e:
         return None, validation_diagnostics(e, model, kind, raw, pd, path)
     return LoadedDocument.from_model(doc, path, pd.index, line), []
+
+
+def rejected_identity(pd: ParsedDocument) -> tuple[str, str] | None:
+    """(kind, name) of one of our documents that failed validation ("" when unnamed).
+
+    The cross-document checks use it so that a reference to an invalid document is not
+    reported a second time as a reference to a document that does not exist.
+    """
+    raw = pd.data
+    if not isinstance(raw, dict):
+        return None
+    api, kind = raw.get("apiVersion"), raw.get("kind")
+    if not isinstance(api, str) or not api.startswith(API_GROUP_PREFIX) or kind not in KINDS:
+        return None
+    meta = raw.get("metadata")
+    name = meta.get("name") if isinstance(meta, dict) else None
+    return str(kind), name if isinstance(name, str) else ""

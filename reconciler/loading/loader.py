@@ -19,7 +19,7 @@ from typing import Protocol
 import yaml
 
 from reconciler.loading.crossref import CrossChecker, Loc
-from reconciler.loading.documents import LoadedDocument, load_document
+from reconciler.loading.documents import LoadedDocument, load_document, rejected_identity
 from reconciler.loading.yamlparse import ParsedDocument, locate, parse
 from reconciler.model.desired import DesiredState
 from reconciler.model.diagnostics import Diagnostic, DiagnosticSink, Position, Severity
@@ -43,18 +43,25 @@ class FileResult:
 
     documents: tuple[LoadedDocument, ...]
     diagnostics: tuple[Diagnostic, ...]
+    #: (kind, name) of our documents that failed validation ("" when the name is unknown)
+    rejected: tuple[tuple[str, str], ...] = ()
 
     def encode(self) -> bytes:
         return marshal.dumps(
-            ([d.to_tuple() for d in self.documents], [_diag_tuple(d) for d in self.diagnostics])
+            (
+                [d.to_tuple() for d in self.documents],
+                [_diag_tuple(d) for d in self.diagnostics],
+                list(self.rejected),
+            )
         )
 
     @classmethod
     def decode(cls, path: str, data: bytes) -> FileResult:
-        docs, diags = marshal.loads(data)
+        docs, diags, rejected = marshal.loads(data)
         return cls(
             tuple(LoadedDocument.from_tuple(path, t) for t in docs),
             tuple(_diag_from(path, t) for t in diags),
+            tuple(tuple(r) for r in rejected),
         )
 
     def at(self, path: str) -> FileResult:
@@ -65,6 +72,7 @@ class FileResult:
         return FileResult(
             tuple(d.at(path) for d in self.documents),
             tuple(d.with_path(path) for d in self.diagnostics),
+            self.rejected,
         )
 
 
@@ -176,12 +184,17 @@ def load_file(path: str, data: bytes) -> FileResult:
     parsed = parse(path, data)
     docs: list[LoadedDocument] = []
     diags = list(parsed.diagnostics)
+    rejected: list[tuple[str, str]] = []
     for pd in parsed.documents:
         ld, problems = load_document(pd, path)
         diags.extend(problems)
         if ld is not None:
             docs.append(ld)
-    return FileResult(tuple(docs), tuple(diags))
+        elif any(d.severity is Severity.ERROR for d in problems):
+            identity = rejected_identity(pd)
+            if identity is not None:
+                rejected.append(identity)
+    return FileResult(tuple(docs), tuple(diags), tuple(rejected))
 
 
 class _Locator:
@@ -224,6 +237,11 @@ class Loader:
     def _results(
         self, snapshot: Snapshot, entries: list[Entry]
     ) -> tuple[dict[str, FileResult], int]:
+        """Each entry's result, and how many entries were served without parsing.
+
+        An entry counts as cached when this loader or the on-disk cache already held the
+        result of its blob; files read and parsed now are the rest.
+        """
         wanted = [e for e in entries if e.blob_id not in self._memory]
         hits = len(entries) - len(wanted)
         if self.cache is not None and wanted:
@@ -270,8 +288,10 @@ class Loader:
         results.update(more)
         hits += more_hits
         documents: list[LoadedDocument] = []
+        rejected: set[tuple[str, str]] = set()
         for path in sorted(results):
             r = results[path]
+            rejected.update(r.rejected)
             sink.extend(r.diagnostics)
             documents.extend(r.documents)
         # A Settings document outside reconciler.yaml still applies its excludes.
@@ -285,7 +305,14 @@ class Loader:
             documents = [d for d in documents if not excluded(d.path, globs)]
             sink.items = [d for d in sink.items if not excluded(d.path, globs)]
         checker = CrossChecker(
-            documents, entries, snapshot.read, _Locator(snapshot), now, sink, snapshot.revision
+            documents,
+            entries,
+            snapshot.read,
+            _Locator(snapshot),
+            now,
+            sink,
+            snapshot.revision,
+            rejected=rejected,
         )
         desired = checker.run(self.checks)
         diagnostics = sink.sorted()
@@ -295,7 +322,7 @@ class Loader:
             desired=desired if ok else None,
             diagnostics=diagnostics,
             documents=documents,
-            files_read=len(yaml_entries) - hits,
+            files_read=len(first) + len(rest) - hits,
             files_cached=hits,
         )
 

@@ -263,7 +263,13 @@ def _yaml_error(path: str, text: str, err: yaml.MarkedYAMLError) -> Diagnostic:
     message = problem
     if err.context:
         message = f"{problem} ({err.context})"
-    return _diag(path, line, col, "yaml-syntax", message)
+    hint = None
+    ctx = err.context_mark
+    if ctx is not None and mark is not None and (ctx.line, ctx.column) != (mark.line, mark.column):
+        what = (err.context or "construct").removeprefix("while parsing ")
+        what = what.removeprefix("while scanning ").removeprefix("a ").removeprefix("an ")
+        hint = f"check the {what} that starts at line {ctx.line + 1}, column {ctx.column + 1}"
+    return _diag(path, line, col, "yaml-syntax", message, hint)
 
 
 def _check_size(node: yaml.Node, path: str) -> Diagnostic | None:
@@ -348,14 +354,33 @@ class _TooDeep(_NodeProblem):
     pass
 
 
+_LINE_PREFIX = re.compile(r"^[ \t?-]*", re.M)
+
+
+def _may_nest_deeper(text: str) -> bool:
+    """A cheap upper bound on a document's nesting depth, compared with the limit.
+
+    Along any path of block collections the column never decreases and grows at least every
+    second level (a sequence may share its parent key's column), and every block collection
+    starts within a line's prefix of spaces and ``-``/``?`` indicators; flow collections add
+    at most one level per bracket. (Checking only for ``[[`` missed block nesting and
+    ``[ [``.)
+    """
+    brackets = text.count("[") + text.count("{")
+    if brackets > MAX_DEPTH:
+        return True
+    widest = max((len(m) for m in _LINE_PREFIX.findall(text)), default=0)
+    return 2 * (widest + 2) + brackets > MAX_DEPTH
+
+
 def parse(path: str, data: bytes) -> ParsedFile:
     """Parse every document of one file; problems come back as diagnostics, never raised."""
     text, problem = decode(path, data)
     if problem is not None or text is None:
         return ParsedFile((), (problem,) if problem else ())
     # Walking the node graph costs time, so it runs only where an alias bomb or deep nesting
-    # is possible at all: anchors, flow nesting, or a large file.
-    bounded_check = "&" in text or "[[" in text or "{{" in text or len(text) > 65536
+    # is possible at all: anchors, a large file, or a nesting bound over the limit.
+    bounded_check = "&" in text or len(text) > 65536 or _may_nest_deeper(text)
     docs: list[ParsedDocument] = []
     loader = Loader(text)
     try:

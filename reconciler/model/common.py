@@ -21,6 +21,7 @@ from pydantic import (
     WithJsonSchema,
 )
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
 
 API_VERSION = "reconciler/v1"
 API_GROUP_PREFIX = "reconciler/"
@@ -48,12 +49,20 @@ class Strict(BaseModel):
 
 
 def check_name(value: str) -> str:
+    # The error type is the diagnostic code, so every DNS-label name (metadata.name, server
+    # names, references) is reported as name-invalid rather than as a generic field-invalid.
     if len(value) > NAME_MAX:
-        raise ValueError(f"name {value!r} is longer than {NAME_MAX} characters")
+        raise PydanticCustomError(
+            "name-invalid",
+            "{name} is longer than {max} characters",
+            {"name": repr(value), "max": NAME_MAX},
+        )
     if not NAME_RE.match(value):
-        raise ValueError(
-            f"name {value!r} is not a DNS label: lower-case letters, digits and '-', "
-            "starting and ending with a letter or digit"
+        raise PydanticCustomError(
+            "name-invalid",
+            "{name} is not a DNS label: lower-case letters, digits and '-', "
+            "starting and ending with a letter or digit",
+            {"name": repr(value)},
         )
     return value
 

@@ -38,7 +38,7 @@ CODES: dict[str, str] = {
     "field-unknown": "a field that the kind does not have",
     "field-missing": "a required field is missing",
     "field-invalid": "a field has the wrong type or an invalid value",
-    "name-invalid": "metadata.name is not a DNS label",
+    "name-invalid": "a name (metadata.name, a server name) is not a DNS label",
     "name-duplicate": "two documents of the same kind with the same name",
     "settings-duplicate": "more than one Settings document",
     "server-duplicate": "a server name defined twice across Inventory documents",

@@ -18,6 +18,7 @@ from pydantic import (
     WithJsonSchema,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from reconciler.model.common import (
     DnsName,
@@ -165,11 +166,15 @@ class When(Strict):
     def _one_form(self) -> When:
         given = [f for f in WHEN_FORMS if getattr(self, f) is not None]
         if len(given) != 1:
+            # the error type is the diagnostic code (when-form), see loading/documents.py
+            forms = ", ".join(WHEN_FORMS)
             if given:
-                raise ValueError(f"when: has {' and '.join(given)}; give exactly one form")
-            raise ValueError(
-                "when: needs exactly one of at, every, daily, weekly, monthly, yearly, cron"
-            )
+                raise PydanticCustomError(
+                    "when-form",
+                    "has {given}; give exactly one of {forms}",
+                    {"given": " and ".join(given), "forms": forms},
+                )
+            raise PydanticCustomError("when-form", "needs exactly one of {forms}", {"forms": forms})
         return self
 
     @property

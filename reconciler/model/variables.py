@@ -202,8 +202,12 @@ def resolve(
                 out.untrusted[name] = value
             else:
                 out.trusted[name] = value
+    # a value given with a problem is reported once, as that problem, not also as missing
+    reported = {problem.name for problem in out.problems}
     for p in template.variables:
         given = (out.trusted, out.untrusted, out.secrets, out.secret_values)
+        if p.name in reported:
+            continue
         if p.required and not any(p.name in values for values in given):
             out.problems.append(
                 VariableProblem(
