@@ -78,9 +78,13 @@ class LoadedDocument:
 
 
 def canonical_json(doc: AnyDocument) -> bytes:
-    """The document as sorted, compact JSON with defaults filled in: what its digest covers."""
-    data = doc.model_dump(mode="json", by_alias=True)
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    """The document as compact JSON with defaults filled in: what its digest covers.
+
+    Fields come in model order; mappings written by the user (labels, variables, vars) keep
+    the user's order, so planning compares bodies as data, not as bytes, before it calls a
+    changed digest a change.
+    """
+    return doc.model_dump_json(by_alias=True).encode()
 
 
 def digest(body: bytes) -> str:

@@ -369,7 +369,7 @@ def _may_nest_deeper(text: str) -> bool:
     brackets = text.count("[") + text.count("{")
     if brackets > MAX_DEPTH:
         return True
-    widest = max((len(m) for m in _LINE_PREFIX.findall(text)), default=0)
+    widest = max(map(len, _LINE_PREFIX.findall(text)), default=0)
     return 2 * (widest + 2) + brackets > MAX_DEPTH
 
 
