@@ -289,53 +289,60 @@ class SqlStore(ABC):
 
     def _migrate(self, target: int | None = None) -> None:
         """Create or upgrade the schema up to ``target`` (default: the latest), in one
-        transaction; refuse foreign or newer states."""
+        transaction; refuse foreign or newer states. A state that is up to date is only read
+        (opening never waits for a writer)."""
         target = LATEST_VERSION if target is None else target
-        where = self._location()
-        with self._tx("migrate") as tx:
-            tables = self._table_names(tx)
-            if "rc_meta" not in tables:
-                foreign = self._foreign_tables(tables)
-                if foreign:
-                    raise StateCorrupt(
-                        f"{where} is not a reconciler state: it holds tables of another "
-                        f"application ({', '.join(sorted(foreign)[:5])})"
-                    )
-                current = 0
-            else:
-                row = tx.one("SELECT product, schema_version FROM rc_meta WHERE id = 1")
-                if row is None or row[0] != PRODUCT or not isinstance(row[1], int):
-                    raise StateCorrupt(
-                        f"{where} is not a reconciler state: its header is missing or "
-                        "belongs to another product"
-                    )
-                current = row[1]
-            if current > LATEST_VERSION:
-                raise StateTooNew(
-                    f"{where} was written by a newer version of reconciler (state schema "
-                    f"{current}; this version knows up to {LATEST_VERSION}); upgrade reconciler "
-                    "to use it"
-                )
-            types = self._type_map()
-            now = self._ts(utcnow())
-            for m in MIGRATIONS:
-                if current < m.version <= target:
-                    for ddl in m.ddl:
-                        tx.run(ddl.format(**types))
-                    if m.version == 1:
+        with self._tx("read") as tx:
+            current = self._schema_of(tx)
+        if current < target:
+            with self._tx("migrate") as tx:
+                current = self._schema_of(tx)
+                types = self._type_map()
+                now = self._ts(utcnow())
+                for m in MIGRATIONS:
+                    if current < m.version <= target:
+                        for ddl in m.ddl:
+                            tx.run(ddl.format(**types))
+                        if m.version == 1:
+                            tx.run(
+                                "INSERT INTO rc_meta (id, product, schema_version, serial, "
+                                "created_at) VALUES (1, ?, 0, 0, ?)",
+                                (PRODUCT, now),
+                            )
                         tx.run(
-                            "INSERT INTO rc_meta (id, product, schema_version, serial, "
-                            "created_at) VALUES (1, ?, 0, 0, ?)",
-                            (PRODUCT, now),
+                            "INSERT INTO rc_migrations (version, description, applied_at) "
+                            "VALUES (?, ?, ?)",
+                            (m.version, m.description, now),
                         )
-                    tx.run(
-                        "INSERT INTO rc_migrations (version, description, applied_at) "
-                        "VALUES (?, ?, ?)",
-                        (m.version, m.description, now),
-                    )
-                    tx.run("UPDATE rc_meta SET schema_version = ? WHERE id = 1", (m.version,))
-                    current = m.version
-            self._schema_version = current
+                        tx.run("UPDATE rc_meta SET schema_version = ? WHERE id = 1", (m.version,))
+                        current = m.version
+        self._schema_version = current
+
+    def _schema_of(self, tx: Tx) -> int:
+        """The schema version of the state (0: empty); raises for foreign or newer states."""
+        where = self._location()
+        tables = self._table_names(tx)
+        if "rc_meta" not in tables:
+            foreign = self._foreign_tables(tables)
+            if foreign:
+                raise StateCorrupt(
+                    f"{where} is not a reconciler state: it holds tables of another "
+                    f"application ({', '.join(sorted(foreign)[:5])})"
+                )
+            return 0
+        row = tx.one("SELECT product, schema_version FROM rc_meta WHERE id = 1")
+        if row is None or row[0] != PRODUCT or not isinstance(row[1], int):
+            raise StateCorrupt(
+                f"{where} is not a reconciler state: its header is missing or belongs to "
+                "another product"
+            )
+        if row[1] > LATEST_VERSION:
+            raise StateTooNew(
+                f"{where} was written by a newer version of reconciler (state schema "
+                f"{row[1]}; this version knows up to {LATEST_VERSION}); upgrade reconciler to "
+                "use it"
+            )
+        return int(row[1])
 
     # -- conversions
 

@@ -87,15 +87,16 @@ class SqliteStore(SqlStore):
                         f"{self.path} is not a reconciler state: it is the SQLite file of "
                         f"another application (application_id {app:#x})"
                     )
+            # Check (and create or upgrade) before anything writes to a file that may not be ours.
+            self._migrate(migrate_to)
+            with self._translate():
+                if app == 0:
+                    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
                 mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
                 if str(mode).lower() != "wal":
                     raise StateUnavailable(
                         f"cannot use the state {self.path}: SQLite refused WAL mode ({mode})"
                     )
-            self._migrate(migrate_to)
-            if app == 0:
-                with self._translate():
-                    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         except BaseException:
             self.close()
             raise
