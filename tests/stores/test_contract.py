@@ -181,6 +181,13 @@ def test_an_unreachable_postgresql_is_unavailable_and_the_password_is_never_show
         assert err.value.transient
 
 
+def test_a_postgresql_state_shows_its_url_without_the_password(pg_database: str) -> None:
+    url = pg_database.replace("postgres@", "postgres:pw-in-url-7f3a@", 1)  # trust auth
+    with open_store(url) as s:
+        assert s.info().location == pg_database.replace("postgres@", "postgres:***@", 1)
+        assert "pw-in-url-7f3a" not in repr(s.info())
+
+
 def test_a_directory_is_not_a_usable_state(tmp_path: Path) -> None:
     with pytest.raises(StateUnavailable, match="is a directory"):
         open_store(tmp_path)
@@ -437,6 +444,13 @@ def test_a_postgresql_connection_killed_mid_apply_leaves_nothing_applied(pg_url:
                     break
                 time.sleep(0.05)
             assert pid is not None, "the apply never reached the blocked step"
+            wrote = admin.execute(
+                "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+                "WHERE l.pid = %s AND c.relname = 'rc_objects' AND l.mode = 'RowExclusiveLock' "
+                "AND l.granted",
+                (pid,),
+            ).fetchone()
+            assert wrote == (1,), "the apply should be killed after writing its objects"
             admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
         t.join(30)
     finally:
