@@ -1,0 +1,1079 @@
+"""The queries and the schema shared by both SQL backends. No database driver is imported here.
+
+:class:`SqlStore` implements :class:`~reconciler.stores.base.StateStore` once, in SQL that both
+SQLite (>= 3.35) and PostgreSQL (>= 12) understand, on top of a tiny transaction seam
+(:class:`Tx`) that each backend provides: :mod:`reconciler.stores.sqlite` and
+:mod:`reconciler.stores.postgres` own their driver, connections, locking, type mapping and error
+translation, and nothing else. One set of queries means one behaviour to test.
+
+Transaction modes a backend must provide (``_tx(mode)``):
+
+``read``
+    a plain read.
+``write``
+    a write transaction (SQLite: ``BEGIN IMMEDIATE``, so writers queue on the busy timeout;
+    PostgreSQL: a normal transaction; row locks where needed).
+``state``
+    a write that changes the applied objects and bumps the serial: on PostgreSQL the ``rc_meta``
+    row is locked with ``FOR UPDATE`` (``_lock_row``) under a bounded ``lock_timeout``.
+``migrate``
+    schema changes, serialised between processes (SQLite: ``BEGIN EXCLUSIVE``; PostgreSQL: a
+    transaction-scoped advisory lock).
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, Protocol, cast
+
+from reconciler.errors import StateConflict, StateCorrupt, StateTooNew, UsageError
+from reconciler.stores.base import (
+    FINAL_STATUSES,
+    SENSITIVE_PLACEHOLDER,
+    ApiKey,
+    Approval,
+    Decision,
+    DriftRecord,
+    DriftState,
+    HistoryEntry,
+    HostResult,
+    Lease,
+    LogSlice,
+    NewRun,
+    ObjectRecord,
+    ObjectState,
+    ObjectWrite,
+    RunId,
+    RunRecord,
+    RunStatus,
+    Scope,
+    SkipReason,
+    SlotEntry,
+    StateInfo,
+    StateStore,
+    Trigger,
+    as_utc,
+    check_literal,
+    hash_secret,
+    utcnow,
+)
+
+PRODUCT = "reconciler"
+Mode = Literal["read", "write", "state", "migrate"]
+
+
+class Tx(Protocol):
+    """One open transaction. SQL uses ``?`` placeholders; the backend adapts them."""
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None: ...
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
+    def run(self, sql: str, params: Sequence[Any] = ()) -> int: ...
+    def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One schema step. ``ddl`` uses ``{ID}`` ``{TS}`` ``{BOOL}`` ``{BLOB}`` ``{INT}`` for the
+    types that differ between the dialects."""
+
+    version: int
+    description: str
+    ddl: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "applied state: meta header with serial, applied objects, revision history",
+        (
+            """CREATE TABLE rc_meta (
+                id {INT} PRIMARY KEY CHECK (id = 1),
+                product TEXT NOT NULL,
+                schema_version {INT} NOT NULL,
+                serial {INT} NOT NULL,
+                revision TEXT,
+                applied_at {TS},
+                created_at {TS} NOT NULL)""",
+            """CREATE TABLE rc_migrations (
+                version {INT} PRIMARY KEY,
+                description TEXT NOT NULL,
+                applied_at {TS} NOT NULL)""",
+            """CREATE TABLE rc_objects (
+                kind TEXT NOT NULL,
+                name TEXT NOT NULL,
+                content_hash TEXT NOT NULL,
+                body TEXT NOT NULL,
+                revision TEXT,
+                managed {BOOL} NOT NULL,
+                state TEXT,
+                state_reason TEXT,
+                serial {INT} NOT NULL,
+                created_at {TS} NOT NULL,
+                updated_at {TS} NOT NULL,
+                PRIMARY KEY (kind, name))""",
+            """CREATE TABLE rc_revisions (
+                serial {INT} PRIMARY KEY,
+                revision TEXT,
+                applied_at {TS} NOT NULL,
+                created {INT} NOT NULL,
+                updated {INT} NOT NULL,
+                deleted {INT} NOT NULL,
+                message TEXT)""",
+        ),
+    ),
+    Migration(
+        2,
+        "execution: slot ledger, runs, host results, run logs, drift, approvals, API keys, leases",
+        (
+            """CREATE TABLE rc_runs (
+                id {ID},
+                schedule TEXT,
+                template TEXT NOT NULL,
+                trigger_kind TEXT NOT NULL,
+                slot {TS},
+                status TEXT NOT NULL,
+                commit_sha TEXT,
+                created_at {TS} NOT NULL,
+                not_before {TS},
+                started_at {TS},
+                finished_at {TS},
+                variables TEXT NOT NULL,
+                targets TEXT NOT NULL,
+                simulate {BOOL} NOT NULL,
+                message TEXT,
+                requested_by TEXT,
+                retry_of {INT} REFERENCES rc_runs (id),
+                worker TEXT,
+                lease_expires {TS},
+                log_size {INT} NOT NULL DEFAULT 0,
+                log_truncated {BOOL} NOT NULL DEFAULT FALSE)""",
+            "CREATE INDEX rc_runs_queued ON rc_runs (id) WHERE status = 'queued'",
+            "CREATE INDEX rc_runs_running ON rc_runs (lease_expires) WHERE status = 'running'",
+            "CREATE INDEX rc_runs_created ON rc_runs (created_at, id)",
+            "CREATE INDEX rc_runs_schedule ON rc_runs (schedule, created_at, id)",
+            """CREATE TABLE rc_slots (
+                schedule TEXT NOT NULL,
+                slot {TS} NOT NULL,
+                run_id {INT} REFERENCES rc_runs (id),
+                skip_reason TEXT,
+                detail TEXT,
+                recorded_at {TS} NOT NULL,
+                PRIMARY KEY (schedule, slot),
+                CHECK ((run_id IS NULL) <> (skip_reason IS NULL)))""",
+            """CREATE TABLE rc_host_results (
+                run_id {INT} NOT NULL REFERENCES rc_runs (id),
+                server TEXT NOT NULL,
+                status TEXT NOT NULL,
+                ok {INT} NOT NULL, changed {INT} NOT NULL, failed {INT} NOT NULL,
+                unreachable {INT} NOT NULL, skipped {INT} NOT NULL, drifted {INT} NOT NULL,
+                PRIMARY KEY (run_id, server))""",
+            """CREATE TABLE rc_run_logs (
+                run_id {INT} NOT NULL REFERENCES rc_runs (id),
+                pos {INT} NOT NULL,
+                size {INT} NOT NULL,
+                data {BLOB} NOT NULL,
+                PRIMARY KEY (run_id, pos))""",
+            """CREATE TABLE rc_drift (
+                id {ID},
+                server TEXT NOT NULL,
+                template TEXT NOT NULL,
+                run_id {INT} REFERENCES rc_runs (id),
+                state TEXT NOT NULL,
+                details TEXT NOT NULL,
+                at {TS} NOT NULL)""",
+            "CREATE INDEX rc_drift_key ON rc_drift (server, template, at)",
+            """CREATE TABLE rc_approvals (
+                schedule TEXT NOT NULL,
+                content_hash TEXT NOT NULL,
+                user_name TEXT NOT NULL,
+                decision TEXT NOT NULL,
+                at {TS} NOT NULL,
+                reason TEXT,
+                PRIMARY KEY (schedule, content_hash, user_name))""",
+            """CREATE TABLE rc_api_keys (
+                name TEXT PRIMARY KEY,
+                key_hash TEXT NOT NULL UNIQUE,
+                scopes TEXT NOT NULL,
+                templates TEXT NOT NULL,
+                user_name TEXT,
+                created_at {TS} NOT NULL,
+                revoked_at {TS})""",
+            """CREATE TABLE rc_leases (
+                name TEXT PRIMARY KEY,
+                owner TEXT NOT NULL,
+                expires {TS} NOT NULL)""",
+        ),
+    ),
+)
+LATEST_VERSION = MIGRATIONS[-1].version
+
+_OBJ_COLS = (
+    "kind, name, content_hash, body, revision, managed, state, state_reason, serial, "
+    "created_at, updated_at"
+)
+_RUN_COLS = (
+    "id, schedule, template, trigger_kind, slot, status, commit_sha, created_at, not_before, "
+    "started_at, finished_at, variables, targets, simulate, message, requested_by, retry_of, "
+    "worker, lease_expires, log_size, log_truncated"
+)
+_HOST_COLS = "run_id, server, status, ok, changed, failed, unreachable, skipped, drifted"
+
+
+class _SlotTaken(Exception):
+    """Internal: the (schedule, slot) ledger row exists already; roll the run back."""
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _char_boundary(data: bytes, n: int) -> int:
+    """The largest cut <= n that does not split a UTF-8 sequence."""
+    while 0 < n < len(data) and (data[n] & 0xC0) == 0x80:
+        n -= 1
+    return n
+
+
+class SqlStore(ABC):
+    """The shared implementation of the state store port over a :class:`Tx` seam."""
+
+    backend: Literal["sqlite", "postgresql"]
+    _lock_row = ""  # PostgreSQL: " FOR UPDATE"
+    _skip_locked = ""  # PostgreSQL: " FOR UPDATE SKIP LOCKED"
+
+    def __init__(self, *, lock_timeout: float, log_cap: int) -> None:
+        if log_cap < 0:
+            raise ValueError("log_cap must not be negative")
+        self.lock_timeout = lock_timeout
+        self.log_cap = log_cap
+        self._schema_version = 0
+
+    # -- what a backend provides
+
+    @abstractmethod
+    def _tx(self, mode: Mode) -> AbstractContextManager[Tx]: ...
+
+    @abstractmethod
+    def _location(self) -> str: ...
+
+    @abstractmethod
+    def _table_names(self, tx: Tx) -> set[str]:
+        """Every table in the database (SQLite) or in the schema we use (PostgreSQL)."""
+
+    @abstractmethod
+    def _foreign_tables(self, tables: set[str]) -> list[str]:
+        """Tables that show the database belongs to another application."""
+
+    @abstractmethod
+    def _type_map(self) -> dict[str, str]: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def _ts(self, value: datetime) -> Any:
+        """An aware instant as the database stores it (PostgreSQL: as is)."""
+        return value
+
+    # -- lifecycle
+
+    def __enter__(self) -> StateStore:
+        return cast(StateStore, self)
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _migrate(self, target: int | None = None) -> None:
+        """Create or upgrade the schema up to ``target`` (default: the latest), in one
+        transaction; refuse foreign or newer states. A state that is up to date is only read
+        (opening never waits for a writer)."""
+        target = LATEST_VERSION if target is None else target
+        with self._tx("read") as tx:
+            current = self._schema_of(tx)
+        if current < target:
+            with self._tx("migrate") as tx:
+                current = self._schema_of(tx)
+                types = self._type_map()
+                now = self._ts(utcnow())
+                for m in MIGRATIONS:
+                    if current < m.version <= target:
+                        for ddl in m.ddl:
+                            tx.run(ddl.format(**types))
+                        if m.version == 1:
+                            tx.run(
+                                "INSERT INTO rc_meta (id, product, schema_version, serial, "
+                                "created_at) VALUES (1, ?, 0, 0, ?)",
+                                (PRODUCT, now),
+                            )
+                        tx.run(
+                            "INSERT INTO rc_migrations (version, description, applied_at) "
+                            "VALUES (?, ?, ?)",
+                            (m.version, m.description, now),
+                        )
+                        tx.run("UPDATE rc_meta SET schema_version = ? WHERE id = 1", (m.version,))
+                        current = m.version
+        self._schema_version = current
+
+    def _schema_of(self, tx: Tx) -> int:
+        """The schema version of the state (0: empty); raises for foreign or newer states."""
+        where = self._location()
+        tables = self._table_names(tx)
+        if "rc_meta" not in tables:
+            foreign = self._foreign_tables(tables)
+            if foreign:
+                raise StateCorrupt(
+                    f"{where} is not a reconciler state: it holds tables of another "
+                    f"application ({', '.join(sorted(foreign)[:5])})"
+                )
+            return 0
+        row = tx.one("SELECT product, schema_version FROM rc_meta WHERE id = 1")
+        if row is None or row[0] != PRODUCT or not isinstance(row[1], int):
+            raise StateCorrupt(
+                f"{where} is not a reconciler state: its header is missing or belongs to "
+                "another product"
+            )
+        if row[1] > LATEST_VERSION:
+            raise StateTooNew(
+                f"{where} was written by a newer version of reconciler (state schema "
+                f"{row[1]}; this version knows up to {LATEST_VERSION}); upgrade reconciler to "
+                "use it"
+            )
+        return int(row[1])
+
+    # -- conversions
+
+    @staticmethod
+    def _dt(value: Any) -> datetime:
+        if isinstance(value, str):
+            return datetime.fromisoformat(value)
+        if isinstance(value, datetime):
+            return value if value.tzinfo is UTC else value.astimezone(UTC)
+        raise StateCorrupt(f"the state holds {value!r} where an instant was expected")
+
+    def _odt(self, value: Any) -> datetime | None:
+        return None if value is None else self._dt(value)
+
+    def _object(self, r: tuple[Any, ...]) -> ObjectRecord:
+        dt = self._dt
+        return ObjectRecord(
+            r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7], r[8], dt(r[9]), dt(r[10])
+        )
+
+    def _run(self, r: tuple[Any, ...], hosts: tuple[HostResult, ...] = ()) -> RunRecord:
+        odt = self._odt
+        return RunRecord(
+            id=RunId(r[0]),
+            schedule=r[1],
+            template=r[2],
+            trigger=r[3],
+            slot=odt(r[4]),
+            status=r[5],
+            commit=r[6],
+            created_at=self._dt(r[7]),
+            not_before=odt(r[8]),
+            started_at=odt(r[9]),
+            finished_at=odt(r[10]),
+            variables=json.loads(r[11]),
+            targets=json.loads(r[12]),
+            simulate=bool(r[13]),
+            message=r[14],
+            requested_by=r[15],
+            retry_of=None if r[16] is None else RunId(r[16]),
+            worker=r[17],
+            lease_expires=odt(r[18]),
+            log_size=r[19],
+            log_truncated=bool(r[20]),
+            hosts=hosts,
+        )
+
+    def _with_hosts(self, tx: Tx, rows: list[tuple[Any, ...]]) -> list[RunRecord]:
+        if not rows:
+            return []
+        ids = [r[0] for r in rows]
+        hosts: dict[int, list[HostResult]] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for h in tx.all(
+                f"SELECT {_HOST_COLS} FROM rc_host_results WHERE run_id IN ({marks}) "
+                "ORDER BY run_id, server",
+                chunk,
+            ):
+                hosts.setdefault(h[0], []).append(HostResult(*h[1:]))
+        return [self._run(r, tuple(hosts.get(r[0], ()))) for r in rows]
+
+    # -- header
+
+    def info(self) -> StateInfo:
+        with self._tx("read") as tx:
+            row = tx.one("SELECT serial, revision, applied_at, schema_version FROM rc_meta")
+        if row is None:
+            raise StateCorrupt(f"{self._location()} is not a reconciler state: no header row")
+        return StateInfo(
+            serial=row[0],
+            revision=row[1],
+            applied_at=self._odt(row[2]),
+            schema_version=row[3],
+            backend=self.backend,
+            location=self._location(),
+        )
+
+    def serial(self) -> int:
+        return self.info().serial
+
+    # -- applied objects
+
+    def get_object(self, kind: str, name: str) -> ObjectRecord | None:
+        with self._tx("read") as tx:
+            row = tx.one(
+                f"SELECT {_OBJ_COLS} FROM rc_objects WHERE kind = ? AND name = ?", (kind, name)
+            )
+        return None if row is None else self._object(row)
+
+    def list_objects(self, kind: str | None = None) -> list[ObjectRecord]:
+        with self._tx("read") as tx:
+            if kind is None:
+                rows = tx.all(f"SELECT {_OBJ_COLS} FROM rc_objects ORDER BY kind, name")
+            else:
+                rows = tx.all(
+                    f"SELECT {_OBJ_COLS} FROM rc_objects WHERE kind = ? ORDER BY name", (kind,)
+                )
+        return [self._object(r) for r in rows]
+
+    def _lock_serial(self, tx: Tx, expected: int | None) -> int:
+        row = tx.one(f"SELECT serial FROM rc_meta WHERE id = 1{self._lock_row}")
+        if row is None:
+            raise StateCorrupt(f"{self._location()} is not a reconciler state: no header row")
+        serial = int(row[0])
+        if expected is not None and serial != expected:
+            raise StateConflict(
+                f"the state changed since the plan was made (serial {expected}, now {serial}); "
+                "make a new plan"
+            )
+        return serial
+
+    def apply_changes(
+        self,
+        expected_serial: int,
+        revision: str | None,
+        upserts: Sequence[ObjectWrite],
+        deletes: Sequence[tuple[str, str]],
+        now: datetime,
+        message: str | None = None,
+    ) -> int:
+        """Write ``upserts`` and ``deletes`` in one transaction if the serial is still
+        ``expected_serial``; return the new serial. Applying no change for the revision already
+        applied changes nothing (the serial stays)."""
+        now = as_utc(now, "now")
+        keys = [(u.kind, u.name) for u in upserts]
+        if len(set(keys)) != len(keys):
+            raise ValueError("apply_changes got the same object twice in upserts")
+        if set(keys) & {(k, n) for k, n in deletes}:
+            raise ValueError("apply_changes got an object both to write and to delete")
+        for u in upserts:
+            if u.state is not None:
+                check_literal(u.state, ObjectState, "object state")
+        ts = self._ts(now)
+        with self._tx("state") as tx:
+            serial = self._lock_serial(tx, expected_serial)
+            if not upserts and not deletes:
+                row = tx.one("SELECT revision FROM rc_meta WHERE id = 1")
+                if row is not None and row[0] == revision:
+                    return serial
+            new = serial + 1
+            kinds = sorted({k for k, _ in keys} | {k for k, _ in deletes})
+            existing: set[tuple[str, str]] = set()
+            if kinds:
+                marks = ",".join("?" * len(kinds))
+                existing = {
+                    (r[0], r[1])
+                    for r in tx.all(
+                        f"SELECT kind, name FROM rc_objects WHERE kind IN ({marks})", kinds
+                    )
+                }
+            if upserts:
+                tx.many(
+                    f"INSERT INTO rc_objects ({_OBJ_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
+                    "ON CONFLICT (kind, name) DO UPDATE SET "
+                    "content_hash = excluded.content_hash, body = excluded.body, "
+                    "revision = excluded.revision, managed = excluded.managed, "
+                    "state = excluded.state, state_reason = excluded.state_reason, "
+                    "serial = excluded.serial, updated_at = excluded.updated_at",
+                    [
+                        (
+                            u.kind,
+                            u.name,
+                            u.content_hash,
+                            u.body,
+                            revision,
+                            u.managed,
+                            u.state,
+                            u.state_reason,
+                            new,
+                            ts,
+                            ts,
+                        )
+                        for u in upserts
+                    ],
+                )
+            gone = [d for d in deletes if tuple(d) in existing]
+            if gone:
+                tx.many("DELETE FROM rc_objects WHERE kind = ? AND name = ?", gone)
+            created = sum(1 for k in keys if k not in existing)
+            tx.run(
+                "INSERT INTO rc_revisions (serial, revision, applied_at, created, updated, "
+                "deleted, message) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (new, revision, ts, created, len(keys) - created, len(gone), message),
+            )
+            tx.run(
+                "UPDATE rc_meta SET serial = ?, revision = ?, applied_at = ? WHERE id = 1",
+                (new, revision, ts),
+            )
+        return new
+
+    def set_object_state(
+        self,
+        kind: str,
+        name: str,
+        state: ObjectState,
+        reason: str | None,
+        now: datetime,
+        expected_serial: int | None = None,
+    ) -> int:
+        """Change an applied object's state (approve, deny, disable); bumps the serial."""
+        check_literal(state, ObjectState, "object state")
+        ts = self._ts(as_utc(now, "now"))
+        with self._tx("state") as tx:
+            new = self._lock_serial(tx, expected_serial) + 1
+            n = tx.run(
+                "UPDATE rc_objects SET state = ?, state_reason = ?, serial = ?, updated_at = ? "
+                "WHERE kind = ? AND name = ?",
+                (state, reason, new, ts, kind, name),
+            )
+            if n != 1:
+                raise UsageError(f"there is no applied {kind} named {name!r}")
+            tx.run("UPDATE rc_meta SET serial = ? WHERE id = 1", (new,))
+        return new
+
+    def history(self, limit: int = 50) -> list[HistoryEntry]:
+        with self._tx("read") as tx:
+            rows = tx.all(
+                "SELECT serial, revision, applied_at, created, updated, deleted, message "
+                "FROM rc_revisions ORDER BY serial DESC LIMIT ?",
+                (limit,),
+            )
+        return [HistoryEntry(r[0], r[1], self._dt(r[2]), r[3], r[4], r[5], r[6]) for r in rows]
+
+    # -- slot ledger
+
+    def skip_slot(
+        self, schedule: str, slot: datetime, reason: SkipReason, now: datetime, detail: str | None
+    ) -> bool:
+        """Record that ``slot`` was skipped; False when the slot is already in the ledger."""
+        if not reason:
+            raise ValueError("a skipped slot needs a reason")
+        with self._tx("write") as tx:
+            n = tx.run(
+                "INSERT INTO rc_slots (schedule, slot, run_id, skip_reason, detail, recorded_at) "
+                "VALUES (?, ?, NULL, ?, ?, ?) ON CONFLICT (schedule, slot) DO NOTHING",
+                (
+                    schedule,
+                    self._ts(as_utc(slot, "slot")),
+                    reason,
+                    detail,
+                    self._ts(as_utc(now, "now")),
+                ),
+            )
+        return n == 1
+
+    def _slot(self, r: tuple[Any, ...]) -> SlotEntry:
+        return SlotEntry(
+            r[0], self._dt(r[1]), None if r[2] is None else RunId(r[2]), r[3], r[4], self._dt(r[5])
+        )
+
+    def get_slot(self, schedule: str, slot: datetime) -> SlotEntry | None:
+        with self._tx("read") as tx:
+            row = tx.one(
+                "SELECT schedule, slot, run_id, skip_reason, detail, recorded_at FROM rc_slots "
+                "WHERE schedule = ? AND slot = ?",
+                (schedule, self._ts(as_utc(slot, "slot"))),
+            )
+        return None if row is None else self._slot(row)
+
+    def list_slots(
+        self, schedule: str, since: datetime | None = None, limit: int = 100
+    ) -> list[SlotEntry]:
+        """The ledger of one schedule, newest slot first."""
+        sql = (
+            "SELECT schedule, slot, run_id, skip_reason, detail, recorded_at FROM rc_slots "
+            "WHERE schedule = ?"
+        )
+        params: list[Any] = [schedule]
+        if since is not None:
+            sql += " AND slot >= ?"
+            params.append(self._ts(as_utc(since, "since")))
+        with self._tx("read") as tx:
+            rows = tx.all(sql + " ORDER BY slot DESC LIMIT ?", [*params, limit])
+        return [self._slot(r) for r in rows]
+
+    # -- runs
+
+    def create_run(self, run: NewRun, now: datetime) -> RunRecord | None:
+        """Enqueue a run. A run for a schedule slot (trigger ``schedule`` or ``catch-up``)
+        takes the slot in the ledger in the same transaction; if the slot is taken already,
+        nothing is written and None is returned: at most once per slot."""
+        check_literal(run.trigger, Trigger, "trigger")
+        takes_slot = run.trigger in ("schedule", "catch-up")
+        if takes_slot and (run.schedule is None or run.slot is None):
+            raise ValueError(f"a run with trigger {run.trigger!r} needs a schedule and a slot")
+        ts = self._ts(as_utc(now, "now"))
+        slot = None if run.slot is None else self._ts(as_utc(run.slot, "slot"))
+        variables = {
+            k: (SENSITIVE_PLACEHOLDER if k in run.sensitive else v)
+            for k, v in run.variables.items()
+        }
+        try:
+            with self._tx("write") as tx:
+                row = tx.one(
+                    "INSERT INTO rc_runs (schedule, template, trigger_kind, slot, status, "
+                    "commit_sha, created_at, not_before, variables, targets, simulate, message, "
+                    "requested_by, retry_of) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, "
+                    "?, ?) RETURNING id",
+                    (
+                        run.schedule,
+                        run.template,
+                        run.trigger,
+                        slot,
+                        run.commit,
+                        ts,
+                        None
+                        if run.not_before is None
+                        else self._ts(as_utc(run.not_before, "not_before")),
+                        _json(variables),
+                        _json(dict(run.targets)),
+                        run.simulate,
+                        run.message,
+                        run.requested_by,
+                        run.retry_of,
+                    ),
+                )
+                assert row is not None
+                run_id = int(row[0])
+                if takes_slot:
+                    n = tx.run(
+                        "INSERT INTO rc_slots (schedule, slot, run_id, skip_reason, detail, "
+                        "recorded_at) VALUES (?, ?, ?, NULL, NULL, ?) "
+                        "ON CONFLICT (schedule, slot) DO NOTHING",
+                        (run.schedule, slot, run_id, ts),
+                    )
+                    if n != 1:
+                        raise _SlotTaken
+                r = tx.one(f"SELECT {_RUN_COLS} FROM rc_runs WHERE id = ?", (run_id,))
+                assert r is not None
+        except _SlotTaken:
+            return None
+        return self._run(r)
+
+    def get_run(self, run_id: int) -> RunRecord | None:
+        with self._tx("read") as tx:
+            rows = tx.all(f"SELECT {_RUN_COLS} FROM rc_runs WHERE id = ?", (run_id,))
+            runs = self._with_hosts(tx, rows)
+        return runs[0] if runs else None
+
+    def list_runs(
+        self,
+        schedule: str | None = None,
+        status: RunStatus | None = None,
+        template: str | None = None,
+        limit: int = 50,
+    ) -> list[RunRecord]:
+        """Runs, newest first."""
+        where: list[str] = []
+        params: list[Any] = []
+        for column, value in (("schedule", schedule), ("status", status), ("template", template)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        sql = f"SELECT {_RUN_COLS} FROM rc_runs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
+        with self._tx("read") as tx:
+            return self._with_hosts(tx, tx.all(sql, [*params, limit]))
+
+    def claim_next_run(
+        self, worker_id: str, lease_seconds: float, now: datetime
+    ) -> RunRecord | None:
+        """Take the oldest queued run that is due, mark it running, leased to ``worker_id``
+        until ``now + lease_seconds``. PostgreSQL: ``FOR UPDATE SKIP LOCKED``; SQLite: the
+        single-writer transaction. Never hands one run to two workers."""
+        now = as_utc(now, "now")
+        ts = self._ts(now)
+        with self._tx("write") as tx:
+            row = tx.one(
+                "SELECT id FROM rc_runs WHERE status = 'queued' "
+                "AND (not_before IS NULL OR not_before <= ?) "
+                f"ORDER BY id LIMIT 1{self._skip_locked}",
+                (ts,),
+            )
+            if row is None:
+                return None
+            tx.run(
+                "UPDATE rc_runs SET status = 'running', worker = ?, lease_expires = ?, "
+                "started_at = ? WHERE id = ? AND status = 'queued'",
+                (worker_id, self._ts(now + timedelta(seconds=lease_seconds)), ts, row[0]),
+            )
+            rows = tx.all(f"SELECT {_RUN_COLS} FROM rc_runs WHERE id = ?", (row[0],))
+            return self._with_hosts(tx, rows)[0]
+
+    def renew_lease(self, run_id: int, worker_id: str, lease_seconds: float, now: datetime) -> bool:
+        """Extend the lease; False if the run is no longer running under ``worker_id``."""
+        expires = as_utc(now, "now") + timedelta(seconds=lease_seconds)
+        with self._tx("write") as tx:
+            n = tx.run(
+                "UPDATE rc_runs SET lease_expires = ? WHERE id = ? AND worker = ? "
+                "AND status = 'running'",
+                (self._ts(expires), run_id, worker_id),
+            )
+        return n == 1
+
+    def expired_runs(self, now: datetime) -> list[RunRecord]:
+        """Running runs whose lease ran out before ``now``."""
+        with self._tx("read") as tx:
+            rows = tx.all(
+                f"SELECT {_RUN_COLS} FROM rc_runs WHERE status = 'running' "
+                "AND lease_expires < ? ORDER BY id",
+                (self._ts(as_utc(now, "now")),),
+            )
+            return self._with_hosts(tx, rows)
+
+    def abandon_expired(self, now: datetime) -> list[RunId]:
+        """Mark every running run whose lease expired as ``abandoned``; return their ids."""
+        ts = self._ts(as_utc(now, "now"))
+        with self._tx("write") as tx:
+            rows = tx.all(
+                "UPDATE rc_runs SET status = 'abandoned', finished_at = ?, lease_expires = NULL, "
+                "message = COALESCE(message, 'its worker stopped renewing the lease') "
+                "WHERE status = 'running' AND lease_expires < ? RETURNING id",
+                (ts, ts),
+            )
+        return sorted(RunId(r[0]) for r in rows)
+
+    def finish_run(
+        self,
+        run_id: int,
+        status: RunStatus,
+        now: datetime,
+        message: str | None = None,
+        worker_id: str | None = None,
+    ) -> bool:
+        """Give a queued or running run its final status. With ``worker_id``, only if that
+        worker still holds the run. False when the run was final already (or not ours)."""
+        check_literal(status, RunStatus, "run status")
+        if status not in FINAL_STATUSES:
+            raise ValueError(f"{status!r} is not a final run status")
+        sql = (
+            "UPDATE rc_runs SET status = ?, finished_at = ?, lease_expires = NULL, "
+            "message = COALESCE(?, message) WHERE id = ? AND status IN ('queued', 'running')"
+        )
+        params: list[Any] = [status, self._ts(as_utc(now, "now")), message, run_id]
+        if worker_id is not None:
+            sql += " AND worker = ?"
+            params.append(worker_id)
+        with self._tx("write") as tx:
+            n = tx.run(sql, params)
+        return n == 1
+
+    def set_host_results(self, run_id: int, results: Sequence[HostResult]) -> None:
+        """Insert or replace the per-host counters of a run."""
+        if not results:
+            return
+        with self._tx("write") as tx:
+            tx.many(
+                f"INSERT INTO rc_host_results ({_HOST_COLS}) VALUES (?,?,?,?,?,?,?,?,?) "
+                "ON CONFLICT (run_id, server) DO UPDATE SET status = excluded.status, "
+                "ok = excluded.ok, changed = excluded.changed, failed = excluded.failed, "
+                "unreachable = excluded.unreachable, skipped = excluded.skipped, "
+                "drifted = excluded.drifted",
+                [
+                    (
+                        run_id,
+                        h.server,
+                        h.status,
+                        h.ok,
+                        h.changed,
+                        h.failed,
+                        h.unreachable,
+                        h.skipped,
+                        h.drifted,
+                    )
+                    for h in results
+                ],
+            )
+
+    def append_log(self, run_id: int, text: str) -> bool:
+        """Append to a run's log; True if all of ``text`` was kept. Past the cap the rest is
+        dropped, and one marker line says so."""
+        if not text:
+            return True
+        with self._tx("write") as tx:
+            row = tx.one(
+                f"SELECT log_size, log_truncated FROM rc_runs WHERE id = ?{self._lock_row}",
+                (run_id,),
+            )
+            if row is None:
+                raise UsageError(f"there is no run {run_id}")
+            size, truncated = int(row[0]), bool(row[1])
+            if truncated:
+                return False
+            data = text.encode("utf-8")
+            room = self.log_cap - size
+            chunks: list[bytes]
+            if len(data) <= room:
+                chunks, kept = [data], True
+            else:
+                cut = data[: _char_boundary(data, max(room, 0))]
+                marker = (
+                    f"\n[log truncated: this run's log reached its cap of {self.log_cap} bytes]\n"
+                ).encode()
+                chunks, kept = [c for c in (cut, marker) if c], False
+            rows = []
+            for c in chunks:
+                rows.append((run_id, size, len(c), c))
+                size += len(c)
+            tx.many("INSERT INTO rc_run_logs (run_id, pos, size, data) VALUES (?, ?, ?, ?)", rows)
+            tx.run(
+                "UPDATE rc_runs SET log_size = ?, log_truncated = ? WHERE id = ?",
+                (size, not kept, run_id),
+            )
+        return kept
+
+    def read_log(self, run_id: int, offset: int = 0, limit: int | None = None) -> LogSlice:
+        """The log from byte ``offset`` on (at most about ``limit`` bytes); follow a running
+        log by calling again with ``next_offset``."""
+        with self._tx("read") as tx:
+            head = tx.one("SELECT log_size, log_truncated FROM rc_runs WHERE id = ?", (run_id,))
+            if head is None:
+                raise UsageError(f"there is no run {run_id}")
+            rows = tx.all(
+                "SELECT pos, data FROM rc_run_logs WHERE run_id = ? AND pos + size > ? "
+                "ORDER BY pos",
+                (run_id, offset),
+            )
+        parts: list[bytes] = []
+        total = 0
+        for pos, data in rows:
+            blob = bytes(data)
+            if pos < offset:
+                blob = blob[offset - pos :]
+            parts.append(blob)
+            total += len(blob)
+            if limit is not None and total >= limit:
+                break
+        data = b"".join(parts)
+        if limit is not None and len(data) > limit:
+            data = data[: _char_boundary(data, limit) or limit]
+        return LogSlice(
+            text=data.decode("utf-8", errors="replace"),
+            offset=offset,
+            next_offset=offset + len(data),
+            truncated=bool(head[1]),
+        )
+
+    # -- drift
+
+    def record_drift(self, records: Sequence[DriftRecord]) -> None:
+        for d in records:
+            check_literal(d.state, DriftState, "drift state")
+        with self._tx("write") as tx:
+            tx.many(
+                "INSERT INTO rc_drift (server, template, run_id, state, details, at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        d.server,
+                        d.template,
+                        d.run_id,
+                        d.state,
+                        _json(dict(d.details)),
+                        self._ts(as_utc(d.at, "at")),
+                    )
+                    for d in records
+                ],
+            )
+
+    def list_drift(
+        self, server: str | None = None, template: str | None = None, latest: bool = True
+    ) -> list[DriftRecord]:
+        """Drift records; with ``latest`` only the newest per (server, template)."""
+        where: list[str] = []
+        params: list[Any] = []
+        for column, value in (("server", server), ("template", template)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        cond = (" WHERE " + " AND ".join(where)) if where else ""
+        cols = "server, template, run_id, state, details, at"
+        if latest:
+            sql = (
+                f"SELECT {cols} FROM (SELECT {cols}, ROW_NUMBER() OVER (PARTITION BY server, "
+                f"template ORDER BY at DESC, id DESC) AS rn FROM rc_drift{cond}) AS t "
+                "WHERE rn = 1 ORDER BY server, template"
+            )
+        else:
+            sql = f"SELECT {cols} FROM rc_drift{cond} ORDER BY at DESC, id DESC"
+        with self._tx("read") as tx:
+            rows = tx.all(sql, params)
+        return [
+            DriftRecord(
+                r[0],
+                r[1],
+                None if r[2] is None else RunId(r[2]),
+                r[3],
+                json.loads(r[4]),
+                self._dt(r[5]),
+            )
+            for r in rows
+        ]
+
+    # -- approvals
+
+    def record_approval(self, approval: Approval) -> None:
+        """Record a user's decision on one content hash; a later decision replaces theirs."""
+        check_literal(approval.decision, Decision, "decision")
+        with self._tx("write") as tx:
+            tx.run(
+                "INSERT INTO rc_approvals (schedule, content_hash, user_name, decision, at, "
+                "reason) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (schedule, content_hash, "
+                "user_name) DO UPDATE SET decision = excluded.decision, at = excluded.at, "
+                "reason = excluded.reason",
+                (
+                    approval.schedule,
+                    approval.content_hash,
+                    approval.user,
+                    approval.decision,
+                    self._ts(as_utc(approval.at, "at")),
+                    approval.reason,
+                ),
+            )
+
+    def list_approvals(
+        self, schedule: str | None = None, content_hash: str | None = None
+    ) -> list[Approval]:
+        where: list[str] = []
+        params: list[Any] = []
+        for column, value in (("schedule", schedule), ("content_hash", content_hash)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        cond = (" WHERE " + " AND ".join(where)) if where else ""
+        with self._tx("read") as tx:
+            rows = tx.all(
+                "SELECT schedule, content_hash, user_name, decision, at, reason FROM "
+                f"rc_approvals{cond} ORDER BY schedule, at, user_name",
+                params,
+            )
+        return [Approval(r[0], r[1], r[2], r[3], self._dt(r[4]), r[5]) for r in rows]
+
+    # -- API keys
+
+    def _api_key(self, r: tuple[Any, ...]) -> ApiKey:
+        return ApiKey(
+            r[0],
+            r[1],
+            tuple(json.loads(r[2])),
+            tuple(json.loads(r[3])),
+            r[4],
+            self._dt(r[5]),
+            self._odt(r[6]),
+        )
+
+    _KEY_COLS = "name, key_hash, scopes, templates, user_name, created_at, revoked_at"
+
+    def create_api_key(
+        self,
+        name: str,
+        secret: str,
+        scopes: Sequence[Scope],
+        templates: Sequence[str],
+        user: str | None,
+        now: datetime,
+    ) -> ApiKey:
+        """Store a new key. Only the SHA-256 of ``secret`` is written; the secret itself is
+        never stored. StateConflict if the name (or the secret) is in use."""
+        if len(secret) < 16:
+            raise ValueError("an API key secret must have at least 16 characters")
+        for s in scopes:
+            check_literal(s, Scope, "scope")
+        with self._tx("write") as tx:
+            n = tx.run(
+                f"INSERT INTO rc_api_keys ({self._KEY_COLS}) VALUES (?, ?, ?, ?, ?, ?, NULL) "
+                "ON CONFLICT DO NOTHING",
+                (
+                    name,
+                    hash_secret(secret),
+                    _json(sorted(set(scopes))),
+                    _json(sorted(set(templates))),
+                    user,
+                    self._ts(as_utc(now, "now")),
+                ),
+            )
+            if n != 1:
+                raise StateConflict(f"an API key named {name!r} already exists")
+            row = tx.one(f"SELECT {self._KEY_COLS} FROM rc_api_keys WHERE name = ?", (name,))
+        assert row is not None
+        return self._api_key(row)
+
+    def find_api_key(self, secret: str) -> ApiKey | None:
+        """The active (not revoked) key whose secret is ``secret``, by its hash."""
+        with self._tx("read") as tx:
+            row = tx.one(
+                f"SELECT {self._KEY_COLS} FROM rc_api_keys WHERE key_hash = ? "
+                "AND revoked_at IS NULL",
+                (hash_secret(secret),),
+            )
+        return None if row is None else self._api_key(row)
+
+    def list_api_keys(self) -> list[ApiKey]:
+        with self._tx("read") as tx:
+            rows = tx.all(f"SELECT {self._KEY_COLS} FROM rc_api_keys ORDER BY name")
+        return [self._api_key(r) for r in rows]
+
+    def revoke_api_key(self, name: str, now: datetime) -> bool:
+        """Revoke a key; False if there is no such active key."""
+        with self._tx("write") as tx:
+            n = tx.run(
+                "UPDATE rc_api_keys SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
+                (self._ts(as_utc(now, "now")), name),
+            )
+        return n == 1
+
+    # -- leases
+
+    def acquire_lease(self, name: str, owner: str, ttl_seconds: float, now: datetime) -> bool:
+        """Take or renew the lease ``name`` for ``owner``; False while another owner holds an
+        unexpired one."""
+        now = as_utc(now, "now")
+        with self._tx("write") as tx:
+            n = tx.run(
+                "INSERT INTO rc_leases (name, owner, expires) VALUES (?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, "
+                "expires = excluded.expires "
+                "WHERE rc_leases.owner = excluded.owner OR rc_leases.expires <= ?",
+                (name, owner, self._ts(now + timedelta(seconds=ttl_seconds)), self._ts(now)),
+            )
+        return n == 1
+
+    def release_lease(self, name: str, owner: str) -> bool:
+        with self._tx("write") as tx:
+            n = tx.run("DELETE FROM rc_leases WHERE name = ? AND owner = ?", (name, owner))
+        return n == 1
+
+    def get_lease(self, name: str) -> Lease | None:
+        with self._tx("read") as tx:
+            row = tx.one("SELECT name, owner, expires FROM rc_leases WHERE name = ?", (name,))
+        return None if row is None else Lease(row[0], row[1], self._dt(row[2]))

@@ -1,0 +1,475 @@
+"""The state store port: one typed interface, plain records, and :func:`open_store`. Pure apart
+from :func:`open_store`, which picks a backend (importing it lazily).
+
+The store holds the *actual state* of reconciler:
+
+* applied objects, ``(kind, name)`` -> content hash, canonical JSON body, source revision,
+  ``managed`` flag, object state (schedules) with a reason;
+* a ``serial`` that every write to the applied objects bumps, and the applied-revision history;
+* the slot ledger (one row per ``(schedule, slot)``: the database's "at most once");
+* runs, per-host results, run logs (capped), drift records;
+* approvals, API keys (only a SHA-256 of the secret), leader leases.
+
+Who calls it: ``engine/`` and ``cli/``. Backends: :mod:`reconciler.stores.sqlite` (stdlib
+``sqlite3``, the default) and :mod:`reconciler.stores.postgres` (psycopg 3). Both run the same
+queries (:mod:`reconciler.stores._sql`) and the same contract tests.
+
+Time: every instant goes in as an aware :class:`~datetime.datetime` argument, is stored in UTC
+and comes back as an aware UTC datetime. The store never reads the clock itself, except that
+:func:`utcnow` is offered to callers as the documented default.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, NewType, Protocol, TypeAlias, get_args
+
+from reconciler.errors import UsageError
+
+RunId = NewType("RunId", int)
+
+JsonValue: TypeAlias = Any
+"""A value that :func:`json.dumps` accepts (kept loose on purpose: it is data, not code)."""
+
+ObjectState = Literal["active", "paused", "awaiting-approval", "denied", "disabled"]
+"""State of an applied schedule.
+
+``active`` fires; ``paused`` is ``enabled: false`` in Git; ``awaiting-approval`` waits for
+approvers; ``denied`` was denied for this content; ``disabled`` was turned off by the product
+itself (e.g. its owner was removed), with a reason."""
+
+RunStatus = Literal[
+    "queued", "running", "succeeded", "failed", "cancelled", "timed-out", "abandoned", "skipped"
+]
+"""``queued`` waits for a worker; ``running`` is leased by one; the rest are final:
+``succeeded``/``failed`` (playbook outcome), ``cancelled`` (by a user), ``timed-out`` (over its
+timeout), ``abandoned`` (its worker's lease expired), ``skipped`` (never executed)."""
+
+FINAL_STATUSES: frozenset[str] = frozenset(
+    {"succeeded", "failed", "cancelled", "timed-out", "abandoned", "skipped"}
+)
+
+Trigger = Literal["schedule", "api", "cli", "catch-up", "retry"]
+"""Why a run exists: a schedule slot, the HTTP API, ``reconciler run``, a missed slot caught
+up after downtime, or a retry of a failed run."""
+
+SkipReason = str
+"""Why a slot did not produce a run. Known values are :data:`SKIP_REASONS`; later issues may add
+more, so the column is free text."""
+
+SKIP_REASONS: tuple[str, ...] = (
+    "overlap",  # the previous run of the schedule was still going
+    "misfire",  # the slot was found too late (beyond the misfire grace)
+    "paused",  # the schedule is paused
+    "owner-invalid",  # its owner is no longer a valid user
+    "approval-pending",  # the content waits for approval
+    "desired-state-invalid",  # the current commit failed validation
+)
+
+DriftState = Literal["drifted", "in-sync", "unknown"]
+"""``unknown``: the server failed or was unreachable, so nothing can be said."""
+
+Decision = Literal["approve", "deny"]
+Scope = Literal["trigger", "read", "approve"]
+
+#: Marker written as the value of the redacted variables.
+SENSITIVE_PLACEHOLDER = "<sensitive>"
+
+
+def utcnow() -> datetime:
+    """The documented default clock for callers: the current instant, aware, in UTC."""
+    return datetime.now(UTC)
+
+
+def as_utc(value: datetime, what: str = "instant") -> datetime:
+    """``value`` in UTC; a naive datetime is a programming error (ValueError)."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{what} must be an aware datetime, got naive {value!r}")
+    return value.astimezone(UTC)
+
+
+def hash_secret(secret: str) -> str:
+    """The only form in which an API key secret is stored: ``sha256:<hex>``."""
+    return "sha256:" + hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# records (immutable values handed out by the store) and write requests
+
+
+@dataclass(frozen=True, slots=True)
+class StateInfo:
+    """The header of a state: serial, last applied revision, schema version."""
+
+    serial: int
+    revision: str | None
+    applied_at: datetime | None
+    schema_version: int
+    backend: Literal["sqlite", "postgresql"]
+    location: str
+    """A path or a URL with any password removed."""
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectWrite:
+    """One object to create or update in :meth:`StateStore.apply_changes`."""
+
+    kind: str
+    name: str
+    content_hash: str
+    body: str
+    """Canonical JSON of the document (the planner produces it; the store keeps it verbatim)."""
+    managed: bool = True
+    """True when the reconciler created the object; prune deletes only managed objects."""
+    state: ObjectState | None = None
+    """For schedules; ``None`` for kinds without a state."""
+    state_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectRecord:
+    """An applied object."""
+
+    kind: str
+    name: str
+    content_hash: str
+    body: str
+    revision: str | None
+    managed: bool
+    state: ObjectState | None
+    state_reason: str | None
+    serial: int
+    """The serial of the write that last changed this object."""
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One applied revision."""
+
+    serial: int
+    revision: str | None
+    applied_at: datetime
+    created: int
+    updated: int
+    deleted: int
+    message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SlotEntry:
+    """One ledger line: a slot that became a run, or was skipped with a reason."""
+
+    schedule: str
+    slot: datetime
+    run_id: RunId | None
+    skip_reason: SkipReason | None
+    detail: str | None
+    recorded_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class NewRun:
+    """A run to enqueue with :meth:`StateStore.create_run`.
+
+    ``variables`` are the caller's requested values. Names listed in ``sensitive`` are stored
+    as :data:`SENSITIVE_PLACEHOLDER`, never with their value; values that come from
+    ``valueFrom`` are resolved at run time and must not be passed here at all.
+    """
+
+    template: str
+    trigger: Trigger
+    commit: str | None
+    schedule: str | None = None
+    slot: datetime | None = None
+    variables: Mapping[str, JsonValue] = field(default_factory=dict)
+    sensitive: frozenset[str] = frozenset()
+    targets: Mapping[str, JsonValue] = field(default_factory=dict)
+    simulate: bool = False
+    not_before: datetime | None = None
+    """``run --at TIME``: not claimable before this instant."""
+    requested_by: str | None = None
+    """A user or an API key name (never the key itself)."""
+    retry_of: RunId | None = None
+    message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HostResult:
+    """Per-server counters of one run."""
+
+    server: str
+    status: str
+    ok: int = 0
+    changed: int = 0
+    failed: int = 0
+    unreachable: int = 0
+    skipped: int = 0
+    drifted: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """A run as stored."""
+
+    id: RunId
+    schedule: str | None
+    template: str
+    trigger: Trigger
+    slot: datetime | None
+    status: RunStatus
+    commit: str | None
+    created_at: datetime
+    not_before: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    variables: Mapping[str, JsonValue]
+    targets: Mapping[str, JsonValue]
+    simulate: bool
+    message: str | None
+    requested_by: str | None
+    retry_of: RunId | None
+    worker: str | None
+    lease_expires: datetime | None
+    log_size: int
+    log_truncated: bool
+    hosts: tuple[HostResult, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LogSlice:
+    """Part of a run log: ``text`` from ``offset`` to ``next_offset`` (UTF-8 byte offsets)."""
+
+    text: str
+    offset: int
+    next_offset: int
+    truncated: bool
+    """The log reached its cap; later output was dropped (a marker line says so)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DriftRecord:
+    """The configuration drift of one server for one template, as found by one run."""
+
+    server: str
+    template: str
+    run_id: RunId | None
+    state: DriftState
+    details: Mapping[str, JsonValue]
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Approval:
+    """One user's decision on one content hash of a schedule (the latest decision counts)."""
+
+    schedule: str
+    content_hash: str
+    user: str
+    decision: Decision
+    at: datetime
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """An API key; only ``key_hash`` (SHA-256) of the secret is ever stored."""
+
+    name: str
+    key_hash: str
+    scopes: tuple[Scope, ...]
+    templates: tuple[str, ...]
+    user: str | None
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A named lease (leader election between replicas)."""
+
+    name: str
+    owner: str
+    expires: datetime
+
+
+# --------------------------------------------------------------------------------------------
+# the port
+
+
+class StateStore(Protocol):
+    """The state store. Every method is one transaction; records are immutable values.
+
+    Errors: :class:`~reconciler.errors.StateUnavailable` (database down, connection lost: the
+    transaction is rolled back), :class:`~reconciler.errors.StateConflict` (a concurrent writer
+    won, or the wait for its lock ran out), :class:`~reconciler.errors.StateCorrupt`,
+    :class:`~reconciler.errors.StateTooNew` (on open).
+    """
+
+    # -- lifecycle and header
+    def close(self) -> None: ...
+    def __enter__(self) -> StateStore: ...
+    def __exit__(self, *exc: object) -> None: ...
+    def info(self) -> StateInfo: ...
+    def serial(self) -> int: ...
+
+    # -- applied objects
+    def get_object(self, kind: str, name: str) -> ObjectRecord | None: ...
+    def list_objects(self, kind: str | None = None) -> list[ObjectRecord]: ...
+    def apply_changes(
+        self,
+        expected_serial: int,
+        revision: str | None,
+        upserts: Sequence[ObjectWrite],
+        deletes: Sequence[tuple[str, str]],
+        now: datetime,
+        message: str | None = None,
+    ) -> int: ...
+    def set_object_state(
+        self,
+        kind: str,
+        name: str,
+        state: ObjectState,
+        reason: str | None,
+        now: datetime,
+        expected_serial: int | None = None,
+    ) -> int: ...
+    def history(self, limit: int = 50) -> list[HistoryEntry]: ...
+
+    # -- slot ledger
+    def skip_slot(
+        self, schedule: str, slot: datetime, reason: SkipReason, now: datetime, detail: str | None
+    ) -> bool: ...
+    def get_slot(self, schedule: str, slot: datetime) -> SlotEntry | None: ...
+    def list_slots(
+        self, schedule: str, since: datetime | None = None, limit: int = 100
+    ) -> list[SlotEntry]: ...
+
+    # -- runs
+    def create_run(self, run: NewRun, now: datetime) -> RunRecord | None: ...
+    def get_run(self, run_id: int) -> RunRecord | None: ...
+    def list_runs(
+        self,
+        schedule: str | None = None,
+        status: RunStatus | None = None,
+        template: str | None = None,
+        limit: int = 50,
+    ) -> list[RunRecord]: ...
+    def claim_next_run(
+        self, worker_id: str, lease_seconds: float, now: datetime
+    ) -> RunRecord | None: ...
+    def renew_lease(
+        self, run_id: int, worker_id: str, lease_seconds: float, now: datetime
+    ) -> bool: ...
+    def expired_runs(self, now: datetime) -> list[RunRecord]: ...
+    def abandon_expired(self, now: datetime) -> list[RunId]: ...
+    def finish_run(
+        self,
+        run_id: int,
+        status: RunStatus,
+        now: datetime,
+        message: str | None = None,
+        worker_id: str | None = None,
+    ) -> bool: ...
+    def set_host_results(self, run_id: int, results: Sequence[HostResult]) -> None: ...
+    def append_log(self, run_id: int, text: str) -> bool: ...
+    def read_log(self, run_id: int, offset: int = 0, limit: int | None = None) -> LogSlice: ...
+
+    # -- drift
+    def record_drift(self, records: Sequence[DriftRecord]) -> None: ...
+    def list_drift(
+        self, server: str | None = None, template: str | None = None, latest: bool = True
+    ) -> list[DriftRecord]: ...
+
+    # -- approvals, API keys, leases
+    def record_approval(self, approval: Approval) -> None: ...
+    def list_approvals(
+        self, schedule: str | None = None, content_hash: str | None = None
+    ) -> list[Approval]: ...
+    def create_api_key(
+        self,
+        name: str,
+        secret: str,
+        scopes: Sequence[Scope],
+        templates: Sequence[str],
+        user: str | None,
+        now: datetime,
+    ) -> ApiKey: ...
+    def find_api_key(self, secret: str) -> ApiKey | None: ...
+    def list_api_keys(self) -> list[ApiKey]: ...
+    def revoke_api_key(self, name: str, now: datetime) -> bool: ...
+    def acquire_lease(self, name: str, owner: str, ttl_seconds: float, now: datetime) -> bool: ...
+    def release_lease(self, name: str, owner: str) -> bool: ...
+    def get_lease(self, name: str) -> Lease | None: ...
+
+
+# --------------------------------------------------------------------------------------------
+# URLs
+
+_PASSWORD_IN_URL = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]*(?P<at>@)", re.I)
+_PASSWORD_KV = re.compile(r"(?P<head>\bpassword\s*=\s*)('[^']*'|[^\s&]+)", re.I)
+
+
+def redact(text: str) -> str:
+    """``text`` with any password in a URL (``user:pw@``) or ``password=`` pair removed."""
+    text = _PASSWORD_IN_URL.sub(r"\g<head>***\g<at>", text)
+    return _PASSWORD_KV.sub(r"\g<head>***", text)
+
+
+DEFAULT_LOG_CAP = 10 * 1024 * 1024
+DEFAULT_LOCK_TIMEOUT = 30.0
+
+
+def open_store(
+    url: str | Path,
+    *,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    log_cap: int = DEFAULT_LOG_CAP,
+) -> StateStore:
+    """Open (creating or upgrading) the state at ``url``.
+
+    ``url`` is ``sqlite:///abs/path`` (``sqlite:`` + a path, as in ``file:`` URLs),
+    ``sqlite:relative/path``, a bare path, or ``postgresql://...`` / ``postgres://...``.
+    The default location is the caller's choice. ``lock_timeout`` bounds how long a writer
+    waits for another writer before giving up with StateConflict; ``log_cap`` is the maximum
+    size of one run's log in bytes.
+    """
+    text = str(url)
+    scheme = text.split(":", 1)[0].lower() if re.match(r"^[a-z][a-z0-9+.-]*:", text, re.I) else ""
+    if scheme in ("postgresql", "postgres"):
+        from reconciler.stores.postgres import PostgresStore
+
+        return PostgresStore(text, lock_timeout=lock_timeout, log_cap=log_cap)
+    if scheme == "sqlite":
+        path = text[len("sqlite:") :]
+        if path.startswith("//"):
+            path = path[2:]  # sqlite:///abs -> /abs ; sqlite://rel is not a URL we accept
+            if not path.startswith("/"):
+                raise UsageError(
+                    f"state URL {redact(text)!r}: write sqlite:///absolute/path or "
+                    "sqlite:relative/path"
+                )
+        if not path:
+            raise UsageError("state URL 'sqlite:' names no file")
+        text = path
+    elif scheme and len(scheme) > 1:
+        raise UsageError(
+            f"state URL {redact(text)!r}: unknown scheme {scheme!r}; use a path, "
+            "sqlite:///path or postgresql://..."
+        )
+    from reconciler.stores.sqlite import SqliteStore
+
+    return SqliteStore(Path(text), lock_timeout=lock_timeout, log_cap=log_cap)
+
+
+def check_literal(value: str, allowed: Any, what: str) -> None:
+    """Raise ValueError unless ``value`` is one of the members of a ``Literal`` type."""
+    members = get_args(allowed)
+    if value not in members:
+        raise ValueError(f"{what} {value!r} is not one of {', '.join(members)}")

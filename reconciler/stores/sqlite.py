@@ -1,0 +1,182 @@
+"""The SQLite state store (the default): one file, WAL mode. The only user of ``sqlite3``.
+
+Concurrency: every write is a ``BEGIN IMMEDIATE`` transaction, so writers from any number of
+processes queue on SQLite's single write lock for at most ``lock_timeout`` seconds (the busy
+timeout) and then fail with StateConflict; readers never block in WAL mode. ``synchronous=FULL``:
+a committed slot or apply survives a power cut (at most once must hold after a crash too).
+
+Instants are stored as fixed-width UTC ISO-8601 text (``2025-01-31T02:30:00.000000+00:00``), which
+sorts and compares like the instants themselves. The file carries SQLite's ``application_id``
+``0x52434E31`` ("RCN1") besides the ``rc_meta`` header.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from reconciler.errors import StateConflict, StateCorrupt, StateError, StateUnavailable
+from reconciler.stores._sql import Mode, SqlStore, Tx
+from reconciler.stores.base import DEFAULT_LOCK_TIMEOUT, DEFAULT_LOG_CAP
+
+APPLICATION_ID = 0x52434E31
+_MAGIC = b"SQLite format 3\x00"
+
+
+class _SqliteTx:
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        row: tuple[Any, ...] | None = self._conn.execute(sql, params).fetchone()
+        return row
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        rows: list[tuple[Any, ...]] = self._conn.execute(sql, params).fetchall()
+        return rows
+
+    def run(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return self._conn.execute(sql, params).rowcount
+
+    def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self._conn.executemany(sql, rows)
+
+
+class SqliteStore(SqlStore):
+    """The state in a SQLite file. ``migrate_to`` stops at an older schema (tests, tools)."""
+
+    backend: Literal["sqlite", "postgresql"] = "sqlite"
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+        log_cap: int = DEFAULT_LOG_CAP,
+        migrate_to: int | None = None,
+    ) -> None:
+        super().__init__(lock_timeout=lock_timeout, log_cap=log_cap)
+        self.path = Path(path)
+        self._lock = threading.RLock()
+        self._check_header()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn: sqlite3.Connection | None = sqlite3.connect(
+                self.path,
+                timeout=lock_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        except (OSError, sqlite3.Error) as e:
+            raise StateUnavailable(f"cannot open the state {self.path}: {e}") from e
+        try:
+            with self._translate():
+                conn = self._conn
+                conn.execute("PRAGMA foreign_keys = ON")
+                conn.execute("PRAGMA synchronous = FULL")
+                app = conn.execute("PRAGMA application_id").fetchone()[0]
+                if app not in (0, APPLICATION_ID):
+                    raise StateCorrupt(
+                        f"{self.path} is not a reconciler state: it is the SQLite file of "
+                        f"another application (application_id {app:#x})"
+                    )
+            # Check (and create or upgrade) before anything writes to a file that may not be ours.
+            self._migrate(migrate_to)
+            with self._translate():
+                if app == 0:
+                    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    raise StateUnavailable(
+                        f"cannot use the state {self.path}: SQLite refused WAL mode ({mode})"
+                    )
+        except BaseException:
+            self.close()
+            raise
+
+    def _check_header(self) -> None:
+        try:
+            with self.path.open("rb") as f:
+                head = f.read(len(_MAGIC))
+        except FileNotFoundError:
+            return
+        except IsADirectoryError as e:
+            raise StateUnavailable(f"cannot open the state {self.path}: it is a directory") from e
+        except OSError as e:
+            raise StateUnavailable(f"cannot open the state {self.path}: {e}") from e
+        if head and head != _MAGIC:
+            raise StateCorrupt(
+                f"{self.path} is not a reconciler state: it is not a SQLite database"
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def _location(self) -> str:
+        return str(self.path)
+
+    def _ts(self, value: datetime) -> Any:
+        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
+
+    def _type_map(self) -> dict[str, str]:
+        return {
+            "ID": "INTEGER PRIMARY KEY AUTOINCREMENT",
+            "TS": "TEXT",
+            "BOOL": "INTEGER",
+            "BLOB": "BLOB",
+            "INT": "INTEGER",
+        }
+
+    def _table_names(self, tx: Tx) -> set[str]:
+        rows = tx.all(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        )
+        return {r[0] for r in rows}
+
+    def _foreign_tables(self, tables: set[str]) -> list[str]:
+        return sorted(tables)
+
+    @contextmanager
+    def _translate(self) -> Iterator[None]:
+        try:
+            yield
+        except StateError:
+            raise
+        except sqlite3.OperationalError as e:
+            text = str(e)
+            if "locked" in text or "busy" in text:
+                raise StateConflict(
+                    f"another process is writing the state {self.path}; gave up waiting after "
+                    f"{self.lock_timeout:g} s"
+                ) from e
+            raise StateUnavailable(f"cannot use the state {self.path}: {text}") from e
+        except sqlite3.IntegrityError as e:
+            raise StateConflict(f"the state {self.path} refused the write: {e}") from e
+        except sqlite3.DatabaseError as e:
+            raise StateCorrupt(f"{self.path} is not a reconciler state: {e}") from e
+
+    @contextmanager
+    def _tx(self, mode: Mode) -> Iterator[Tx]:
+        begin = {"read": "BEGIN", "migrate": "BEGIN EXCLUSIVE"}.get(mode, "BEGIN IMMEDIATE")
+        with self._lock, self._translate():
+            conn = self._conn
+            if conn is None:
+                raise StateUnavailable(f"the state {self.path} is closed")
+            conn.execute(begin)
+            try:
+                yield _SqliteTx(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
