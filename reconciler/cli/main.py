@@ -18,6 +18,9 @@ from reconciler import __version__
 COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("reconciler.cli.validate:validate", "Check the desired state for errors."),
     "cron": ("reconciler.cli.cron:cron", "Explain cron expressions and their fire times."),
+    "plan": ("reconciler.cli.plan:plan", "Show what applying a revision would change."),
+    "apply": ("reconciler.cli.plan:apply", "Apply a revision or a saved plan to the state."),
+    "schedules": ("reconciler.cli.schedules:schedules", "List schedules, states and fire times."),
 }
 
 

@@ -269,6 +269,7 @@ class CrossChecker:
         doc = lds[0].doc
         assert isinstance(doc, Settings)
         self.state.settings_doc = doc
+        self.state.sources[("Settings", "settings")] = lds[0]
         self.state.settings = doc.spec
         if not timezone_ok(doc.spec.timezone):
             self.error(

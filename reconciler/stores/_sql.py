@@ -705,6 +705,15 @@ class SqlStore(ABC):
         with self._tx("read") as tx:
             return self._with_hosts(tx, tx.all(sql, [*params, limit]))
 
+    def last_runs(self) -> dict[str, RunRecord]:
+        """The newest run of every schedule that has one (one query, for listings)."""
+        sql = (
+            f"SELECT {_RUN_COLS} FROM rc_runs WHERE id IN "
+            "(SELECT MAX(id) FROM rc_runs WHERE schedule IS NOT NULL GROUP BY schedule)"
+        )
+        with self._tx("read") as tx:
+            return {r.schedule: r for r in self._with_hosts(tx, tx.all(sql)) if r.schedule}
+
     def claim_next_run(
         self, worker_id: str, lease_seconds: float, now: datetime
     ) -> RunRecord | None:

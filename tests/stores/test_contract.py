@@ -673,6 +673,9 @@ def test_runs_are_listed_newest_first_with_filters_and_a_default_limit_of_50(
     assert [r.id for r in patch] == [made[58], made[56], made[54]]
     store.claim_next_run("w", 30, NOW)
     assert [r.id for r in store.list_runs(status="running")] == [made[0]]
+    last = store.last_runs()
+    assert set(last) == {"nightly", "weekly"}
+    assert (last["nightly"].id, last["weekly"].id) == (made[59], made[58])
     assert store.get_run(made[5]) is not None and store.get_run(10**9) is None
 
 

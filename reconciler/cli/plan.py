@@ -1,0 +1,189 @@
+"""``reconciler plan`` and ``reconciler apply``."""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import click
+
+from reconciler.cli.common import diagnostics_json, emit_json, render_diagnostics_text
+from reconciler.cli.state import state_option
+
+if TYPE_CHECKING:
+    from reconciler.model.desired import DesiredState
+
+
+def _horizon(text: str) -> timedelta:
+    from reconciler.model.common import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+def _load(repo: str, rev: str | None, fmt: str, now: datetime) -> tuple[str, DesiredState]:
+    from reconciler.engine.planning import load_tracked
+
+    where, result = load_tracked(repo, rev, now)
+    if result.desired is None:
+        if fmt == "json":
+            emit_json(diagnostics_json(result.diagnostics))
+        else:
+            render_diagnostics_text(result.diagnostics)
+            click.echo(
+                f"error: {where} does not validate ({result.errors} errors); nothing was "
+                "planned and the applied state stays in force",
+                err=True,
+            )
+        sys.exit(1)
+    return where, result.desired
+
+
+@click.command()
+@click.argument("repo", default=".", required=False)
+@click.option("--rev", default=None, help="Revision to plan (default: head of the tracked branch).")
+@click.option(
+    "--base",
+    default=None,
+    metavar="REV",
+    help="Diff REV -> --rev without touching the state (for pull requests).",
+)
+@click.option("--out", "out", default=None, metavar="FILE", help="Save the plan for apply --plan.")
+@click.option(
+    "--detailed-exitcode",
+    is_flag=True,
+    help="Exit 0 when there are no changes, 2 when there are, 1 on error.",
+)
+@click.option(
+    "--horizon", default="7d", show_default=True, help="How far ahead to compare fire times."
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@state_option
+@click.pass_context
+def plan(
+    ctx: click.Context,
+    repo: str,
+    rev: str | None,
+    base: str | None,
+    out: str | None,
+    detailed_exitcode: bool,
+    horizon: str,
+    fmt: str,
+    state: str | None,
+) -> None:
+    """Show what applying REPO (a path or Git URL) would change in the state."""
+    from reconciler.cli.render_plan import render_plan
+    from reconciler.engine import planning as eng
+    from reconciler.planning import planfile
+
+    now = datetime.now(UTC)
+    window = _horizon(horizon)
+    where, desired = _load(repo, rev, fmt, now)
+    if base is not None:
+        from reconciler.engine.desired import load_repo
+
+        _, base_result = load_repo(repo, base, "head", now)
+        if base_result.desired is None:
+            click.echo(
+                f"error: the base revision {base} does not validate; planning against "
+                "it is impossible",
+                err=True,
+            )
+            ctx.exit(1)
+        assert base_result.desired is not None
+        p = eng.plan_between(base_result.desired, desired, now, window)
+    else:
+        with eng.open_state(state) as store:
+            p = eng.plan_against_state(desired, store, now, window)
+    if out:
+        if base is not None:
+            raise click.UsageError("--out cannot be used with --base (that plan has no state)")
+        with open(out, "w", encoding="utf-8") as fh:
+            fh.write(planfile.dumps(p, repo))
+    if fmt == "json":
+        emit_json(p.to_json())
+    else:
+        render_plan(p, sys.stdout.isatty(), where)
+        if out:
+            click.echo(f"\nSaved the plan to {out}; apply it with: reconciler apply --plan {out}")
+    if detailed_exitcode:
+        ctx.exit(0 if p.empty else 2)
+    ctx.exit(0)
+
+
+@click.command()
+@click.argument("repo", default=".", required=False)
+@click.option(
+    "--rev", default=None, help="Revision to apply (default: head of the tracked branch)."
+)
+@click.option("--plan", "plan_file", default=None, metavar="FILE", help="Apply a saved plan.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@state_option
+@click.pass_context
+def apply(
+    ctx: click.Context,
+    repo: str,
+    rev: str | None,
+    plan_file: str | None,
+    yes: bool,
+    fmt: str,
+    state: str | None,
+) -> None:
+    """Apply REPO's desired state, or a saved plan, to the state in one transaction."""
+    from reconciler.cli.render_plan import render_plan
+    from reconciler.engine import planning as eng
+    from reconciler.errors import PlanFileError, StateConflict
+    from reconciler.planning import planfile
+
+    now = datetime.now(UTC)
+    with eng.open_state(state) as store:
+        if plan_file is not None:
+            try:
+                with open(plan_file, encoding="utf-8") as fh:
+                    text = fh.read()
+            except OSError as e:
+                raise PlanFileError(f"cannot read {plan_file}: {e.strerror}") from None
+            p, _source = planfile.loads(text, plan_file)
+            current = store.serial()
+            if current != p.base_serial:
+                raise StateConflict(
+                    f"{plan_file} was made against state serial {p.base_serial}, but the state "
+                    f"is now at serial {current}: something was applied since. Make a new plan."
+                )
+            where = plan_file
+        else:
+            where, desired = _load(repo, rev, fmt, now)
+            p = eng.plan_against_state(desired, store, now, timedelta(days=7))
+        if fmt == "text":
+            render_plan(p, sys.stdout.isatty(), where)
+        if p.empty:
+            if fmt == "json":
+                emit_json({**p.to_json(), "applied": False, "serial": p.base_serial})
+            else:
+                click.echo("Nothing to apply.")
+            ctx.exit(0)
+        if not yes and plan_file is None:
+            if not sys.stdin.isatty():
+                raise click.UsageError(
+                    "not asking for confirmation without a terminal: pass --yes to apply"
+                )
+            click.confirm("\nApply these changes?", abort=True)
+        serial = eng.apply_plan(store, p, now)
+        if fmt == "json":
+            emit_json({**p.to_json(), "applied": True, "serial": serial})
+        else:
+            s = p.summary
+            click.echo(
+                f"\nApplied: {s['create']} created, {s['update']} updated, "
+                f"{s['delete']} deleted (revision {(p.revision or 'working tree')[:12]}, "
+                f"state serial {serial})."
+            )
+    ctx.exit(0)

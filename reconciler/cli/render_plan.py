@@ -1,0 +1,105 @@
+"""Rendering a plan as text, in Terraform's style (+ create, ~ update, - delete, ! blocked)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+import click
+
+from reconciler.planning.diff import ABSENT
+from reconciler.planning.plan import Change, Plan
+
+SYMBOL = {"create": "+", "update": "~", "delete": "-", "blocked": "!"}
+COLOUR = {"create": "green", "update": "yellow", "delete": "red", "blocked": "magenta"}
+VERB = {
+    "create": "will be created",
+    "update": "will be updated",
+    "delete": "will be deleted",
+    "blocked": "is blocked",
+}
+MAX_SLOTS_SHOWN = 8
+
+
+def _v(value: Any) -> str:
+    if value is ABSENT:
+        return "(absent)"
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _times(ts: tuple[datetime, ...]) -> str:
+    if not ts:
+        return "(never)"
+    return ", ".join(t.isoformat() for t in ts)
+
+
+def _capped(ts: tuple[datetime, ...]) -> str:
+    shown = ", ".join(t.isoformat() for t in ts[:MAX_SLOTS_SHOWN])
+    more = len(ts) - MAX_SLOTS_SHOWN
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
+def render_change(c: Change, colour: bool) -> list[str]:
+    sym = SYMBOL[c.action]
+    head = (
+        f'{sym} {c.kind} "{c.name}" {VERB[c.action]}'
+        if c.kind != "Settings"
+        else (f"{sym} Settings {VERB[c.action]}")
+    )
+    if colour:
+        head = click.style(head, fg=COLOUR[c.action], bold=True)
+    lines = [head, f"    reason: {c.reason}"]
+    for f in c.diff:
+        if f.before is ABSENT:
+            lines.append(f"    + {f.path}: {_v(f.after)}")
+        elif f.after is ABSENT:
+            lines.append(f"    - {f.path}: {_v(f.before)}")
+        else:
+            lines.append(f"    ~ {f.path}: {_v(f.before)} -> {_v(f.after)}")
+    imp = c.impact
+    if imp is not None:
+        if c.action != "delete":
+            state = imp.state + (f" ({imp.state_reason})" if imp.state_reason else "")
+            lines.append(f"    state: {state}")
+        if c.action == "create":
+            lines.append(f"    next fire times ({imp.timezone}): {_times(imp.next_after)}")
+            lines.append(f"    servers: {', '.join(imp.servers) or '(none)'}")
+        elif c.action == "delete":
+            lines.append(f"    fire times dropped: {_times(imp.next_before)}")
+            if imp.servers_removed:
+                lines.append(f"    servers: {', '.join(imp.servers_removed)}")
+        else:
+            if imp.next_before != imp.next_after:
+                lines.append(f"    next fire times before: {_times(imp.next_before)}")
+                lines.append(f"    next fire times after:  {_times(imp.next_after)}")
+            if imp.slots_dropped:
+                lines.append(f"    slots dropped: {_capped(imp.slots_dropped)}")
+            if imp.slots_added:
+                lines.append(f"    slots added: {_capped(imp.slots_added)}")
+            if imp.servers_added:
+                lines.append(f"    servers added: {', '.join(imp.servers_added)}")
+            if imp.servers_removed:
+                lines.append(f"    servers removed: {', '.join(imp.servers_removed)}")
+    return lines
+
+
+def render_plan(plan: Plan, colour: bool, where: str) -> None:
+    visible = plan.visible
+    if plan.base_revision:
+        intro = f"Changes from {plan.base_revision[:12]} to {(plan.revision or '')[:12]}"
+    else:
+        intro = f"Plan for {where} against state serial {plan.base_serial}"
+    click.echo(intro + ":")
+    if not visible and not plan.changes:
+        click.echo("\nNo changes. The state matches the desired state.")
+        return
+    for c in visible:
+        click.echo("")
+        for line in render_change(c, colour):
+            click.echo("  " + line)
+    s = plan.summary
+    click.echo(
+        f"\nPlan: {s['create']} to create, {s['update']} to update, {s['delete']} to delete, "
+        f"{s['blocked']} blocked."
+    )

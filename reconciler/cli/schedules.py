@@ -1,0 +1,44 @@
+"""``reconciler schedules``: the applied schedules, their state, next fire times, last result."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import click
+
+from reconciler.cli.common import emit_json
+from reconciler.cli.state import state_option
+
+
+@click.command()
+@click.option(
+    "--upcoming",
+    "count",
+    type=click.IntRange(0, 100),
+    default=3,
+    show_default=True,
+    help="How many next fire times to show.",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@state_option
+def schedules(count: int, fmt: str, state: str | None) -> None:
+    """List the applied schedules with state, next fire times and last result."""
+    from reconciler.engine.listing import list_schedules
+    from reconciler.engine.planning import open_state
+
+    with open_state(state) as store:
+        rows = list_schedules(store, datetime.now(UTC), count)
+    if fmt == "json":
+        emit_json({"schedules": [r.to_json() for r in rows]})
+        return
+    if not rows:
+        click.echo("No schedules applied yet (run reconciler apply).")
+        return
+    width = max(len(r.name) for r in rows)
+    for r in rows:
+        nxt = r.next[0].isoformat() if r.next else "-"
+        last = f"{r.last_run.status} (run {r.last_run.id})" if r.last_run else "never ran"
+        reason = f" [{r.reason}]" if r.reason and r.state != "active" else ""
+        click.echo(f"{r.name:<{width}}  {r.state:<17} next {nxt:<25}  last {last}{reason}")

@@ -1,0 +1,128 @@
+"""Plan and apply: composes loading, the state store and the pure planner.
+
+Called by ``reconciler plan``, ``apply`` and ``schedules`` (and later by the daemon).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from reconciler.errors import SourceError
+from reconciler.loading.loader import LoadResult
+from reconciler.model.desired import DesiredState
+from reconciler.planning.plan import DecisionLookup, Decisions, Plan, Stored, make_plan
+from reconciler.stores.base import ObjectWrite, StateStore, open_store
+
+DEFAULT_STATE = os.path.join(".reconciler", "state.sqlite")
+
+
+def state_url(value: str | None) -> str:
+    """``--state``, else ``$RECONCILER_STATE``, else ``.reconciler/state.sqlite`` here."""
+    return value or os.environ.get("RECONCILER_STATE") or DEFAULT_STATE
+
+
+def open_state(value: str | None) -> StateStore:
+    url = state_url(value)
+    if "://" not in url and not url.startswith(("sqlite:", "postgres")):
+        Path(url).parent.mkdir(parents=True, exist_ok=True)
+    return open_store(url)
+
+
+def load_tracked(repo: str, rev: str | None, now: datetime) -> tuple[str, LoadResult]:
+    """Load ``rev``, or the head of the tracked branch (Settings ``branch``) when not given.
+
+    Returns a description of what was read and the load result.
+    """
+    from reconciler.engine.desired import load_repo
+
+    source, result = load_repo(repo, rev, "head", now)
+    if rev is not None or result.desired is None or result.revision is None:
+        return source.description, result
+    branch = result.desired.settings.branch
+    from reconciler.sources import git
+
+    try:
+        src = git.GitSource(repo)
+        tracked = src.resolve(src.default_revision(branch))
+    except SourceError:
+        return source.description, result  # the branch does not exist (yet): use HEAD
+    if tracked != result.revision:
+        source, result = load_repo(repo, tracked, "head", now)
+    return source.description, result
+
+
+def stored_objects(store: StateStore) -> dict[tuple[str, str], Stored]:
+    return {
+        (r.kind, r.name): Stored(
+            r.kind, r.name, r.content_hash, r.body, r.managed, r.state, r.state_reason
+        )
+        for r in store.list_objects()
+    }
+
+
+def decision_lookup(store: StateStore) -> DecisionLookup:
+    """Latest decision per user for each (schedule, approval hash)."""
+    latest: dict[tuple[str, str, str], str] = {}
+    for a in sorted(store.list_approvals(), key=lambda a: a.at):
+        latest[(a.schedule, a.content_hash, a.user)] = a.decision
+    grouped: dict[tuple[str, str], tuple[set[str], set[str]]] = defaultdict(lambda: (set(), set()))
+    for (schedule, chash, user), decision in latest.items():
+        grouped[(schedule, chash)][0 if decision == "approve" else 1].add(user)
+
+    def lookup(schedule: str, chash: str) -> Decisions:
+        approve, deny = grouped.get((schedule, chash), (set(), set()))
+        return Decisions(frozenset(approve), frozenset(deny))
+
+    return lookup
+
+
+def plan_against_state(
+    desired: DesiredState, store: StateStore, now: datetime, horizon: timedelta
+) -> Plan:
+    serial = store.serial()
+    return make_plan(desired, stored_objects(store), decision_lookup(store), now, serial, horizon)
+
+
+def plan_between(
+    base: DesiredState, desired: DesiredState, now: datetime, horizon: timedelta
+) -> Plan:
+    """The plan from one revision to another, as if ``base`` had been applied (for PRs)."""
+    from reconciler.planning.plan import Planner
+
+    empty: dict[tuple[str, str], Stored] = {}
+    as_applied = Planner(base, empty, lambda s, h: Decisions(), now, horizon).plan(base.revision, 0)
+    stored = {
+        (c.kind, c.name): Stored(
+            c.kind, c.name, c.content_hash or "", c.body or "", True, c.state, c.state_reason
+        )
+        for c in as_applied.changes
+        if c.action == "create"
+    }
+    plan = make_plan(desired, stored, lambda s, h: Decisions(), now, 0, horizon)
+    return Plan(plan.revision, 0, plan.created_at, plan.changes, plan.horizon, base.revision)
+
+
+def apply_plan(store: StateStore, plan: Plan, now: datetime) -> int:
+    """Write a plan in one transaction; raises StateConflict if the serial moved."""
+    upserts = [
+        ObjectWrite(
+            c.kind,
+            c.name,
+            c.content_hash or "",
+            c.body or "",
+            True,
+            c.state if c.kind == "Schedule" else None,  # type: ignore[arg-type]
+            c.state_reason if c.kind == "Schedule" else None,
+        )
+        for c in plan.changes
+        if c.action in ("create", "update")
+    ]
+    deletes = [(c.kind, c.name) for c in plan.changes if c.action == "delete"]
+    summary = plan.summary
+    message = (
+        f"{summary['create']} created, {summary['update']} updated, {summary['delete']} deleted"
+    )
+    return store.apply_changes(plan.base_serial, plan.revision, upserts, deletes, now, message)

@@ -1,0 +1,585 @@
+"""Planning: desired state x actual state -> a plan of changes. Pure (``now`` is an argument).
+
+One change per (kind, name) that differs: ``create``, ``update``, ``delete`` or ``blocked``
+(a change that will not be applied, with the reason). For schedules a change also carries its
+impact: the state it will have (``active``, ``paused``, ``awaiting-approval``), the next fire
+times before and after, the slots it adds or drops within the horizon, and the servers it
+adds to or removes from its target set, also when only the Inventory or the template changed.
+
+Besides the documents, the state keeps one internal object, ``_Servers/all``: the resolved
+servers (Inventory documents merged, Ansible inventory files imported), so that a change of
+targets is seen even when no reconciler document changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from reconciler.model.common import Targets
+from reconciler.model.desired import DesiredState
+from reconciler.model.documents import Inventory, JobTemplate, Schedule, Settings
+from reconciler.model.inventory import Server
+from reconciler.model.targets import TargetIndex
+from reconciler.planning.diff import FieldChange, diff
+
+Action = Literal["create", "update", "delete", "blocked"]
+ACTIONS: tuple[Action, ...] = ("create", "update", "delete", "blocked")
+SERVERS_KIND = "_Servers"
+SERVERS_NAME = "all"
+SETTINGS_NAME = "settings"
+KIND_ORDER = ("Settings", "Inventory", "Policy", "Channel", "JobTemplate", "Schedule", SERVERS_KIND)
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """What the planner needs of one applied object (a subset of the store's record)."""
+
+    kind: str
+    name: str
+    content_hash: str
+    body: str
+    managed: bool = True
+    state: str | None = None
+    state_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleImpact:
+    """What a schedule change does to its fire times and targets."""
+
+    state: str
+    state_reason: str | None = None
+    timezone: str | None = None
+    next_before: tuple[datetime, ...] = ()
+    next_after: tuple[datetime, ...] = ()
+    slots_added: tuple[datetime, ...] = ()
+    slots_dropped: tuple[datetime, ...] = ()
+    servers: tuple[str, ...] = ()
+    servers_added: tuple[str, ...] = ()
+    servers_removed: tuple[str, ...] = ()
+    approval_hash: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        def iso(ts: tuple[datetime, ...]) -> list[str]:
+            return [t.isoformat() for t in ts]
+
+        return {
+            "state": self.state,
+            "state_reason": self.state_reason,
+            "timezone": self.timezone,
+            "next_before": iso(self.next_before),
+            "next_after": iso(self.next_after),
+            "slots_added": iso(self.slots_added),
+            "slots_dropped": iso(self.slots_dropped),
+            "servers": list(self.servers),
+            "servers_added": list(self.servers_added),
+            "servers_removed": list(self.servers_removed),
+            "approval_hash": self.approval_hash,
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> ScheduleImpact:
+        def dts(key: str) -> tuple[datetime, ...]:
+            return tuple(datetime.fromisoformat(x) for x in d.get(key, []))
+
+        return cls(
+            state=d["state"],
+            state_reason=d.get("state_reason"),
+            timezone=d.get("timezone"),
+            next_before=dts("next_before"),
+            next_after=dts("next_after"),
+            slots_added=dts("slots_added"),
+            slots_dropped=dts("slots_dropped"),
+            servers=tuple(d.get("servers", [])),
+            servers_added=tuple(d.get("servers_added", [])),
+            servers_removed=tuple(d.get("servers_removed", [])),
+            approval_hash=d.get("approval_hash"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One object that the plan creates, updates, deletes, or cannot change (blocked)."""
+
+    action: Action
+    kind: str
+    name: str
+    reason: str
+    diff: tuple[FieldChange, ...] = ()
+    content_hash: str | None = None
+    body: str | None = None  #: the new canonical JSON (create and update)
+    state: str | None = None  #: the schedule state to write
+    state_reason: str | None = None
+    impact: ScheduleImpact | None = None
+
+    @property
+    def internal(self) -> bool:
+        return self.kind.startswith("_")
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "action": self.action,
+            "kind": self.kind,
+            "name": self.name,
+            "reason": self.reason,
+            "diff": [c.to_json() for c in self.diff],
+        }
+        if self.impact is not None:
+            out["schedule"] = self.impact.to_json()
+        return out
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A plan is a value: the revision and store serial it was made from, and its changes."""
+
+    revision: str | None
+    base_serial: int
+    created_at: datetime
+    changes: tuple[Change, ...]
+    horizon: timedelta = timedelta(days=7)
+    base_revision: str | None = None  #: set for ``--base`` plans (two revisions, no state)
+
+    @property
+    def summary(self) -> dict[str, int]:
+        counts: dict[str, int] = dict.fromkeys(ACTIONS, 0)
+        for c in self.visible:
+            counts[c.action] += 1
+        return counts
+
+    @property
+    def visible(self) -> list[Change]:
+        """The changes a user sees (the internal server list is shown through schedules)."""
+        return [c for c in self.changes if not c.internal]
+
+    @property
+    def empty(self) -> bool:
+        return not any(c.action != "blocked" for c in self.changes)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "revision": self.revision,
+            "changes": [c.to_json() for c in self.visible],
+            "summary": self.summary,
+            "base_serial": self.base_serial,
+            "created_at": self.created_at.isoformat(),
+        }
+        if self.base_revision is not None:
+            out["base_revision"] = self.base_revision
+        return out
+
+
+# -- inputs ------------------------------------------------------------------------------------
+
+
+def approval_hash(schedule_digest: str, template_digest: str) -> str:
+    """The content an approval is for: the schedule and its template, exactly.
+
+    Editing either one needs approval again.
+    """
+    return hashlib.sha256(f"{schedule_digest}:{template_digest}".encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Decisions:
+    """Approvals and denials recorded for one (schedule, approval hash)."""
+
+    approvers: frozenset[str] = frozenset()
+    denied_by: frozenset[str] = frozenset()
+
+
+DecisionLookup = Callable[[str, str], Decisions]
+
+
+def servers_body(servers: Mapping[str, Server]) -> str:
+    data = {n: s.model_dump(mode="json", by_alias=True) for n, s in servers.items()}
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+def _digest(body: str) -> str:
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+@dataclass
+class _World:
+    """One side (before or after) of the plan, as models."""
+
+    servers: dict[str, Server]
+    templates: dict[str, JobTemplate]
+    template_digests: dict[str, str]
+    timezone: str
+    index: TargetIndex = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.index = TargetIndex(self.servers)
+
+    def targets_of(self, schedule: Schedule) -> tuple[str, ...]:
+        targets: Targets = schedule.spec.targets
+        if targets.empty:
+            template = self.templates.get(schedule.spec.template)
+            if template is not None:
+                targets = template.spec.targets
+        if targets.empty:
+            return ("localhost",)
+        return tuple(self.index.names(targets))
+
+
+def _world_before(stored: Mapping[tuple[str, str], Stored]) -> _World:
+    servers: dict[str, Server] = {}
+    record = stored.get((SERVERS_KIND, SERVERS_NAME))
+    if record is not None:
+        servers = {n: Server.model_validate(s) for n, s in json.loads(record.body).items()}
+    else:  # a state written before the server list was kept: merge the Inventory bodies
+        for (kind, _), rec in stored.items():
+            if kind == "Inventory":
+                for s in Inventory.model_validate_json(rec.body).spec.servers:
+                    servers.setdefault(s.name, s)
+    templates = {
+        name: JobTemplate.model_validate_json(rec.body)
+        for (kind, name), rec in stored.items()
+        if kind == "JobTemplate"
+    }
+    digests = {
+        name: rec.content_hash for (kind, name), rec in stored.items() if kind == "JobTemplate"
+    }
+    settings = stored.get(("Settings", SETTINGS_NAME))
+    tz = Settings.model_validate_json(settings.body).spec.timezone if settings else "UTC"
+    return _World(servers, templates, digests, tz)
+
+
+def _world_after(desired: DesiredState) -> _World:
+    digests = {name: desired.sources[("JobTemplate", name)].digest for name in desired.templates}
+    return _World(
+        dict(desired.servers), dict(desired.templates), digests, desired.settings.timezone
+    )
+
+
+# -- the planner -------------------------------------------------------------------------------
+
+
+class Planner:
+    """Computes the plan; one instance per plan (it caches per-template facts)."""
+
+    def __init__(
+        self,
+        desired: DesiredState,
+        stored: Mapping[tuple[str, str], Stored],
+        decisions: DecisionLookup,
+        now: datetime,
+        horizon: timedelta = timedelta(days=7),
+        upcoming: int = 3,
+    ) -> None:
+        self.desired, self.stored, self.decisions = desired, stored, decisions
+        self.now, self.horizon, self.upcoming = now, horizon, upcoming
+        self.after = _world_after(desired)
+        self._before: _World | None = None
+
+    @property
+    def before(self) -> _World:
+        if self._before is None:
+            self._before = _world_before(self.stored)
+        return self._before
+
+    def desired_objects(self) -> dict[tuple[str, str], tuple[str, str]]:
+        """(kind, name) -> (digest, body) of everything the revision asks for."""
+        out: dict[tuple[str, str], tuple[str, str]] = {}
+        for (kind, name), src in self.desired.sources.items():
+            out[(kind, name)] = (src.digest, src.body.decode())
+        body = servers_body(self.desired.servers)
+        out[(SERVERS_KIND, SERVERS_NAME)] = (_digest(body), body)
+        return out
+
+    def plan(self, revision: str | None, base_serial: int) -> Plan:
+        desired = self.desired_objects()
+        changes: list[Change] = []
+        servers_changed = (
+            self.stored.get((SERVERS_KIND, SERVERS_NAME)) is None
+            or self.stored[(SERVERS_KIND, SERVERS_NAME)].content_hash
+            != desired[(SERVERS_KIND, SERVERS_NAME)][0]
+        )
+        changed_templates = {
+            name
+            for name in set(self.after.template_digests)
+            | {n for (k, n) in self.stored if k == "JobTemplate"}
+            if self._stored_hash("JobTemplate", name) != self.after.template_digests.get(name)
+        }
+        tz_changed = self._stored_body("Settings", SETTINGS_NAME) is not None and (
+            self.before.timezone != self.after.timezone
+        )
+        for key, (digest, body) in desired.items():
+            kind, name = key
+            rec = self.stored.get(key)
+            if kind == "Schedule":
+                change = self._schedule(
+                    name, rec, digest, body, servers_changed, changed_templates, tz_changed
+                )
+            else:
+                change = self._plain(kind, name, rec, digest, body)
+            if change is not None:
+                changes.append(change)
+        prune = self.desired.settings.prune
+        for key, rec in self.stored.items():
+            if key in desired:
+                continue
+            kind, name = key
+            label = "Settings" if kind == "Settings" else f'{kind} "{name}"'
+            if not rec.managed:
+                changes.append(
+                    Change(
+                        "blocked",
+                        kind,
+                        name,
+                        f"{label} is not in Git, but it was not created by "
+                        "reconciler, so it is never pruned",
+                    )
+                )
+            elif not prune and kind == "Schedule":
+                changes.append(
+                    Change(
+                        "blocked",
+                        kind,
+                        name,
+                        f"{label} was removed from Git, but Settings prune is "
+                        "false: it stays until prune is enabled",
+                    )
+                )
+            else:
+                impact = None
+                if kind == "Schedule":
+                    old = Schedule.model_validate_json(rec.body)
+                    trig = self._upcoming(old, self.before.timezone)
+                    impact = ScheduleImpact(
+                        state="deleted",
+                        next_before=trig,
+                        servers_removed=self.before.targets_of(old),
+                    )
+                changes.append(
+                    Change("delete", kind, name, f"{label} was removed from Git", impact=impact)
+                )
+        order = {k: i for i, k in enumerate(KIND_ORDER)}
+        changes.sort(key=lambda c: (order.get(c.kind, 99), c.name))
+        return Plan(revision, base_serial, self.now, tuple(changes), self.horizon)
+
+    def _stored_hash(self, kind: str, name: str) -> str | None:
+        rec = self.stored.get((kind, name))
+        return rec.content_hash if rec else None
+
+    def _stored_body(self, kind: str, name: str) -> str | None:
+        rec = self.stored.get((kind, name))
+        return rec.body if rec else None
+
+    def _plain(
+        self, kind: str, name: str, rec: Stored | None, digest: str, body: str
+    ) -> Change | None:
+        label = "Settings" if kind == "Settings" else f'{kind} "{name}"'
+        if rec is None:
+            return Change(
+                "create", kind, name, f"{label} is new in Git", content_hash=digest, body=body
+            )
+        if rec.content_hash == digest:
+            return None
+        fields = tuple(diff(json.loads(rec.body), json.loads(body)))
+        if not fields:  # the same content, written in another order
+            return None
+        what = ", ".join(
+            dict.fromkeys(f.path.split(".")[1] if "." in f.path else f.path for f in fields)
+        )
+        if kind == SERVERS_KIND:
+            return Change(
+                "update", kind, name, "the resolved servers changed", tuple(fields), digest, body
+            )
+        return Change(
+            "update", kind, name, f"{label} changed in Git ({what})", fields, digest, body
+        )
+
+    def _state(self, schedule: Schedule, digest: str) -> tuple[str, str | None, str | None]:
+        """(state, reason, approval hash) that a schedule should have under the desired state."""
+        if not schedule.spec.enabled:
+            return "paused", schedule.spec.pause_note or "enabled is false in Git", None
+        template = self.desired.templates.get(schedule.spec.template)
+        if template is None or not template.spec.approval.required:
+            return "active", None, None
+        ahash = approval_hash(digest, self.after.template_digests[schedule.spec.template])
+        decisions = self.decisions(schedule.name, ahash)
+        if decisions.denied_by:
+            who = ", ".join(sorted(decisions.denied_by))
+            return "denied", f"denied by {who}", ahash
+        need = template.spec.approval.count
+        if len(decisions.approvers) >= need:
+            return "active", f"approved by {', '.join(sorted(decisions.approvers))}", ahash
+        have = len(decisions.approvers)
+        return (
+            "awaiting-approval",
+            f"needs {need} approval{'s' if need > 1 else ''} "
+            f"({have} so far) from {', '.join(template.spec.approval.approvers) or 'approvers'}",
+            ahash,
+        )
+
+    def _schedule(
+        self,
+        name: str,
+        rec: Stored | None,
+        digest: str,
+        body: str,
+        servers_changed: bool,
+        changed_templates: set[str],
+        tz_changed: bool,
+    ) -> Change | None:
+        label = f'Schedule "{name}"'
+        new = self.desired.schedules[name] if rec is None or rec.content_hash != digest else None
+        if rec is not None and new is None:
+            # Fast path: the document is unchanged. Only its surroundings can matter.
+            template_name = self._template_name(rec)
+            if not (
+                servers_changed
+                or tz_changed
+                or template_name in changed_templates
+                or rec.state in ("awaiting-approval", "denied")
+            ):
+                return None
+            new = self.desired.schedules[name]
+        assert new is not None
+        state, reason, ahash = self._state(new, digest)
+        after_servers = self.after.targets_of(new)
+        after_next = self._upcoming(new, self.after.timezone)
+        if rec is None:
+            impact = ScheduleImpact(
+                state,
+                reason,
+                self._tz(new, self.after.timezone),
+                next_after=after_next,
+                servers=after_servers,
+                servers_added=after_servers,
+                approval_hash=ahash,
+            )
+            note = {
+                "active": "",
+                "paused": " (paused)",
+                "awaiting-approval": " and will wait for approval",
+                "denied": " but stays denied",
+            }.get(state, "")
+            return Change(
+                "create",
+                "Schedule",
+                name,
+                f"{label} is new in Git{note}",
+                content_hash=digest,
+                body=body,
+                state=state,
+                state_reason=reason,
+                impact=impact,
+            )
+        old = Schedule.model_validate_json(rec.body)
+        fields = tuple(diff(json.loads(rec.body), json.loads(body)))
+        before_servers = self.before.targets_of(old)
+        before_next = self._upcoming(old, self.before.timezone)
+        added = tuple(s for s in after_servers if s not in before_servers)
+        removed = tuple(s for s in before_servers if s not in after_servers)
+        slots_added, slots_dropped = self._slot_delta(old, new)
+        reasons: list[str] = []
+        if fields:
+            what = ", ".join(
+                dict.fromkeys(f.path.split(".")[1] if "." in f.path else f.path for f in fields)
+            )
+            reasons.append(f"changed in Git ({what})")
+        if added or removed:
+            reasons.append("its target servers change")
+        if before_next != after_next and not fields:
+            reasons.append("its fire times move (the default time zone changed)")
+        state_changed = state != rec.state and not (
+            rec.state == "disabled" and not fields and state == "active"
+        )
+        if rec.state == "disabled" and not fields:
+            state, reason = "disabled", rec.state_reason
+        if state_changed:
+            reasons.append(f"its state becomes {state}" + (f": {reason}" if reason else ""))
+        if not reasons:
+            return None
+        impact = ScheduleImpact(
+            state,
+            reason,
+            self._tz(new, self.after.timezone),
+            before_next,
+            after_next,
+            slots_added,
+            slots_dropped,
+            after_servers,
+            added,
+            removed,
+            ahash,
+        )
+        return Change(
+            "update",
+            "Schedule",
+            name,
+            f"{label} " + "; ".join(reasons),
+            fields,
+            digest,
+            body,
+            state,
+            reason,
+            impact,
+        )
+
+    def _template_name(self, rec: Stored) -> str:
+        try:
+            return str(json.loads(rec.body)["spec"]["template"])
+        except (ValueError, KeyError, TypeError):
+            return ""
+
+    @staticmethod
+    def _tz(schedule: Schedule, default: str) -> str:
+        return schedule.spec.when.timezone or default
+
+    def _trigger(self, schedule: Schedule, default_tz: str) -> Any:
+        from reconciler.scheduling import WhenError, build_trigger
+
+        try:
+            return build_trigger(schedule.spec.when, default_tz)
+        except WhenError:
+            return None
+
+    def _upcoming(self, schedule: Schedule, default_tz: str) -> tuple[datetime, ...]:
+        from reconciler.scheduling import upcoming
+
+        trigger = self._trigger(schedule, default_tz)
+        if trigger is None:
+            return ()
+        return tuple(u.fire_at for u in upcoming(trigger, schedule.name, self.now, self.upcoming))
+
+    def _slot_delta(
+        self, old: Schedule, new: Schedule
+    ) -> tuple[tuple[datetime, ...], tuple[datetime, ...]]:
+        a = self._trigger(new, self.after.timezone)
+        b = self._trigger(old, self.before.timezone)
+        until = self.now + self.horizon
+        limit = 500  # a every: 1m schedule has 10,080 slots a week; show the first ones
+        after = set(_bounded(a.due_between(self.now, until), limit)) if a else set()
+        before = set(_bounded(b.due_between(self.now, until), limit)) if b else set()
+        return tuple(sorted(after - before)), tuple(sorted(before - after))
+
+
+def _bounded(it: Any, limit: int) -> list[datetime]:
+    out: list[datetime] = []
+    for x in it:
+        out.append(x)
+        if len(out) >= limit:
+            break
+    return out
+
+
+def make_plan(
+    desired: DesiredState,
+    stored: Mapping[tuple[str, str], Stored],
+    decisions: DecisionLookup,
+    now: datetime,
+    base_serial: int,
+    horizon: timedelta = timedelta(days=7),
+) -> Plan:
+    """The plan that brings ``stored`` to ``desired``."""
+    return Planner(desired, stored, decisions, now, horizon).plan(desired.revision, base_serial)
