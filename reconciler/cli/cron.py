@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import UTC
 
 import click
 
@@ -58,7 +59,7 @@ def explain(expr: str, tz_name: str, count: int, after: str | None, fmt: str) ->
     expression (seconds first, optional year). Quote it: reconciler cron explain
     '0 15 10 ? * MON-FRI'.
     """
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from reconciler.scheduling.cron import CronSyntaxError
     from reconciler.scheduling.explain import explain_cron
@@ -70,28 +71,37 @@ def explain(expr: str, tz_name: str, count: int, after: str | None, fmt: str) ->
         _fail(fmt, expr, f"--timezone: {e}")
         return
     if after is None:
-        start = datetime.now(timezone.utc)
+        start = datetime.now(UTC)
     else:
         try:
             start = datetime.fromisoformat(after.strip().replace("Z", "+00:00"))
         except ValueError:
-            _fail(fmt, expr, f"--after: {after!r} is not an ISO-8601 instant "
-                  "(like 2026-12-01T00:00:00Z)")
+            _fail(
+                fmt,
+                expr,
+                f"--after: {after!r} is not an ISO-8601 instant (like 2026-12-01T00:00:00Z)",
+            )
             return
         if start.tzinfo is None:
             start = datetime.fromtimestamp(
-                zone.resolve_fixed(start.year, start.month, start.day, start.hour,
-                                   start.minute, start.second),
-                timezone.utc,
+                zone.resolve_fixed(
+                    start.year, start.month, start.day, start.hour, start.minute, start.second
+                ),
+                UTC,
             ).replace(microsecond=start.microsecond)
     try:
         ex = explain_cron(expr, tz_name, start, count)
     except CronSyntaxError as e:
         if fmt == "json":
-            click.echo(json.dumps({
-                "expression": expr,
-                "error": {"message": e.message, "column": e.column, "field": e.field},
-            }, indent=2))
+            click.echo(
+                json.dumps(
+                    {
+                        "expression": expr,
+                        "error": {"message": e.message, "column": e.column, "field": e.field},
+                    },
+                    indent=2,
+                )
+            )
         else:
             caret_line = " " * (e.column - 1) + "^"
             click.echo(f"error: invalid cron expression: {e.message}", err=True)
@@ -126,8 +136,9 @@ def explain(expr: str, tz_name: str, count: int, after: str | None, fmt: str) ->
     click.echo(f"DST rule:    {ex.dst_rule}: {ex.dst_rule_description}")
     shown_after = ex.after.astimezone(zone.info).isoformat()
     if ex.next:
-        click.echo(f"Next {len(ex.next)} fire time{'s' if len(ex.next) != 1 else ''} "
-                   f"after {shown_after}:")
+        click.echo(
+            f"Next {len(ex.next)} fire time{'s' if len(ex.next) != 1 else ''} after {shown_after}:"
+        )
         for t in ex.next:
             click.echo(f"  {t.isoformat()}  {t.strftime('%a')}")
     elif count == 0:

@@ -49,10 +49,31 @@ YEAR_MAX: Final = 2199
 #: How many years past the start of a search we look before deciding "never".
 SEARCH_YEARS: Final = 400
 
-MONTH_NAMES: Final = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
+MONTH_NAMES: Final = (
+    "JAN",
+    "FEB",
+    "MAR",
+    "APR",
+    "MAY",
+    "JUN",
+    "JUL",
+    "AUG",
+    "SEP",
+    "OCT",
+    "NOV",
+    "DEC",
+)
 #: Python weekday numbering (Monday = 0) of each three-letter name.
 DAY_NAMES: Final = {"MON": 0, "TUE": 1, "WED": 2, "THU": 3, "FRI": 4, "SAT": 5, "SUN": 6}
-WEEKDAY_WORDS: Final = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+WEEKDAY_WORDS: Final = (
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
+    "Sunday",
+)
 
 MACROS: Final = {
     "@yearly": "0 0 1 1 *",
@@ -118,7 +139,7 @@ class DayRule:
     are at most 28 distinct months.
     """
 
-    __slots__ = ("_cache", "dom", "dow", "mode", "n", "k")
+    __slots__ = ("_cache", "dom", "dow", "k", "mode", "n")
 
     def __init__(
         self,
@@ -152,15 +173,11 @@ class DayRule:
             return tuple(d for d in range(1, ldom + 1) if (fw + d - 1) % 7 in self.dow)
         if mode == "or":
             return tuple(
-                d
-                for d in range(1, ldom + 1)
-                if d in self.dom or (fw + d - 1) % 7 in self.dow
+                d for d in range(1, ldom + 1) if d in self.dom or (fw + d - 1) % 7 in self.dow
             )
         if mode == "and":
             return tuple(
-                d
-                for d in range(1, ldom + 1)
-                if d in self.dom and (fw + d - 1) % 7 in self.dow
+                d for d in range(1, ldom + 1) if d in self.dom and (fw + d - 1) % 7 in self.dow
             )
         if mode == "last":
             d = ldom - self.n
@@ -346,12 +363,21 @@ _QUARTZ_MAX_INCREMENT: Final = {SECOND: 59, MINUTE: 59, HOUR: 23, DOM: 31, MONTH
 class _Field:
     """The parse of one field: its values, items and special day forms."""
 
-    __slots__ = ("items", "star", "values")
+    __slots__ = ("frozen", "items", "sorted", "star", "values", "wild")
 
     def __init__(self) -> None:
         self.values: set[int] = set()
         self.items: list[Item] = []
         self.star = False  # the field starts with '*' (Vixie's "unrestricted")
+        self.sorted: tuple[int, ...] = ()
+        self.frozen: frozenset[int] = frozenset()
+        self.wild = False  # holds '*' or a bare Quartz '/n' (for the DST rule)
+
+    def finish(self, token: str) -> _Field:
+        self.sorted = tuple(sorted(self.values))
+        self.frozen = frozenset(self.values)
+        self.wild = "*" in token or any(p.startswith("/") for p in token.split(","))
+        return self
 
 
 def _fail(message: str, column: int, field_name: str) -> CronSyntaxError:
@@ -423,8 +449,9 @@ def _parse_plain_item(
         if slash and dialect == "quartz":
             limit = _QUARTZ_MAX_INCREMENT.get(name)
             if limit is not None and step > limit:
-                raise _fail(f"step {step} is larger than the {name} field allows ({limit})",
-                            col, name)
+                raise _fail(
+                    f"step {step} is larger than the {name} field allows ({limit})", col, name
+                )
         start, end = spec.lo, spec.hi
         if name == YEAR:
             start = YEAR_MIN
@@ -465,8 +492,9 @@ def _parse_plain_item(
         if dialect == "quartz":
             limit = _QUARTZ_MAX_INCREMENT.get(name)
             if limit is not None and step > limit:
-                raise _fail(f"step {step} is larger than the {name} field allows ({limit})",
-                            col, name)
+                raise _fail(
+                    f"step {step} is larger than the {name} field allows ({limit})", col, name
+                )
         end = spec.hi
         out.values.update(range(start, end + 1, step))
         out.items.append(Item("range", start, end, step))
@@ -515,14 +543,12 @@ def _parse_field(
         if dialect == "quartz" and name in (DOM, DOW):
             if upper.startswith("?"):
                 if upper != "?":
-                    raise _fail(
-                        f"unexpected {text[1:]!r} after '?'", pcol + 1, name
-                    )
+                    raise _fail(f"unexpected {text[1:]!r} after '?'", pcol + 1, name)
                 if len(parts) > 1:
                     raise _fail("'?' cannot be part of a list", pcol, name)
                 out.items.append(Item("any"))
                 return out, DayRule("any")
-            if name == DOM and "L" in upper or name == DOM and upper.endswith("W"):
+            if (name == DOM and "L" in upper) or (name == DOM and upper.endswith("W")):
                 rule = _quartz_dom_special(upper, pcol, len(parts) > 1)
                 if rule is not None:
                     out.items.append(_rule_item(rule))
@@ -545,7 +571,7 @@ def _parse_field(
                 out.items.append(_rule_item(rule))
                 special = rule
                 continue
-        if dialect == "unix" and any(c in upper for c in "?#") or (
+        if (dialect == "unix" and any(c in upper for c in "?#")) or (
             dialect == "unix" and name in (DOM, DOW) and upper in ("L", "LW")
         ):
             raise _fail(
@@ -555,8 +581,7 @@ def _parse_field(
                 name,
             )
         if dialect == "quartz" and name not in (DOM, DOW) and "?" in upper:
-            raise _fail("'?' is only allowed in the day-of-month or day-of-week field",
-                        pcol, name)
+            raise _fail("'?' is only allowed in the day-of-month or day-of-week field", pcol, name)
         if not re.fullmatch(r"[0-9A-Za-z*/\-]+", text):
             bad = next(c for c in text if not (c.isalnum() or c in "*/-"))
             raise _fail(f"unexpected character {bad!r}", pcol + text.index(bad), name)
@@ -573,8 +598,7 @@ def _parse_field(
             out.values.update(raw.values)
         out.items.extend(raw.items)
     if special is not None and len(parts) > 1:
-        raise _fail(f"special day forms cannot be part of a list in the {name} field",
-                    col, name)
+        raise _fail(f"special day forms cannot be part of a list in the {name} field", col, name)
     return out, special
 
 
@@ -586,9 +610,7 @@ def _quartz_dom_special(upper: str, col: int, in_list: bool) -> DayRule | None:
     m = _LAST_DOM_RE.fullmatch(upper)
     if m:
         if in_list:
-            raise _fail(
-                "'L' cannot be combined with other days of the month in a list", col, DOM
-            )
+            raise _fail("'L' cannot be combined with other days of the month in a list", col, DOM)
         offset = int(m.group(1)) if m.group(1) is not None else 0
         if offset > 30:
             raise _fail("the offset from the last day (L-n) must be 30 or less", col, DOM)
@@ -608,8 +630,9 @@ def _quartz_dom_special(upper: str, col: int, in_list: bool) -> DayRule | None:
     if upper.startswith("L"):
         raise _fail(f"{upper!r}: after 'L' only '-n' and 'W' may follow", col, DOM)
     if "L" in upper:
-        raise _fail(f"{upper!r}: 'nL' is a day-of-week form; in day-of-month write L or L-n",
-                    col, DOM)
+        raise _fail(
+            f"{upper!r}: 'nL' is a day-of-week form; in day-of-month write L or L-n", col, DOM
+        )
     if upper.endswith("W"):
         raise _fail(f"{upper!r}: 'W' follows a single day number (15W) or L (LW)", col, DOM)
     return None
@@ -623,8 +646,11 @@ def _quartz_dow_special(text: str, spec: _Spec, col: int) -> DayRule:
         _check_range(day, spec, col, "quartz")
         k_text = m.group(2)
         if not _INT_RE.fullmatch(k_text) or not 1 <= int(k_text) <= 5:
-            raise _fail("'#' must be followed by a number 1-5 (the occurrence in the month)",
-                        col + len(m.group(1)) + 1, DOW)
+            raise _fail(
+                "'#' must be followed by a number 1-5 (the occurrence in the month)",
+                col + len(m.group(1)) + 1,
+                DOW,
+            )
         return DayRule("nth", n=_quartz_dow(day), k=int(k_text))
     m = _LAST_DOW_RE.fullmatch(upper)
     if m:
@@ -635,6 +661,24 @@ def _quartz_dow_special(text: str, spec: _Spec, col: int) -> DayRule:
 
 
 _CACHE: dict[str, CronExpression] = {}
+#: Parsed fields by (dialect, field, token): far fewer distinct tokens than expressions.
+_FIELD_CACHE: dict[tuple[str, str, str], tuple[_Field, DayRule | None]] = {}
+#: Shared day rules, so that their per-month answers are computed once for all expressions.
+_RULES: dict[tuple[str, frozenset[int], frozenset[int]], DayRule] = {}
+
+
+def _rule(
+    mode: str, dom: frozenset[int] = frozenset(), dow: frozenset[int] = frozenset()
+) -> DayRule:
+    key = (mode, dom, dow)
+    got = _RULES.get(key)
+    if got is None:
+        if len(_RULES) >= 4096:
+            _RULES.clear()
+        got = _RULES[key] = DayRule(mode, dom=dom, dow=dow)
+    return got
+
+
 _CACHE_MAX: Final = 65536
 
 
@@ -660,8 +704,11 @@ def _parse(expr: str) -> CronExpression:
     if stripped.startswith("@"):
         key = stripped.lower()
         if key == "@reboot":
-            raise _fail("@reboot is not a schedule: reconciler fires on time, not at boot",
-                        expr.index("@") + 1, "expression")
+            raise _fail(
+                "@reboot is not a schedule: reconciler fires on time, not at boot",
+                expr.index("@") + 1,
+                "expression",
+            )
         if key not in MACROS:
             raise _fail(
                 f"unknown macro {stripped!r}: use one of {', '.join(MACROS)}",
@@ -700,17 +747,26 @@ def _parse_fields(expr: str, dialect: Dialect, tokens: list[tuple[str, int]]) ->
     fields: dict[str, _Field] = {}
     specials: dict[str, DayRule | None] = {}
     for (token, col), name in zip(tokens, names, strict=False):
-        f, special = _parse_field(token, specs[name], dialect, col)
-        fields[name] = f
-        specials[name] = special
+        key = (dialect, name, token)
+        got = _FIELD_CACHE.get(key)
+        if got is None:
+            f, special = _parse_field(token, specs[name], dialect, col)
+            got = (f.finish(token), special)
+            if len(_FIELD_CACHE) >= _CACHE_MAX:
+                _FIELD_CACHE.clear()
+            _FIELD_CACHE[key] = got
+        fields[name], specials[name] = got
     cols = {name: col for (_, col), name in zip(tokens, names, strict=False)}
 
     if dialect == "quartz":
         dom_any = specials[DOM] is not None and specials[DOM].mode == "any"
         dow_any = specials[DOW] is not None and specials[DOW].mode == "any"
         if dom_any and dow_any:
-            raise _fail("'?' in both day fields: one of day-of-month or day-of-week must say "
-                        "which days", cols[DOW], DOW)
+            raise _fail(
+                "'?' in both day fields: one of day-of-month or day-of-week must say which days",
+                cols[DOW],
+                DOW,
+            )
         if not dom_any and not dow_any:
             raise _fail(
                 "Quartz needs '?' in day-of-month or day-of-week (it cannot combine both); "
@@ -719,59 +775,53 @@ def _parse_fields(expr: str, dialect: Dialect, tokens: list[tuple[str, int]]) ->
                 DOW,
             )
         if dom_any:
-            rule = specials[DOW] or DayRule("dow", dow=frozenset(fields[DOW].values))
+            rule = specials[DOW] or _rule("dow", dow=fields[DOW].frozen)
             if rule.mode == "dow" and len(rule.dow) == 7:
-                rule = DayRule("all")
+                rule = _rule("all")
         else:
-            rule = specials[DOM] or DayRule("dom", dom=frozenset(fields[DOM].values))
+            rule = specials[DOM] or _rule("dom", dom=fields[DOM].frozen)
             if rule.mode == "dom" and len(rule.dom) == 31:
-                rule = DayRule("all")
-        seconds = tuple(sorted(fields[SECOND].values))
+                rule = _rule("all")
+        seconds = fields[SECOND].sorted
         year_field = fields.get(YEAR)
         years = (
             None
-            if year_field is None or year_field.star and year_field.items[0].step == 1
-            else tuple(sorted(year_field.values))
+            if year_field is None or (year_field.star and year_field.items[0].step == 1)
+            else year_field.sorted
         )
-        time_tokens = [t for t, _ in tokens[:3]]
+        time_names: tuple[str, ...] = (SECOND, MINUTE, HOUR)
     else:
         dom_f, dow_f = fields[DOM], fields[DOW]
-        dom_set = frozenset(dom_f.values)
-        dow_set = frozenset(dow_f.values)
+        dom_set = dom_f.frozen
+        dow_set = dow_f.frozen
         if dom_f.star and dow_f.star:
             rule = (
-                DayRule("all")
+                _rule("all")
                 if len(dom_set) == 31 and len(dow_set) == 7
-                else DayRule("and", dom=dom_set, dow=dow_set)
+                else _rule("and", dom_set, dow_set)
             )
         elif dom_f.star:
             rule = (
-                DayRule("dow", dow=dow_set)
-                if len(dom_set) == 31
-                else DayRule("and", dom=dom_set, dow=dow_set)
+                _rule("dow", dow=dow_set) if len(dom_set) == 31 else _rule("and", dom_set, dow_set)
             )
         elif dow_f.star:
             rule = (
-                DayRule("dom", dom=dom_set)
-                if len(dow_set) == 7
-                else DayRule("and", dom=dom_set, dow=dow_set)
+                _rule("dom", dom=dom_set) if len(dow_set) == 7 else _rule("and", dom_set, dow_set)
             )
         else:
-            rule = DayRule("or", dom=dom_set, dow=dow_set)
+            rule = _rule("or", dom_set, dow_set)
         seconds = (0,)
         years = None
-        time_tokens = [t for t, _ in tokens[:2]]
+        time_names = (MINUTE, HOUR)
 
-    fixed = not any(
-        "*" in t or any(p.startswith("/") for p in t.split(",")) for t in time_tokens
-    )
-    months = tuple(sorted(fields[MONTH].values))
+    fixed = not any(fields[n].wild for n in time_names)
+    months = fields[MONTH].sorted
     out = CronExpression(
         expression=expr,
         dialect=dialect,
         seconds=seconds,
-        minutes=tuple(sorted(fields[MINUTE].values)),
-        hours=tuple(sorted(fields[HOUR].values)),
+        minutes=fields[MINUTE].sorted,
+        hours=fields[HOUR].sorted,
         months=months,
         years=years,
         day_rule=rule,
@@ -785,14 +835,11 @@ def _parse_fields(expr: str, dialect: Dialect, tokens: list[tuple[str, int]]) ->
 def _never_reason(c: CronExpression) -> str | None:
     """A reason why no date can ever match, found without searching; None if one may."""
     rule = c.day_rule
-    if rule.mode in ("dom", "and"):
-        possible = [
-            (m, d) for m in c.months for d in rule.dom if d <= _MAX_DAYS_IN_MONTH[m]
-        ]
-        if not possible:
-            days = ", ".join(str(d) for d in sorted(rule.dom))
-            months = ", ".join(MONTH_NAMES[m - 1].title() for m in c.months)
-            return f"day {days} never occurs in {months}"
+    longest = max(_MAX_DAYS_IN_MONTH[m] for m in c.months)
+    if rule.mode in ("dom", "and") and rule.dom and min(rule.dom) > longest:
+        days = ", ".join(str(d) for d in sorted(rule.dom))
+        months = ", ".join(MONTH_NAMES[m - 1].title() for m in c.months)
+        return f"day {days} never occurs in {months}"
     if rule.mode == "nearest" and all(rule.n > _MAX_DAYS_IN_MONTH[m] + 1 for m in c.months):
         months = ", ".join(MONTH_NAMES[m - 1].title() for m in c.months)
         return f"day {rule.n} never occurs in {months}"

@@ -30,8 +30,18 @@ from reconciler.scheduling.triggers import CronTrigger, DstRule
 from reconciler.scheduling.zones import get_zone
 
 MONTH_WORDS: Final = (
-    "January", "February", "March", "April", "May", "June", "July", "August", "September",
-    "October", "November", "December",
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
 )
 
 #: What each DST rule means, in words (shown by ``cron explain``).
@@ -108,8 +118,13 @@ def _items_phrase(items: tuple[Item, ...], field: str, dialect: str) -> str:
 
 def _whole_range(field: str, dialect: str, it: Item) -> bool:
     lo, hi = {
-        SECOND: (0, 59), MINUTE: (0, 59), HOUR: (0, 23), DOM: (1, 31), MONTH: (1, 12),
-        DOW: (1, 7) if dialect == "quartz" else (0, 7), YEAR: (1970, 2199),
+        SECOND: (0, 59),
+        MINUTE: (0, 59),
+        HOUR: (0, 23),
+        DOM: (1, 31),
+        MONTH: (1, 12),
+        DOW: (1, 7) if dialect == "quartz" else (0, 7),
+        YEAR: (1970, 2199),
     }[field]
     return it.start == lo and it.end in (hi, 6 if field == DOW and dialect == "unix" else hi)
 

@@ -79,9 +79,7 @@ class OverlapDecision:
     message: str
 
 
-def upcoming(
-    trigger: Trigger, schedule_name: str, after: datetime, count: int
-) -> list[Upcoming]:
+def upcoming(trigger: Trigger, schedule_name: str, after: datetime, count: int) -> list[Upcoming]:
     """The next ``count`` slots strictly after ``after``, each with its jittered fire time."""
     slots = trigger.slots_after(after, count + 1 if trigger.jitter else count)
     out = []
@@ -121,24 +119,39 @@ def plan_missed(
         if s in on_time:
             out.append(SlotDecision(s, "run", "on-time", "due now"))
         elif now - s > window:
-            out.append(SlotDecision(
-                s, "skip", "misfire",
-                f"missed, and older than the misfire window ({_words(window)})"))
+            out.append(
+                SlotDecision(
+                    s,
+                    "skip",
+                    "misfire",
+                    f"missed, and older than the misfire window ({_words(window)})",
+                )
+            )
         elif policy == "all":
             out.append(SlotDecision(s, "run", "catch-up", "missed; misfire policy all runs it"))
         elif policy == "skip":
             out.append(SlotDecision(s, "skip", "misfire", "missed; misfire policy is skip"))
         elif s == catch_up:
-            out.append(SlotDecision(
-                s, "run", "catch-up",
-                f"missed; the one catch-up run for {len(in_window)} missed slot(s)"))
+            out.append(
+                SlotDecision(
+                    s,
+                    "run",
+                    "catch-up",
+                    f"missed; the one catch-up run for {len(in_window)} missed slot(s)",
+                )
+            )
         else:
             cover = on_time[0] if on_time else catch_up
             assert cover is not None
-            out.append(SlotDecision(
-                s, "skip", "misfire",
-                f"missed; covered by the single run for slot {cover.isoformat()} "
-                "(misfire policy once)"))
+            out.append(
+                SlotDecision(
+                    s,
+                    "skip",
+                    "misfire",
+                    f"missed; covered by the single run for slot {cover.isoformat()} "
+                    "(misfire policy once)",
+                )
+            )
     return out
 
 

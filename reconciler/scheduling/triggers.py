@@ -36,9 +36,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
-from reconciler.model.schedule import WEEKDAYS, When
 from reconciler.scheduling.cron import (
     CronExpression,
     CronSyntaxError,
@@ -46,6 +45,7 @@ from reconciler.scheduling.cron import (
     build_calendar,
     parse_cron,
 )
+from reconciler.scheduling.cron import _rule as shared_rule
 from reconciler.scheduling.zones import (
     UnknownTimezone,
     Zone,
@@ -55,6 +55,12 @@ from reconciler.scheduling.zones import (
     next_fixed,
     next_real,
 )
+
+if TYPE_CHECKING:  # the model imports pydantic; `cron explain` must start fast without it
+    from reconciler.model.schedule import When
+
+#: Weekday names of ``weekly.days``, in Python's numbering (Monday = 0); as in the model.
+WEEKDAYS: Final = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 DstRule = Literal["fixed-time", "real-time", "elapsed"]
 
@@ -255,7 +261,7 @@ class EveryTrigger(Trigger):
 
 
 def _resolve(value: datetime, zone: Zone) -> int:
-    """``at``/``start``/``end``: naive = wall clock of the zone (fixed-time rule); aware = instant."""
+    """``at``/``start``/``end``: naive = wall clock (fixed-time rule); aware = an instant."""
     if value.tzinfo is None or value.utcoffset() is None:
         return zone.resolve_fixed(
             value.year, value.month, value.day, value.hour, value.minute, value.second
@@ -266,16 +272,21 @@ def _resolve(value: datetime, zone: Zone) -> int:
 _CALENDARS: dict[tuple[object, ...], CronExpression] = {}
 
 
-def _calendar(key: tuple[object, ...], at: time, rule: DayRule, months: tuple[int, ...],
-              label: str) -> CronExpression:
+def _calendar(
+    key: tuple[object, ...], at: time, rule: DayRule, months: tuple[int, ...], label: str
+) -> CronExpression:
     full = (*key, at)
     got = _CALENDARS.get(full)
     if got is None:
         got = build_calendar(
-            second=at.second, minute=at.minute, hour=at.hour, rule=rule, months=months,
+            second=at.second,
+            minute=at.minute,
+            hour=at.hour,
+            rule=rule,
+            months=months,
             label=label,
         )
-        if len(_CALENDARS) > 4096:
+        if len(_CALENDARS) > 65536:
             _CALENDARS.clear()
         _CALENDARS[full] = got
     return got
@@ -288,22 +299,22 @@ def calendar_expression(when: When) -> CronExpression | None:
     """The wall-clock matcher of a calendar form (daily/weekly/monthly/yearly), else None."""
     if when.daily is not None:
         at = when.daily.at
-        return _calendar(("daily",), at, DayRule("all"), _ALL_MONTHS, f"daily at {at}")
+        return _calendar(("daily",), at, shared_rule("all"), _ALL_MONTHS, f"daily at {at}")
     if when.weekly is not None:
         days = tuple(sorted({WEEKDAYS.index(d) for d in when.weekly.days}))
         at = when.weekly.at
-        rule = DayRule("all") if len(days) == 7 else DayRule("dow", dow=frozenset(days))
+        rule = shared_rule("all") if len(days) == 7 else shared_rule("dow", dow=frozenset(days))
         return _calendar(("weekly", days), at, rule, _ALL_MONTHS, f"weekly at {at}")
     if when.monthly is not None:
         day = when.monthly.day
         at = when.monthly.at
-        rule = DayRule("last") if day == "last" else DayRule("dom", dom=frozenset({day}))
+        rule = DayRule("last") if day == "last" else shared_rule("dom", dom=frozenset({day}))
         return _calendar(("monthly", day), at, rule, _ALL_MONTHS, f"monthly at {at}")
     if when.yearly is not None:
         m, d = when.yearly.month, when.yearly.day
         at = when.yearly.at
         return _calendar(
-            ("yearly", m, d), at, DayRule("dom", dom=frozenset({d})), (m,), f"yearly at {at}"
+            ("yearly", m, d), at, shared_rule("dom", dom=frozenset({d})), (m,), f"yearly at {at}"
         )
     return None
 
@@ -327,8 +338,9 @@ def build_trigger(when: When, default_timezone: str) -> Trigger:
     if when.every is not None:
         interval = when.every.total_seconds()
         if interval < 1 or interval != int(interval):
-            raise WhenError(f"every: {when.every} must be a whole number of seconds, at least 1s",
-                            "every")
+            raise WhenError(
+                f"every: {when.every} must be a whole number of seconds, at least 1s", "every"
+            )
         anchor = start if start is not None else 0
         return EveryTrigger(int(interval), anchor, zone, start, end, jitter)
     if when.cron is not None:
@@ -399,13 +411,20 @@ def check_when(when: When, default_timezone: str, now: datetime) -> list[WhenPro
         return []
     expr = trigger.expression
     if expr is not None and expr.never is not None:
-        return [WhenProblem("when-never", "error", f"never fires: {expr.never}",
-                            _never_field(when))]
+        return [
+            WhenProblem("when-never", "error", f"never fires: {expr.never}", _never_field(when))
+        ]
     if expr is not None and expr.years is not None and expr.years[-1] < _year(trigger, now_ts):
         years = expr.years
         span = str(years[0]) if len(years) == 1 else f"{years[0]}-{years[-1]}"
-        return [WhenProblem("when-never", "error",
-                            f"never fires: its years ({span}) are all in the past", ("cron",))]
+        return [
+            WhenProblem(
+                "when-never",
+                "error",
+                f"never fires: its years ({span}) are all in the past",
+                ("cron",),
+            )
+        ]
     if trigger._end is not None:
         unbounded = trigger._next(max(now_ts, (trigger._start or now_ts) - 1))
         if unbounded is not None:
@@ -418,8 +437,14 @@ def check_when(when: When, default_timezone: str, now: datetime) -> list[WhenPro
                     ("end",),
                 )
             ]
-    return [WhenProblem("when-never", "error",
-                        f"never fires: no slot after {_show(trigger, now_ts)}", (when.form,))]
+    return [
+        WhenProblem(
+            "when-never",
+            "error",
+            f"never fires: no slot after {_show(trigger, now_ts)}",
+            (when.form,),
+        )
+    ]
 
 
 def _year(trigger: Trigger, ts: int) -> int:

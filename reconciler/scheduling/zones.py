@@ -22,22 +22,39 @@ Called by :mod:`reconciler.scheduling.triggers`.
 from __future__ import annotations
 
 from bisect import bisect_right
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from reconciler.scheduling.cron import CronExpression
 
 EPOCH: Final = datetime(1970, 1, 1)
-EPOCH_UTC: Final = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH_UTC: Final = datetime(1970, 1, 1, tzinfo=UTC)
 ONE_SECOND: Final = timedelta(seconds=1)
 _PROBE_STEP: Final = 6 * 3600  # transitions are months apart; pairs closer than this are unseen
 
 #: Zone names that are a fixed offset from UTC (no transitions to look for).
 _FIXED_KEYS: Final = frozenset(
-    {"UTC", "Etc/UTC", "Etc/UCT", "UCT", "Etc/Universal", "Universal", "Etc/Zulu", "Zulu",
-     "GMT", "Etc/GMT", "Etc/GMT0", "Etc/GMT+0", "Etc/GMT-0", "GMT0", "GMT+0", "GMT-0",
-     "Etc/Greenwich", "Greenwich"}
+    {
+        "UTC",
+        "Etc/UTC",
+        "Etc/UCT",
+        "UCT",
+        "Etc/Universal",
+        "Universal",
+        "Etc/Zulu",
+        "Zulu",
+        "GMT",
+        "Etc/GMT",
+        "Etc/GMT0",
+        "Etc/GMT+0",
+        "Etc/GMT-0",
+        "GMT0",
+        "GMT+0",
+        "GMT-0",
+        "Etc/Greenwich",
+        "Greenwich",
+    }
 )
 
 
@@ -74,12 +91,14 @@ def floor_seconds(t: datetime) -> int:
     """POSIX seconds of an aware datetime, rounded down to the whole second."""
     if t.tzinfo is None or t.utcoffset() is None:
         raise ValueError(f"{t!r} is a naive datetime; instants must carry a time zone")
+    if t.microsecond == 0:
+        return int(t.timestamp())  # exact for whole seconds
     return (t - EPOCH_UTC) // ONE_SECOND
 
 
 def instant(seconds: int) -> datetime:
     """POSIX seconds as an aware UTC datetime."""
-    return EPOCH_UTC + timedelta(seconds=seconds)
+    return datetime.fromtimestamp(seconds, UTC)
 
 
 class Zone:
@@ -196,10 +215,28 @@ def get_zone(name: str) -> Zone:
     return zone
 
 
+def _local_fields(zone: Zone, ts: int) -> tuple[int, int, int, int, int, int, int]:
+    """Wall-clock fields of instant ``ts`` in ``zone``, and the offset there."""
+    if zone.fixed_offset is not None:
+        off = zone.fixed_offset
+        return (*wall_tuple(ts + off), off)
+    loc = datetime.fromtimestamp(ts, zone.info)
+    delta = loc.utcoffset()
+    assert delta is not None
+    return (
+        loc.year,
+        loc.month,
+        loc.day,
+        loc.hour,
+        loc.minute,
+        loc.second,
+        delta.days * 86400 + delta.seconds,
+    )
+
+
 def next_fixed(expr: CronExpression, zone: Zone, after: int) -> int | None:
     """The first slot strictly after instant ``after`` under the fixed-time rule."""
-    off = zone.offset_at(after)
-    y, mo, d, h, mi, s = wall_tuple(after + off)
+    y, mo, d, h, mi, s, _ = _local_fields(zone, after)
     cand = expr.next_local(y, mo, d, h, mi, s + 1)
     while cand is not None:
         ts = zone.resolve_fixed(*cand)
@@ -211,8 +248,7 @@ def next_fixed(expr: CronExpression, zone: Zone, after: int) -> int | None:
 
 def next_real(expr: CronExpression, zone: Zone, after: int) -> int | None:
     """The first instant strictly after ``after`` whose local wall-clock time matches."""
-    off = zone.offset_at(after)
-    y, mo, d, h, mi, s = wall_tuple(after + off)
+    y, mo, d, h, mi, s, off = _local_fields(zone, after)
     cand = expr.next_local(y, mo, d, h, mi, s + 1)
     seg_start = after
     while cand is not None:

@@ -18,8 +18,17 @@ def run(*args: str) -> tuple[int, str, str]:
 
 
 def test_json_output_has_the_contract_keys_and_offsets() -> None:
-    code, out, _ = run("30 2 * * *", "--timezone", "America/New_York", "--count", "3",
-                       "--after", "2026-03-07T00:00:00-05:00", "--format", "json")
+    code, out, _ = run(
+        "30 2 * * *",
+        "--timezone",
+        "America/New_York",
+        "--count",
+        "3",
+        "--after",
+        "2026-03-07T00:00:00-05:00",
+        "--format",
+        "json",
+    )
     assert code == 0
     doc = json.loads(out)
     assert doc["expression"] == "30 2 * * *"
@@ -27,8 +36,11 @@ def test_json_output_has_the_contract_keys_and_offsets() -> None:
     assert doc["timezone"] == "America/New_York"
     assert doc["description"] == "At 02:30."
     assert doc["dst_rule"] == "fixed-time"
-    assert doc["next"] == ["2026-03-07T02:30:00-05:00", "2026-03-08T03:00:00-04:00",
-                           "2026-03-09T02:30:00-04:00"]
+    assert doc["next"] == [
+        "2026-03-07T02:30:00-05:00",
+        "2026-03-08T03:00:00-04:00",
+        "2026-03-09T02:30:00-04:00",
+    ]
 
 
 def test_text_output_names_the_dialect_rule_and_fire_times() -> None:
@@ -81,8 +93,17 @@ def test_bad_timezone_and_bad_after_are_one_line_errors() -> None:
 
 
 def test_a_naive_after_is_a_wall_clock_time_of_the_timezone() -> None:
-    code, out, _ = run("0 9 * * *", "--timezone", "Asia/Tokyo", "--after", "2026-06-01T08:59:00",
-                       "--format", "json", "-n", "1")
+    code, out, _ = run(
+        "0 9 * * *",
+        "--timezone",
+        "Asia/Tokyo",
+        "--after",
+        "2026-06-01T08:59:00",
+        "--format",
+        "json",
+        "-n",
+        "1",
+    )
     assert code == 0 and json.loads(out)["next"] == ["2026-06-01T09:00:00+09:00"]
 
 
@@ -96,8 +117,10 @@ def test_a_naive_after_is_a_wall_clock_time_of_the_timezone() -> None:
         ("0 0 1 * 1", "At 00:00 on day-of-month 1 and on Monday."),
         ("0 0 */10 * 1", "At 00:00 on every 10th day-of-month if it is Monday."),
         ("0 9 * jan-mar *", "At 09:00 in January through March."),
-        ("0 15 10 ? * 6L 2002-2005",
-         "At 10:15 on the last Friday of the month in 2002 through 2005."),
+        (
+            "0 15 10 ? * 6L 2002-2005",
+            "At 10:15 on the last Friday of the month in 2002 through 2005.",
+        ),
         ("0 0 12 ? * 2#5", "At 12:00 on the 5th Monday of the month."),
         ("0 0 12 LW * ?", "At 12:00 on the last weekday of the month."),
         ("0 0 12 L-3 * ?", "At 12:00 3 days before the last day of the month."),

@@ -11,19 +11,36 @@ from .conftest import local_isos, trigger
 # (expression, after, expected UTC slots), worked out from a calendar (2026-11-01 is a Sunday)
 UNIX: list[tuple[str, str, list[str]]] = [
     # OR rule: both day fields restricted -> the 13th *or* any Friday
-    ("0 0 13 * 5", "2026-11-01T00:00:00Z",
-     ["2026-11-06", "2026-11-13", "2026-11-20", "2026-11-27", "2026-12-04", "2026-12-11",
-      "2026-12-13", "2026-12-18"]),
+    (
+        "0 0 13 * 5",
+        "2026-11-01T00:00:00Z",
+        [
+            "2026-11-06",
+            "2026-11-13",
+            "2026-11-20",
+            "2026-11-27",
+            "2026-12-04",
+            "2026-12-11",
+            "2026-12-13",
+            "2026-12-18",
+        ],
+    ),
     # a day field starting with '*' is "unrestricted" for Vixie: AND (days 1,11,21,31 on Mondays)
     ("0 0 */10 * 1", "2026-01-01T00:00:00Z", ["2026-05-11", "2026-06-01", "2026-08-31"]),
     # 0 and 7 are both Sunday, and so is the name
     ("0 12 * * 7", "2026-11-01T00:00:00Z", ["2026-11-01", "2026-11-08", "2026-11-15"]),
     ("0 12 * * 0", "2026-11-01T00:00:00Z", ["2026-11-01", "2026-11-08", "2026-11-15"]),
     ("0 12 * * SUN", "2026-11-01T00:00:00Z", ["2026-11-01", "2026-11-08", "2026-11-15"]),
-    ("0 12 * * 5-7", "2026-11-02T00:00:00Z",
-     ["2026-11-06", "2026-11-07", "2026-11-08", "2026-11-13"]),
-    ("0 12 * * 1-7/2", "2026-11-02T00:00:00Z",  # 1,3,5,7 = Mon, Wed, Fri, Sun
-     ["2026-11-02", "2026-11-04", "2026-11-06", "2026-11-08"]),
+    (
+        "0 12 * * 5-7",
+        "2026-11-02T00:00:00Z",
+        ["2026-11-06", "2026-11-07", "2026-11-08", "2026-11-13"],
+    ),
+    (
+        "0 12 * * 1-7/2",
+        "2026-11-02T00:00:00Z",  # 1,3,5,7 = Mon, Wed, Fri, Sun
+        ["2026-11-02", "2026-11-04", "2026-11-06", "2026-11-08"],
+    ),
     # macros
     ("@weekly", "2026-11-01T00:10:00Z", ["2026-11-08", "2026-11-15"]),
     ("@monthly", "2026-11-01T00:10:00Z", ["2026-12-01", "2027-01-01"]),
@@ -40,21 +57,31 @@ UNIX: list[tuple[str, str, list[str]]] = [
 @pytest.mark.parametrize(("expr", "after", "dates"), UNIX, ids=[u[0] for u in UNIX])
 def test_unix_expressions_fire_on_the_vixie_days(expr: str, after: str, dates: list[str]) -> None:
     tr = trigger(cron=expr)
-    got = [s.date().isoformat() for s in tr.slots_after(
-        __import__("datetime").datetime.fromisoformat(after.replace("Z", "+00:00")), len(dates))]
+    got = [
+        s.date().isoformat()
+        for s in tr.slots_after(
+            __import__("datetime").datetime.fromisoformat(after.replace("Z", "+00:00")), len(dates)
+        )
+    ]
     assert got == dates
 
 
 def test_unix_times_of_day_and_steps() -> None:
     assert local_isos(trigger(cron="5/15 * * * *"), "2026-11-01T00:00:00Z", 5) == [
-        "2026-11-01T00:05:00+00:00", "2026-11-01T00:20:00+00:00", "2026-11-01T00:35:00+00:00",
-        "2026-11-01T00:50:00+00:00", "2026-11-01T01:05:00+00:00",
+        "2026-11-01T00:05:00+00:00",
+        "2026-11-01T00:20:00+00:00",
+        "2026-11-01T00:35:00+00:00",
+        "2026-11-01T00:50:00+00:00",
+        "2026-11-01T01:05:00+00:00",
     ]
     assert local_isos(trigger(cron="@hourly"), "2026-11-01T00:10:00Z", 2) == [
-        "2026-11-01T01:00:00+00:00", "2026-11-01T02:00:00+00:00",
+        "2026-11-01T01:00:00+00:00",
+        "2026-11-01T02:00:00+00:00",
     ]
     assert local_isos(trigger(cron="0 9-17/4 * * mon-fri"), "2026-11-02T10:00:00Z", 4) == [
-        "2026-11-02T13:00:00+00:00", "2026-11-02T17:00:00+00:00", "2026-11-03T09:00:00+00:00",
+        "2026-11-02T13:00:00+00:00",
+        "2026-11-02T17:00:00+00:00",
+        "2026-11-03T09:00:00+00:00",
         "2026-11-03T13:00:00+00:00",
     ]
 
@@ -78,20 +105,26 @@ def test_quartz_special_day_forms() -> None:
     after = "2026-12-31T00:00:00Z"
     # nW at month edges: 1W on a Saturday moves forward to Monday the 3rd (never into May)
     assert local_isos(trigger(cron="0 0 9 1W * ?"), "2027-04-15T00:00:00Z", 2) == [
-        "2027-05-03T09:00:00+00:00", "2027-06-01T09:00:00+00:00",
+        "2027-05-03T09:00:00+00:00",
+        "2027-06-01T09:00:00+00:00",
     ]
     assert local_isos(trigger(cron="0 0 9 L * ?"), after, 3) == [
-        "2026-12-31T09:00:00+00:00", "2027-01-31T09:00:00+00:00", "2027-02-28T09:00:00+00:00",
+        "2026-12-31T09:00:00+00:00",
+        "2027-01-31T09:00:00+00:00",
+        "2027-02-28T09:00:00+00:00",
     ]
     assert local_isos(trigger(cron="0 0 9 ? * FRI#3"), after, 2) == [
-        "2027-01-15T09:00:00+00:00", "2027-02-19T09:00:00+00:00",
+        "2027-01-15T09:00:00+00:00",
+        "2027-02-19T09:00:00+00:00",
     ]
     assert local_isos(trigger(cron="0 0 9 ? * FRIL"), after, 1) == ["2027-01-29T09:00:00+00:00"]
     # 'L' alone in day-of-week is Saturday
     assert local_isos(trigger(cron="0 0 9 ? * L"), after, 1) == ["2027-01-02T09:00:00+00:00"]
     # wrap-around ranges
     assert local_isos(trigger(cron="0 0 9 ? * FRI-MON"), "2027-01-04T12:00:00Z", 4) == [
-        "2027-01-08T09:00:00+00:00", "2027-01-09T09:00:00+00:00", "2027-01-10T09:00:00+00:00",
+        "2027-01-08T09:00:00+00:00",
+        "2027-01-09T09:00:00+00:00",
+        "2027-01-10T09:00:00+00:00",
         "2027-01-11T09:00:00+00:00",
     ]
 
@@ -135,7 +168,9 @@ INVALID: list[tuple[str, int, str]] = [
 ]
 
 
-@pytest.mark.parametrize(("expr", "column", "field"), INVALID, ids=[i[0] or "empty" for i in INVALID])
+@pytest.mark.parametrize(
+    ("expr", "column", "field"), INVALID, ids=[i[0] or "empty" for i in INVALID]
+)
 def test_invalid_expressions_are_rejected_with_the_field_and_column(
     expr: str, column: int, field: str
 ) -> None:

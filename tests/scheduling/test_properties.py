@@ -6,6 +6,7 @@ fields, and a minute-by-minute walk over real instants with ``zoneinfo`` round t
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -16,45 +17,72 @@ from reconciler.scheduling import fire_at, plan_missed
 
 from .conftest import trigger
 
-ZONES = ["UTC", "America/New_York", "Europe/Berlin", "Australia/Lord_Howe",
-         "America/Sao_Paulo", "Pacific/Chatham"]
+ZONES = [
+    "UTC",
+    "America/New_York",
+    "Europe/Berlin",
+    "Australia/Lord_Howe",
+    "America/Sao_Paulo",
+    "Pacific/Chatham",
+]
 #: Days around the 2026 (and Sao Paulo 2018) transitions, so that DST is actually exercised.
-TRANSITION_DAYS = [date(2026, 3, 8), date(2026, 11, 1), date(2026, 3, 29), date(2026, 10, 25),
-                   date(2026, 4, 5), date(2026, 10, 4), date(2018, 11, 4), date(2019, 2, 17),
-                   date(2026, 9, 27)]
+TRANSITION_DAYS = [
+    date(2026, 3, 8),
+    date(2026, 11, 1),
+    date(2026, 3, 29),
+    date(2026, 10, 25),
+    date(2026, 4, 5),
+    date(2026, 10, 4),
+    date(2018, 11, 4),
+    date(2019, 2, 17),
+    date(2026, 9, 27),
+]
 
 MINUTES = ["0", "30", "15,45", "*/20", "*", "0-10", "5/25"]
 HOURS = ["*", "0", "1", "2", "3", "1,2", "*/2", "0-3", "22-23", "23"]
 
-unix_exprs = st.builds(lambda m, h: f"{m} {h} * * *", st.sampled_from(MINUTES),
-                       st.sampled_from(HOURS))
+unix_exprs = st.builds(
+    lambda m, h: f"{m} {h} * * *", st.sampled_from(MINUTES), st.sampled_from(HOURS)
+)
 quartz_exprs = st.builds(
     lambda s, m, h, d: f"{s} {m} {h} {d}",
     st.sampled_from(["0", "30", "*/20", "0,15"]),
     st.sampled_from(MINUTES),
     st.sampled_from(HOURS),
-    st.sampled_from(["* * ?", "? * MON-FRI", "L * ?", "15W * ?", "? * 1#2", "? * 6L",
-                     "1,15 * ?", "? JAN,MAR,OCT,NOV *"]),
+    st.sampled_from(
+        [
+            "* * ?",
+            "? * MON-FRI",
+            "L * ?",
+            "15W * ?",
+            "? * 1#2",
+            "? * 6L",
+            "1,15 * ?",
+            "? JAN,MAR,OCT,NOV *",
+        ]
+    ),
 )
 instants = st.builds(
-    lambda day, minutes: datetime(day.year, day.month, day.day, tzinfo=UTC)
-    + timedelta(minutes=minutes),
+    lambda day, minutes: (
+        datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(minutes=minutes)
+    ),
     st.sampled_from(TRANSITION_DAYS),
     st.integers(min_value=-3 * 1440, max_value=3 * 1440),
-) | st.datetimes(min_value=datetime(2024, 1, 1), max_value=datetime(2030, 1, 1),
-                 timezones=st.just(UTC))
+) | st.datetimes(
+    min_value=datetime(2024, 1, 1), max_value=datetime(2030, 1, 1), timezones=st.just(UTC)
+)
 whens = st.one_of(
     unix_exprs.map(lambda e: {"cron": e}),
     quartz_exprs.map(lambda e: {"cron": e}),
     st.sampled_from(["15m", "1h", "90m", "1d", "7d"]).map(lambda e: {"every": e}),
     st.sampled_from(["00:00", "00:30", "01:30", "02:00", "02:30", "03:00", "23:30"]).map(
-        lambda a: {"daily": {"at": a}}),
+        lambda a: {"daily": {"at": a}}
+    ),
     st.sampled_from([1, 4, 29, 31, "last"]).map(lambda d: {"monthly": {"day": d, "at": "02:30"}}),
     st.just({"weekly": {"days": ["sun", "wed"], "at": "02:15"}}),
 )
 
-SETTINGS = settings(max_examples=150, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @SETTINGS
@@ -66,8 +94,8 @@ def test_slots_strictly_increase_and_next_after_a_slot_is_the_following_one(
     slots = tr.slots_after(t, 8)
     assert slots, "every generated schedule fires"
     assert slots[0] > t
-    assert all(a < b for a, b in zip(slots, slots[1:], strict=False))
-    for a, b in zip(slots, slots[1:], strict=False):
+    assert all(a < b for a, b in itertools.pairwise(slots))
+    for a, b in itertools.pairwise(slots):
         assert tr.next_after(a) == b
 
 
@@ -81,9 +109,13 @@ def test_next_after_t_never_returns_t(fields: dict[str, object], zone: str, t: d
 
 
 @SETTINGS
-@given(fields=whens, zone=st.sampled_from(ZONES), t=instants,
-       name=st.text(min_size=1, max_size=20),
-       jitter=st.timedeltas(min_value=timedelta(seconds=1), max_value=timedelta(days=9)))
+@given(
+    fields=whens,
+    zone=st.sampled_from(ZONES),
+    t=instants,
+    name=st.text(min_size=1, max_size=20),
+    jitter=st.timedeltas(min_value=timedelta(seconds=1), max_value=timedelta(days=9)),
+)
 def test_jitter_is_stable_and_stays_below_the_next_slot(
     fields: dict[str, object], zone: str, t: datetime, name: str, jitter: timedelta
 ) -> None:
@@ -96,10 +128,14 @@ def test_jitter_is_stable_and_stays_below_the_next_slot(
 
 
 @SETTINGS
-@given(fields=whens, zone=st.sampled_from(ZONES), t=instants,
-       downtime=st.integers(min_value=0, max_value=3 * 86400),
-       window=st.integers(min_value=1, max_value=2 * 86400),
-       policy=st.sampled_from(["once", "skip", "all"]))
+@given(
+    fields=whens,
+    zone=st.sampled_from(ZONES),
+    t=instants,
+    downtime=st.integers(min_value=0, max_value=3 * 86400),
+    window=st.integers(min_value=1, max_value=2 * 86400),
+    policy=st.sampled_from(["once", "skip", "all"]),
+)
 def test_due_slots_are_never_repeated_and_never_lost_inside_the_misfire_window(
     fields: dict[str, object], zone: str, t: datetime, downtime: int, window: int, policy: str
 ) -> None:
@@ -168,9 +204,11 @@ def _oracle_fixed(expr: str, zone: str, t: datetime) -> datetime:
                 first = naive.replace(tzinfo=z, fold=0).astimezone(UTC)
                 if first.astimezone(z).replace(tzinfo=None) == naive:
                     earlier = naive.replace(tzinfo=z, fold=1).astimezone(UTC)
-                    found.append(min(first, earlier)
-                                 if earlier.astimezone(z).replace(tzinfo=None) == naive
-                                 else first)
+                    found.append(
+                        min(first, earlier)
+                        if earlier.astimezone(z).replace(tzinfo=None) == naive
+                        else first
+                    )
                 else:  # in a gap: walk to the first instant whose wall time is past it
                     v = naive.replace(tzinfo=z, fold=1).astimezone(UTC)
                     while v.astimezone(z).replace(tzinfo=None) <= naive:
@@ -183,12 +221,18 @@ def _oracle_fixed(expr: str, zone: str, t: datetime) -> datetime:
 
 
 #: (zone, local day of a transition) pairs
-TRANSITIONS = [("America/New_York", date(2026, 3, 8)), ("America/New_York", date(2026, 11, 1)),
-               ("Europe/Berlin", date(2026, 3, 29)), ("Europe/Berlin", date(2026, 10, 25)),
-               ("Australia/Lord_Howe", date(2026, 4, 5)),
-               ("Australia/Lord_Howe", date(2026, 10, 4)),
-               ("America/Sao_Paulo", date(2018, 11, 4)), ("America/Sao_Paulo", date(2019, 2, 16)),
-               ("Pacific/Chatham", date(2026, 4, 5)), ("Pacific/Chatham", date(2026, 9, 27))]
+TRANSITIONS = [
+    ("America/New_York", date(2026, 3, 8)),
+    ("America/New_York", date(2026, 11, 1)),
+    ("Europe/Berlin", date(2026, 3, 29)),
+    ("Europe/Berlin", date(2026, 10, 25)),
+    ("Australia/Lord_Howe", date(2026, 4, 5)),
+    ("Australia/Lord_Howe", date(2026, 10, 4)),
+    ("America/Sao_Paulo", date(2018, 11, 4)),
+    ("America/Sao_Paulo", date(2019, 2, 16)),
+    ("Pacific/Chatham", date(2026, 4, 5)),
+    ("Pacific/Chatham", date(2026, 9, 27)),
+]
 
 
 @st.composite

@@ -40,10 +40,14 @@ def test_upcoming_shows_jittered_fire_times() -> None:
     ups = upcoming(tr, "web", iso("2026-06-15T12:30:00Z"), 3)
     assert [u.slot for u in ups] == tr.slots_after(iso("2026-06-15T12:30:00Z"), 3)
     for u in ups:
-        assert u.fire_at == fire_at("web", u.slot, timedelta(minutes=10), u.slot + timedelta(hours=1))
+        assert u.fire_at == fire_at(
+            "web", u.slot, timedelta(minutes=10), u.slot + timedelta(hours=1)
+        )
 
 
-def _plan(policy: str, now: str = "2026-06-15T12:00:20Z", window: str = "3h") -> list[tuple[str, str, str]]:
+def _plan(
+    policy: str, now: str = "2026-06-15T12:00:20Z", window: str = "3h"
+) -> list[tuple[str, str, str]]:
     hours = {"3h": timedelta(hours=3), "90m": timedelta(minutes=90)}[window]
     return [
         (d.slot.strftime("%H:%M"), d.action, d.reason)
@@ -54,7 +58,11 @@ def _plan(policy: str, now: str = "2026-06-15T12:00:20Z", window: str = "3h") ->
 def test_misfire_all_runs_each_missed_slot_inside_the_window() -> None:
     # now is 12:00:20 and the window 3h: 09:00 is 3h00m20s old, just outside
     assert _plan("all") == [
-        ("07:00", "skip", "misfire"), ("08:00", "skip", "misfire"), ("09:00", "skip", "misfire"), ("10:00", "run", "catch-up"), ("11:00", "run", "catch-up"),
+        ("07:00", "skip", "misfire"),
+        ("08:00", "skip", "misfire"),
+        ("09:00", "skip", "misfire"),
+        ("10:00", "run", "catch-up"),
+        ("11:00", "run", "catch-up"),
         ("12:00", "run", "on-time"),
     ]
 
@@ -69,17 +77,33 @@ def test_misfire_once_runs_one_catch_up() -> None:
     assert [a for _, a, _ in _plan("once")] == ["skip"] * 5 + ["run"]
     # no on-time slot: the newest missed slot inside the window runs
     assert _plan("once", now="2026-06-15T11:40:00Z", window="90m") == [
-        ("07:00", "skip", "misfire"), ("08:00", "skip", "misfire"), ("09:00", "skip", "misfire"),
-        ("10:00", "skip", "misfire"), ("11:00", "run", "catch-up"),
+        ("07:00", "skip", "misfire"),
+        ("08:00", "skip", "misfire"),
+        ("09:00", "skip", "misfire"),
+        ("10:00", "skip", "misfire"),
+        ("11:00", "run", "catch-up"),
     ]
 
 
 def test_misfire_with_nothing_missed_is_empty_and_bad_policies_are_refused() -> None:
-    assert plan_missed(HOURLY, iso("2026-06-15T12:00:00Z"), iso("2026-06-15T12:59:00Z"),
-                       "once", timedelta(hours=1)) == []
+    assert (
+        plan_missed(
+            HOURLY,
+            iso("2026-06-15T12:00:00Z"),
+            iso("2026-06-15T12:59:00Z"),
+            "once",
+            timedelta(hours=1),
+        )
+        == []
+    )
     with pytest.raises(ValueError):
-        plan_missed(HOURLY, iso("2026-06-15T12:00:00Z"), iso("2026-06-15T12:59:00Z"),
-                    "later", timedelta(hours=1))  # type: ignore[arg-type]
+        plan_missed(
+            HOURLY,
+            iso("2026-06-15T12:00:00Z"),
+            iso("2026-06-15T12:59:00Z"),
+            "later",
+            timedelta(hours=1),
+        )  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

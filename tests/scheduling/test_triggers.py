@@ -16,23 +16,29 @@ NOW = iso("2026-06-15T12:00:00Z")
 def test_daily_fires_every_day_at_its_time_in_its_zone() -> None:
     tr = trigger("Europe/Berlin", daily={"at": "06:30"})
     assert local_isos(tr, "2026-06-15T12:00:00Z", 2) == [
-        "2026-06-16T06:30:00+02:00", "2026-06-17T06:30:00+02:00",
+        "2026-06-16T06:30:00+02:00",
+        "2026-06-17T06:30:00+02:00",
     ]
 
 
 def test_weekly_fires_on_each_listed_day() -> None:
     tr = trigger(weekly={"days": ["thu", "mon"], "at": "02:00:30"})
     assert local_isos(tr, "2026-06-15T12:00:00Z", 3) == [  # 2026-06-15 is a Monday
-        "2026-06-18T02:00:30+00:00", "2026-06-22T02:00:30+00:00", "2026-06-25T02:00:30+00:00",
+        "2026-06-18T02:00:30+00:00",
+        "2026-06-22T02:00:30+00:00",
+        "2026-06-25T02:00:30+00:00",
     ]
 
 
 def test_monthly_skips_months_without_the_day_and_last_means_the_last_day() -> None:
     assert local_isos(trigger(monthly={"day": 31, "at": "03:00"}), "2026-03-31T12:00:00Z", 3) == [
-        "2026-05-31T03:00:00+00:00", "2026-07-31T03:00:00+00:00", "2026-08-31T03:00:00+00:00",
+        "2026-05-31T03:00:00+00:00",
+        "2026-07-31T03:00:00+00:00",
+        "2026-08-31T03:00:00+00:00",
     ]
-    assert local_isos(trigger(monthly={"day": "last", "at": "03:00"}), "2028-01-31T12:00:00Z",
-                      2) == ["2028-02-29T03:00:00+00:00", "2028-03-31T03:00:00+00:00"]
+    assert local_isos(
+        trigger(monthly={"day": "last", "at": "03:00"}), "2028-01-31T12:00:00Z", 2
+    ) == ["2028-02-29T03:00:00+00:00", "2028-03-31T03:00:00+00:00"]
 
 
 def test_yearly_on_february_29_fires_in_leap_years_only() -> None:
@@ -51,7 +57,9 @@ def test_at_fires_once_and_naive_is_local_while_aware_is_an_instant() -> None:
 def test_every_is_anchored_to_start_and_without_start_to_the_epoch() -> None:
     anchored = trigger(every="45m", start="2026-06-15T12:10:00Z")
     assert local_isos(anchored, "2026-06-15T12:00:00Z", 3) == [
-        "2026-06-15T12:10:00+00:00", "2026-06-15T12:55:00+00:00", "2026-06-15T13:40:00+00:00",
+        "2026-06-15T12:10:00+00:00",
+        "2026-06-15T12:55:00+00:00",
+        "2026-06-15T13:40:00+00:00",
     ]
     assert local_isos(anchored, "2026-06-15T12:55:00Z", 1) == ["2026-06-15T13:40:00+00:00"]
     free = trigger(every="7d")  # 1970-01-01 was a Thursday
@@ -62,7 +70,8 @@ def test_start_and_end_bound_the_slots_inclusively() -> None:
     tr = trigger(daily={"at": "12:00"}, start="2026-07-01T12:00:00Z", end="2026-07-03T12:00:00Z")
     assert [s.day for s in tr.slots_after(NOW, 10)] == [1, 2, 3]
     assert list(tr.due_between(iso("2026-07-01T12:00:00Z"), iso("2026-07-03T12:00:00Z"))) == [
-        iso("2026-07-02T12:00:00Z"), iso("2026-07-03T12:00:00Z"),
+        iso("2026-07-02T12:00:00Z"),
+        iso("2026-07-03T12:00:00Z"),
     ]
 
 
@@ -79,12 +88,20 @@ def test_the_timezone_comes_from_when_or_else_the_default() -> None:
         ({"cron": "0 0 12 ? * 8"}, "cron", "when-invalid"),
         ({"cron": "0 9 * * *", "timezone": "Mars/Olympus"}, "timezone", "timezone-unknown"),
         ({"cron": "0 9 * * *", "timezone": "../etc/passwd"}, "timezone", "timezone-unknown"),
-        ({"daily": {"at": "09:00"}, "start": "2026-02-01T00:00:00", "end": "2026-01-01T00:00:00"},
-         "end", "when-window"),
+        (
+            {
+                "daily": {"at": "09:00"},
+                "start": "2026-02-01T00:00:00",
+                "end": "2026-01-01T00:00:00",
+            },
+            "end",
+            "when-window",
+        ),
     ],
 )
-def test_build_trigger_names_the_field_at_fault(fields: dict[str, object], field: str,
-                                                code: str) -> None:
+def test_build_trigger_names_the_field_at_fault(
+    fields: dict[str, object], field: str, code: str
+) -> None:
     with pytest.raises(WhenError) as info:
         build_trigger(when(**fields), "UTC")
     assert (info.value.field, info.value.code) == (field, code)
@@ -103,13 +120,20 @@ def test_check_when_reports_a_cron_error_with_its_column() -> None:
         ({"yearly": {"month": "feb", "day": 30, "at": "00:00"}}, ("yearly", "day")),
         ({"yearly": {"month": "apr", "day": 31, "at": "00:00"}}, ("yearly", "day")),
         ({"cron": "0 15 10 ? * 6L 2002-2005"}, ("cron",)),
-        ({"daily": {"at": "09:00"}, "start": "2026-07-01T10:00:00Z",
-          "end": "2026-07-02T08:00:00Z"}, ("end",)),
+        (
+            {
+                "daily": {"at": "09:00"},
+                "start": "2026-07-01T10:00:00Z",
+                "end": "2026-07-02T08:00:00Z",
+            },
+            ("end",),
+        ),
         ({"at": "2026-07-01T00:00:00Z", "start": "2026-08-01T00:00:00Z"}, ("at",)),
     ],
 )
-def test_check_when_finds_schedules_that_can_never_fire(fields: dict[str, object],
-                                                         field: tuple[str, ...]) -> None:
+def test_check_when_finds_schedules_that_can_never_fire(
+    fields: dict[str, object], field: tuple[str, ...]
+) -> None:
     [p] = check_when(when(**fields), "UTC", NOW)
     assert (p.code, p.severity, p.field) == ("when-never", "error", field), p.message
 
@@ -117,16 +141,23 @@ def test_check_when_finds_schedules_that_can_never_fire(fields: dict[str, object
 def test_check_when_warns_about_an_at_already_past_and_accepts_good_schedules() -> None:
     [p] = check_when(when(at="2026-01-01T00:00:00"), "UTC", NOW)
     assert (p.code, p.severity, p.field) == ("when-past", "warning", ("at",))
-    for fields in ({"at": "2027-01-01T00:00:00"}, {"cron": "0 0 29 2 *"},
-                   {"every": "15m"}, {"monthly": {"day": 31, "at": "01:00"}}):
+    for fields in (
+        {"at": "2027-01-01T00:00:00"},
+        {"cron": "0 0 29 2 *"},
+        {"every": "15m"},
+        {"monthly": {"day": 31, "at": "01:00"}},
+    ):
         assert check_when(when(**fields), "UTC", NOW) == []
 
 
 def test_check_when_reports_timezone_and_window_codes() -> None:
     [tz] = check_when(when(daily={"at": "09:00"}, timezone="Nowhere/City"), "UTC", NOW)
     assert (tz.code, tz.field) == ("timezone-unknown", ("timezone",))
-    [win] = check_when(when(daily={"at": "09:00"}, start="2026-01-01T00:00:00",
-                            end="2026-01-01T00:00:00"), "UTC", NOW)
+    [win] = check_when(
+        when(daily={"at": "09:00"}, start="2026-01-01T00:00:00", end="2026-01-01T00:00:00"),
+        "UTC",
+        NOW,
+    )
     assert (win.code, win.field) == ("when-window", ("end",))
 
 
