@@ -1,0 +1,261 @@
+"""Time zones and the DST rule: turning local wall-clock matches into instants. Pure.
+
+The rule (``SPEC.md`` section 3, Debian cron's rule), the same for every form of ``when``:
+
+* **fixed-time** schedules (``at``, ``daily``, ``weekly``, ``monthly``, ``yearly`` and cron
+  expressions whose second, minute and hour fields hold no ``*``) fire once on each matching
+  local day: a time inside a spring-forward gap fires at the first instant after the gap, a
+  time that occurs twice at fall-back fires at its first occurrence only
+  (:func:`next_fixed`);
+* **real-time** schedules (a ``*`` in one of those fields) follow real time: every instant
+  whose local wall-clock time matches fires, so a local time that does not exist is skipped
+  and one that occurs twice fires twice (:func:`next_real`).
+
+Instants are handled as integer POSIX seconds (schedules have whole-second resolution);
+offsets as integer seconds. A :class:`Zone` wraps a :class:`zoneinfo.ZoneInfo` and finds its
+offset transitions by probing the zone itself (cached per zone and year), so the answers are
+always those of the tz database that ``zoneinfo`` loaded. Nothing here reads the clock.
+
+Called by :mod:`reconciler.scheduling.triggers`.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from datetime import UTC, datetime, timedelta
+from typing import Final
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from reconciler.scheduling.cron import CronExpression
+
+EPOCH: Final = datetime(1970, 1, 1)
+EPOCH_UTC: Final = datetime(1970, 1, 1, tzinfo=UTC)
+ONE_SECOND: Final = timedelta(seconds=1)
+_PROBE_STEP: Final = 6 * 3600  # transitions are months apart; pairs closer than this are unseen
+
+#: Zone names that are a fixed offset from UTC (no transitions to look for).
+_FIXED_KEYS: Final = frozenset(
+    {
+        "UTC",
+        "Etc/UTC",
+        "Etc/UCT",
+        "UCT",
+        "Etc/Universal",
+        "Universal",
+        "Etc/Zulu",
+        "Zulu",
+        "GMT",
+        "Etc/GMT",
+        "Etc/GMT0",
+        "Etc/GMT+0",
+        "Etc/GMT-0",
+        "GMT0",
+        "GMT+0",
+        "GMT-0",
+        "Etc/Greenwich",
+        "Greenwich",
+    }
+)
+
+
+class UnknownTimezone(ValueError):
+    """A name that is not an IANA time zone known to the tz database."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"{name!r} is not an IANA time zone name (like Europe/Berlin or UTC)")
+        self.name = name
+
+
+def days_from_civil(y: int, m: int, d: int) -> int:
+    """Days from 1970-01-01 to the Gregorian date ``y-m-d`` (Howard Hinnant's algorithm)."""
+    y -= m <= 2
+    era = (y if y >= 0 else y - 399) // 400
+    yoe = y - era * 400
+    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
+def wall_seconds(y: int, mo: int, d: int, h: int, mi: int, s: int) -> int:
+    """A wall-clock time as seconds since 1970-01-01T00:00 of the same clock."""
+    return days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + s
+
+
+def wall_tuple(seconds: int) -> tuple[int, int, int, int, int, int]:
+    """The inverse of :func:`wall_seconds`."""
+    t = EPOCH + timedelta(seconds=seconds)
+    return t.year, t.month, t.day, t.hour, t.minute, t.second
+
+
+def floor_seconds(t: datetime) -> int:
+    """POSIX seconds of an aware datetime, rounded down to the whole second."""
+    if t.tzinfo is None or t.utcoffset() is None:
+        raise ValueError(f"{t!r} is a naive datetime; instants must carry a time zone")
+    if t.microsecond == 0:
+        return int(t.timestamp())  # exact for whole seconds
+    return (t - EPOCH_UTC) // ONE_SECOND
+
+
+def instant(seconds: int) -> datetime:
+    """POSIX seconds as an aware UTC datetime."""
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+class Zone:
+    """An IANA time zone with cached offset transitions."""
+
+    __slots__ = ("_years", "fixed_offset", "info", "key")
+
+    def __init__(self, key: str, info: ZoneInfo) -> None:
+        self.key = key
+        self.info = info
+        self.fixed_offset: int | None = None
+        if key in _FIXED_KEYS or key.startswith("Etc/GMT"):
+            off = datetime(2000, 1, 1, tzinfo=info).utcoffset()
+            assert off is not None
+            self.fixed_offset = int(off.total_seconds())
+        self._years: dict[int, tuple[list[int], list[tuple[int, int, int]]]] = {}
+
+    def __repr__(self) -> str:
+        return f"Zone({self.key!r})"
+
+    def offset_at(self, ts: int) -> int:
+        """The UTC offset in seconds at instant ``ts``."""
+        if self.fixed_offset is not None:
+            return self.fixed_offset
+        off = datetime.fromtimestamp(ts, self.info).utcoffset()
+        assert off is not None
+        return int(off.total_seconds())
+
+    def local(self, ts: int) -> datetime:
+        """Instant ``ts`` as an aware datetime in this zone (with its local offset)."""
+        return datetime.fromtimestamp(ts, self.info)
+
+    def _year(self, year: int) -> tuple[list[int], list[tuple[int, int, int]]]:
+        got = self._years.get(year)
+        if got is not None:
+            return got
+        start = days_from_civil(year, 1, 1) * 86400
+        end = days_from_civil(year + 1, 1, 1) * 86400
+        found: list[tuple[int, int, int]] = []
+        prev_ts, prev_off = start, self.offset_at(start)
+        ts = start
+        while ts < end:
+            ts = min(ts + _PROBE_STEP, end)
+            off = self.offset_at(ts)
+            if off != prev_off:
+                lo, hi = prev_ts, ts  # offset(lo) == prev_off, offset(hi) == off
+                while hi - lo > 1:
+                    mid = (lo + hi) // 2
+                    if self.offset_at(mid) == prev_off:
+                        lo = mid
+                    else:
+                        hi = mid
+                found.append((hi, prev_off, off))
+            prev_ts, prev_off = ts, off
+        got = ([t for t, _, _ in found], found)
+        self._years[year] = got
+        return got
+
+    def first_transition(self, after: int, until: int) -> tuple[int, int, int] | None:
+        """The first offset change at an instant T with ``after < T <= until``.
+
+        Returns ``(T, offset_before, offset_after)`` or None.
+        """
+        if self.fixed_offset is not None or until <= after:
+            return None
+        y0 = (EPOCH + timedelta(seconds=after)).year
+        y1 = (EPOCH + timedelta(seconds=until)).year
+        for year in range(y0, y1 + 1):
+            times, found = self._year(year)
+            i = bisect_right(times, after)
+            if i < len(times):
+                return found[i] if times[i] <= until else None
+        return None
+
+    def resolve_fixed(self, y: int, mo: int, d: int, h: int, mi: int, s: int) -> int:
+        """The instant of a local wall-clock time under the fixed-time rule.
+
+        A time that exists once is that instant; one that occurs twice is its first
+        occurrence; one inside a spring-forward gap is the first instant after the gap.
+        """
+        wall = wall_seconds(y, mo, d, h, mi, s)
+        if self.fixed_offset is not None:
+            return wall - self.fixed_offset
+        naive = datetime(y, mo, d, h, mi, s)
+        off0 = naive.replace(tzinfo=self.info).utcoffset()
+        off1 = naive.replace(tzinfo=self.info, fold=1).utcoffset()
+        assert off0 is not None and off1 is not None
+        o0, o1 = int(off0.total_seconds()), int(off1.total_seconds())
+        if o0 >= o1:  # exists once, or twice (first occurrence uses the earlier offset)
+            return wall - o0
+        # inside a gap: the transition lies between the two candidate instants
+        tr = self.first_transition(wall - o1 - 1, wall - o0)
+        if tr is None:  # pragma: no cover - zoneinfo and the probe disagree
+            return wall - o0
+        return tr[0]
+
+
+_ZONES: dict[str, Zone] = {}
+
+
+def get_zone(name: str) -> Zone:
+    """The :class:`Zone` for an IANA name; raises :class:`UnknownTimezone`."""
+    got = _ZONES.get(name)
+    if got is not None:
+        return got
+    if not isinstance(name, str) or not name or name != name.strip():
+        raise UnknownTimezone(str(name))
+    try:
+        info = ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError) as e:
+        raise UnknownTimezone(name) from e
+    zone = Zone(name, info)
+    _ZONES[name] = zone
+    return zone
+
+
+def _local_fields(zone: Zone, ts: int) -> tuple[int, int, int, int, int, int, int]:
+    """Wall-clock fields of instant ``ts`` in ``zone``, and the offset there."""
+    if zone.fixed_offset is not None:
+        off = zone.fixed_offset
+        return (*wall_tuple(ts + off), off)
+    loc = datetime.fromtimestamp(ts, zone.info)
+    delta = loc.utcoffset()
+    assert delta is not None
+    return (
+        loc.year,
+        loc.month,
+        loc.day,
+        loc.hour,
+        loc.minute,
+        loc.second,
+        delta.days * 86400 + delta.seconds,
+    )
+
+
+def next_fixed(expr: CronExpression, zone: Zone, after: int) -> int | None:
+    """The first slot strictly after instant ``after`` under the fixed-time rule."""
+    y, mo, d, h, mi, s, _ = _local_fields(zone, after)
+    cand = expr.next_local(y, mo, d, h, mi, s + 1)
+    while cand is not None:
+        ts = zone.resolve_fixed(*cand)
+        if ts > after:
+            return ts
+        cand = expr.next_local(cand[0], cand[1], cand[2], cand[3], cand[4], cand[5] + 1)
+    return None
+
+
+def next_real(expr: CronExpression, zone: Zone, after: int) -> int | None:
+    """The first instant strictly after ``after`` whose local wall-clock time matches."""
+    y, mo, d, h, mi, s, off = _local_fields(zone, after)
+    cand = expr.next_local(y, mo, d, h, mi, s + 1)
+    seg_start = after
+    while cand is not None:
+        ts = wall_seconds(*cand) - off
+        tr = zone.first_transition(seg_start, ts)
+        if tr is None:
+            return ts
+        seg_start, _, off = tr
+        cand = expr.next_local(*wall_tuple(seg_start + off))
+    return None
