@@ -42,8 +42,14 @@ def cli(args: list[str], env: dict[str, str]) -> tuple[float, float]:
     """(wall, CPU of the child) of one `python -m reconciler ...` run."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
-    subprocess.run([PY, "-m", "reconciler", *args], cwd=ROOT, env=env, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [PY, "-m", "reconciler", *args],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     wall = time.perf_counter() - t
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -60,24 +66,36 @@ def baselines(doc: bytes, repo: Path, runs: int) -> None:
 
     print("building blocks (median per call)")
     n = 200
-    c_load = median_of(lambda: [yaml.load(doc, Loader=yaml.CSafeLoader) for _ in range(n)], runs) / n
+    c_load = (
+        median_of(lambda: [yaml.load(doc, Loader=yaml.CSafeLoader) for _ in range(n)], runs) / n
+    )
     row("PyYAML CSafeLoader, one 30-line document", c_load, "ms")
-    py_load = median_of(lambda: [yaml.load(doc, Loader=yaml.SafeLoader) for _ in range(n)], runs) / n
+    py_load = (
+        median_of(lambda: [yaml.load(doc, Loader=yaml.SafeLoader) for _ in range(n)], runs) / n
+    )
     row("PyYAML pure SafeLoader, same document", py_load, "ms", extra=f"{py_load / c_load:.1f}x C")
     try:
         from ruamel.yaml import YAML
 
         rt = YAML(typ="rt")
         r_load = median_of(lambda: [rt.load(doc) for _ in range(n // 4)], runs) / (n // 4)
-        row("ruamel.yaml round-trip loader, same document", r_load, "ms",
-            extra=f"{r_load / c_load:.1f}x C")
+        row(
+            "ruamel.yaml round-trip loader, same document",
+            r_load,
+            "ms",
+            extra=f"{r_load / c_load:.1f}x C",
+        )
     except ImportError:
         print("  ruamel.yaml not installed: skipped")
     from reconciler.loading.loader import load_file
 
     ours = median_of(lambda: [load_file("s.yaml", doc) for _ in range(n)], runs) / n
-    row("reconciler load_file: parse + validate + canonical JSON", ours, "ms",
-        extra=f"{ours / c_load:.2f}x PyYAML C load")
+    row(
+        "reconciler load_file: parse + validate + canonical JSON",
+        ours,
+        "ms",
+        extra=f"{ours / c_load:.2f}x PyYAML C load",
+    )
     from reconciler.model.documents import Schedule
 
     data = yaml.load(doc, Loader=yaml.CSafeLoader)
@@ -108,14 +126,26 @@ def baselines(doc: bytes, repo: Path, runs: int) -> None:
             return sum(1 for _ in g.head.commit.tree.traverse())
 
         lg = median_of(list_gitpython, max(1, runs // 2))
-        row("list (path, blob SHA) of the commit: GitPython (pure GitDB)", lg, "ms",
-            extra=f"{lg / lp:.1f}x pygit2")
+        row(
+            "list (path, blob SHA) of the commit: GitPython (pure GitDB)",
+            lg,
+            "ms",
+            extra=f"{lg / lp:.1f}x pygit2",
+        )
     except ImportError:
         print("  GitPython not installed: skipped")
-    ll = median_of(lambda: subprocess.run(["git", "ls-tree", "-r", "HEAD"], cwd=repo,
-                                          capture_output=True, check=True), runs)
-    row("list (path, blob SHA) of the commit: git ls-tree -r", ll, "ms",
-        extra=f"{ll / lp:.1f}x pygit2")
+    ll = median_of(
+        lambda: subprocess.run(
+            ["git", "ls-tree", "-r", "HEAD"], cwd=repo, capture_output=True, check=True
+        ),
+        runs,
+    )
+    row(
+        "list (path, blob SHA) of the commit: git ls-tree -r",
+        ll,
+        "ms",
+        extra=f"{ll / lp:.1f}x pygit2",
+    )
 
 
 def main() -> None:
@@ -134,12 +164,19 @@ def main() -> None:
         for i in range(max(1, args.runs // 2)):
             env["RECONCILER_CACHE_DIR"] = f"{tmp}/cache-cold-{i}"
             colds.append(cli(["validate", str(repo), "--rev", "HEAD"], env))
-        row("validate, cold cache: CPU (process total)", statistics.median(c for _, c in colds),
-            "s", "goal <= 4 s")
+        row(
+            "validate, cold cache: CPU (process total)",
+            statistics.median(c for _, c in colds),
+            "s",
+            "goal <= 4 s",
+        )
         env["RECONCILER_CACHE_DIR"] = f"{tmp}/cache-cold-0"
         warm = [cli(["validate", str(repo), "--rev", "HEAD"], env) for _ in range(args.runs)]
-        row("validate again, same revision: CLI wall (with start-up)",
-            statistics.median(w for w, _ in warm), "s")
+        row(
+            "validate again, same revision: CLI wall (with start-up)",
+            statistics.median(w for w, _ in warm),
+            "s",
+        )
 
         os.environ["RECONCILER_CACHE_DIR"] = f"{tmp}/cache-cold-0"
         from reconciler.engine import desired
@@ -159,8 +196,12 @@ def main() -> None:
         for i in range(args.runs):
             commit_one_change(repo, i=100 + i, tweak=i + 1)
             one_change.append(median_of(lambda: fresh_load("HEAD"), 1))
-        row("load a revision that changes one file: in-process", statistics.median(one_change),
-            "s", "goal <= 0.3 s")
+        row(
+            "load a revision that changes one file: in-process",
+            statistics.median(one_change),
+            "s",
+            "goal <= 0.3 s",
+        )
         commit_one_change(repo, i=999, tweak=3)
         one_cli = cli(["validate", str(repo), "--rev", "HEAD"], env)
         row("validate a revision that changes one file: CLI wall", one_cli[0], "s")

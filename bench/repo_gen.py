@@ -14,7 +14,9 @@ FORMS = [
 ]
 
 BASE = {
-    "reconciler.yaml": "apiVersion: reconciler/v1\nkind: Settings\nspec: {timezone: Europe/Berlin}\n",
+    "reconciler.yaml": (
+        "apiVersion: reconciler/v1\nkind: Settings\nspec: {timezone: Europe/Berlin}\n"
+    ),
     "inventory.yaml": """apiVersion: reconciler/v1
 kind: Inventory
 metadata: {name: fleet}
@@ -41,7 +43,9 @@ spec:
     - {name: level, type: choice, choices: [security, all], default: security}
     - {name: reboot, type: boolean, default: false}
 """,
-    "playbooks/patch.yml": "- hosts: all\n  gather_facts: false\n  tasks: [{ansible.builtin.ping: {}}]\n",
+    "playbooks/patch.yml": (
+        "- hosts: all\n  gather_facts: false\n  tasks: [{ansible.builtin.ping: {}}]\n"
+    ),
 }
 
 
@@ -99,8 +103,9 @@ def generate(root: Path, schedules: int, servers: int = 50) -> Path:
 
 def git(root: Path, *args: str) -> str:
     env_args = ["-c", "user.name=bench", "-c", "user.email=bench@example.com"]
-    out = subprocess.run(["git", *env_args, *args], cwd=root, check=True,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        ["git", *env_args, *args], cwd=root, check=True, capture_output=True, text=True
+    )
     return out.stdout.strip()
 
 

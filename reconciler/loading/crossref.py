@@ -630,7 +630,7 @@ class CrossChecker:
 
         assert isinstance(ld.doc, Schedule)
         when = ld.doc.spec.when
-        for problem in check_when(when, self.state.settings.timezone, self.now):
+        for problem in check_when(when, self._default_tz(), self.now):
             pos = self.pos(ld, ("spec", "when", *problem.field))
             if problem.column is not None and problem.field == ("cron",):
                 quote = 1 if self.locator.quoted(ld, ("spec", "when", "cron")) else 0
@@ -640,6 +640,11 @@ class CrossChecker:
                 self.sink.warning(pos, problem.code, msg)
             else:
                 self.sink.error(pos, problem.code, msg)
+
+    def _default_tz(self) -> str:
+        """Settings' time zone; an invalid one is reported once, on Settings, not per schedule."""
+        tz = self.state.settings.timezone
+        return tz if timezone_ok(tz) else "UTC"
 
     def _symlinks(self) -> None:
         for entry in self.entries.values():
