@@ -63,7 +63,8 @@ def render_change(c: Change, colour: bool) -> list[str]:
             state = imp.state + (f" ({imp.state_reason})" if imp.state_reason else "")
             lines.append(f"    state: {state}")
         if c.action == "create":
-            lines.append(f"    next fire times ({imp.timezone}): {_times(imp.next_after)}")
+            when = "next fire times" if imp.state == "active" else "fire times once active"
+            lines.append(f"    {when} ({imp.timezone}): {_times(imp.next_after)}")
             lines.append(f"    servers: {', '.join(imp.servers) or '(none)'}")
         elif c.action == "delete":
             lines.append(f"    fire times dropped: {_times(imp.next_before)}")

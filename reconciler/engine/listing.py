@@ -64,7 +64,8 @@ def list_schedules(store: StateStore, now: datetime, count: int) -> list[Schedul
             doc = Schedule.model_validate_json(rec.body)
             try:
                 trigger = build_trigger(doc.spec.when, tz)
-                fire = tuple(u.fire_at for u in upcoming(trigger, rec.name, now, count))
+                found = upcoming(trigger, rec.name, now, count)
+                fire = tuple(u.fire_at.astimezone(trigger.zone.info) for u in found)
             except WhenError:
                 fire = ()
         rows.append(

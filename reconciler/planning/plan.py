@@ -550,7 +550,9 @@ class Planner:
         trigger = self._trigger(schedule, default_tz)
         if trigger is None:
             return ()
-        return tuple(u.fire_at for u in upcoming(trigger, schedule.name, self.now, self.upcoming))
+        zone = trigger.zone.info
+        found = upcoming(trigger, schedule.name, self.now, self.upcoming)
+        return tuple(u.fire_at.astimezone(zone) for u in found)
 
     def _slot_delta(
         self, old: Schedule, new: Schedule
@@ -561,7 +563,9 @@ class Planner:
         limit = 500  # a every: 1m schedule has 10,080 slots a week; show the first ones
         after = set(_bounded(a.due_between(self.now, until), limit)) if a else set()
         before = set(_bounded(b.due_between(self.now, until), limit)) if b else set()
-        return tuple(sorted(after - before)), tuple(sorted(before - after))
+        added = tuple(t.astimezone(a.zone.info) for t in sorted(after - before)) if a else ()
+        dropped = tuple(t.astimezone(b.zone.info) for t in sorted(before - after)) if b else ()
+        return added, dropped
 
 
 def _bounded(it: Any, limit: int) -> list[datetime]:

@@ -1,6 +1,7 @@
 """Deterministic jitter: a delay that is a pure function of (schedule, slot). Pure.
 
-The delay of a slot is ``floor(h * span / 2**64)`` microseconds, where ``h`` is the first 64
+The delay of a slot is ``floor(h * span / 2**64)`` whole seconds (fire times print cleanly
+and a slot never starts a fraction of a second apart on two replicas), where ``h`` is the first 64
 bits of BLAKE2b over the schedule name and the slot's POSIX second, and ``span`` is the
 smaller of ``jitter`` and the time to the next slot. So it lies in ``[0, jitter)``, it never
 pushes a run to or past the next slot, and every replica computes the same value after any
@@ -16,7 +17,7 @@ from hashlib import blake2b
 
 from reconciler.scheduling.zones import floor_seconds
 
-_ONE_US = timedelta(microseconds=1)
+_ONE_S = timedelta(seconds=1)
 
 
 def jitter_delay(
@@ -31,12 +32,12 @@ def jitter_delay(
     span = jitter
     if next_slot is not None:
         span = min(span, next_slot - slot)
-    span_us = span // _ONE_US
-    if span_us <= 0:
+    span_s = span // _ONE_S
+    if span_s <= 0:
         return timedelta(0)
     key = f"{schedule_name}\x00{floor_seconds(slot)}".encode()
     h = int.from_bytes(blake2b(key, digest_size=8).digest(), "big")
-    return timedelta(microseconds=(h * span_us) >> 64)
+    return timedelta(seconds=(h * span_s) >> 64)
 
 
 def fire_at(
