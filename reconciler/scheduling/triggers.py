@@ -33,6 +33,7 @@ Called by the loader (:func:`check_when`), the planner, the daemon and ``cron ex
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
@@ -103,7 +104,7 @@ class WhenProblem:
     column: int | None = None  #: 1-based column inside a cron expression
 
 
-class Trigger:
+class Trigger(ABC):
     """The slots of one ``when``: nominal fire instants, strictly increasing.
 
     Attributes: ``form`` (``at``, ``every``, ``daily``, ...), ``timezone`` (IANA name),
@@ -149,8 +150,9 @@ class Trigger:
         self.end = instant(end) if end is not None else None
         self.jitter = jitter if jitter else None
 
-    def _next(self, after: int) -> int | None:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def _next(self, after: int) -> int | None:
+        """The first slot strictly after ``after`` (POSIX seconds), ignoring the window."""
 
     def next_seconds(self, after: int) -> int | None:
         """:meth:`next_after` on POSIX seconds (the hot path of the daemon and the loader)."""
