@@ -16,7 +16,9 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/reconciler validate example-repo
-	$(BIN)/reconciler cron explain '0 30 2 ? * MON-FRI' --timezone Europe/Berlin --count 3
+	$(BIN)/reconciler plan example-repo --state .reconciler/state.sqlite
+	$(BIN)/reconciler apply example-repo --yes --state .reconciler/state.sqlite
+	$(BIN)/reconciler schedules --state .reconciler/state.sqlite
 
 lint: $(STAMP)
 	$(BIN)/ruff check reconciler tests bench

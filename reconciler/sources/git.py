@@ -47,12 +47,28 @@ class GitSnapshot:
     """The files of one commit."""
 
     def __init__(
-        self, repo: pygit2.Repository, commit: pygit2.Commit, cache: ListingCache | None = None
+        self,
+        repo: pygit2.Repository,
+        commit: pygit2.Commit,
+        cache: ListingCache | None = None,
+        subdir: str = "",
     ) -> None:
         self._repo = repo
         self._commit = commit
         self._cache = cache
         self._entries: dict[str, Entry] | None = None
+        self._tree = commit.tree
+        if subdir:
+            try:
+                sub = commit.tree[subdir]
+            except KeyError:
+                raise SourceError(
+                    f"{subdir}/ does not exist at {str(commit.id)[:12]}"
+                ) from None
+            tree = repo[sub.id]
+            if not isinstance(tree, pygit2.Tree):
+                raise SourceError(f"{subdir} is not a directory at {str(commit.id)[:12]}")
+            self._tree = tree
 
     @property
     def revision(self) -> str:
@@ -60,7 +76,7 @@ class GitSnapshot:
 
     @property
     def tree_id(self) -> str:
-        return str(self._commit.tree_id)
+        return str(self._tree.id)
 
     @property
     def commit(self) -> pygit2.Commit:
@@ -69,7 +85,7 @@ class GitSnapshot:
     @property
     def entries(self) -> Mapping[str, Entry]:
         if self._entries is None:
-            key = f"tree:{self._commit.tree_id}"
+            key = f"tree:{self._tree.id}"
             cached = self._cache.get_many([key]).get(key) if self._cache else None
             if cached is not None:
                 self._entries = {
@@ -78,7 +94,7 @@ class GitSnapshot:
                 }
             else:
                 out: dict[str, Entry] = {}
-                self._walk(self._commit.tree, "", out)
+                self._walk(self._tree, "", out)
                 self._entries = out
                 if self._cache is not None:
                     rows = [(e.path, e.blob_id, str(e.type), e.link_target) for e in out.values()]
@@ -124,6 +140,7 @@ class GitSource:
     ) -> None:
         self.location = location
         self.listing_cache = listing_cache
+        self.subdir = ""
         self.display = redact(location)
         if is_url(location):
             base = Path(cache_dir or default_cache_dir()) / "repos"
@@ -134,6 +151,12 @@ class GitSource:
             if found is None:
                 raise SourceError(f"{location} is not a Git repository")
             self.repo = pygit2.Repository(found)
+            # REPO may be a folder inside a work tree (a monorepo): read that subtree only.
+            workdir = self.repo.workdir
+            if workdir:
+                rel = os.path.relpath(os.path.realpath(location), os.path.realpath(workdir))
+                if rel != "." and not rel.startswith(".."):
+                    self.subdir = rel.replace(os.sep, "/")
 
     def _clone_or_fetch(self, base: Path) -> pygit2.Repository:
         try:
@@ -171,7 +194,7 @@ class GitSource:
         sha = self.resolve(rev)
         commit = self.repo[sha]
         assert isinstance(commit, pygit2.Commit)
-        return GitSnapshot(self.repo, commit, self.listing_cache)
+        return GitSnapshot(self.repo, commit, self.listing_cache, self.subdir)
 
     def default_revision(self, branch: str | None = None) -> str:
         """The head of the tracked branch (``branch``, else the remote/HEAD's branch)."""
