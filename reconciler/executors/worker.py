@@ -297,7 +297,7 @@ def slim_event(event: Mapping[str, Any]) -> dict[str, Any]:
         "counter": event.get("counter"),
         "stdout": event.get("stdout", ""),
     }
-    for key in ("host", "task", "task_action", "task_path", "play", "item"):
+    for key in ("host", "task", "task_action", "task_path", "play", "item", "ignore_errors"):
         if data.get(key) is not None:
             out[key] = data[key]
     res = data.get("res")
