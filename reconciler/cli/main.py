@@ -21,6 +21,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "plan": ("reconciler.cli.plan:plan", "Show what applying a revision would change."),
     "apply": ("reconciler.cli.plan:apply", "Apply a revision or a saved plan to the state."),
     "schedules": ("reconciler.cli.schedules:schedules", "List schedules, states and fire times."),
+    "run": ("reconciler.cli.runs:run", "Run a job template now."),
+    "runs": ("reconciler.cli.runs:runs", "Run history; runs show ID for one run."),
+    "logs": ("reconciler.cli.runs:logs", "The log of a run."),
+    "drift": ("reconciler.cli.runs:drift", "Configuration drift per server and template."),
 }
 
 

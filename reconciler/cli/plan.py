@@ -151,7 +151,7 @@ def apply(
                     text = fh.read()
             except OSError as e:
                 raise PlanFileError(f"cannot read {plan_file}: {e.strerror}") from None
-            p, _source = planfile.loads(text, plan_file)
+            p, source = planfile.loads(text, plan_file)
             current = store.serial()
             if current != p.base_serial:
                 raise StateConflict(
@@ -161,6 +161,7 @@ def apply(
             where = plan_file
         else:
             where, desired = _load(repo, rev, fmt, now)
+            source = repo
             p = eng.plan_against_state(desired, store, now, timedelta(days=7))
         if fmt == "text":
             render_plan(p, sys.stdout.isatty(), where)
@@ -176,7 +177,7 @@ def apply(
                     "not asking for confirmation without a terminal: pass --yes to apply"
                 )
             click.confirm("\nApply these changes?", abort=True)
-        serial = eng.apply_plan(store, p, now)
+        serial = eng.apply_plan(store, p, now, source)
         if fmt == "json":
             emit_json({**p.to_json(), "applied": True, "serial": serial})
         else:

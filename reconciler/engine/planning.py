@@ -5,6 +5,8 @@ Called by ``reconciler plan``, ``apply`` and ``schedules`` (and later by the dae
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections import defaultdict
 from datetime import datetime, timedelta
@@ -13,7 +15,14 @@ from pathlib import Path
 from reconciler.errors import SourceError
 from reconciler.loading.loader import LoadResult
 from reconciler.model.desired import DesiredState
-from reconciler.planning.plan import DecisionLookup, Decisions, Plan, Stored, make_plan
+from reconciler.planning.plan import (
+    SOURCE_KIND,
+    DecisionLookup,
+    Decisions,
+    Plan,
+    Stored,
+    make_plan,
+)
 from reconciler.stores.base import ObjectWrite, StateStore, open_store
 
 DEFAULT_STATE = os.path.join(".reconciler", "state.sqlite")
@@ -105,8 +114,27 @@ def plan_between(
     return Plan(plan.revision, 0, plan.created_at, plan.changes, plan.horizon, base.revision)
 
 
-def apply_plan(store: StateStore, plan: Plan, now: datetime) -> int:
-    """Write a plan in one transaction; raises StateConflict if the serial moved."""
+SOURCE_NAME = "repository"
+
+
+def source_location(repo: str) -> str:
+    """Where runs find the repository again: an absolute path, or the URL without credentials."""
+    from reconciler.sources.git import is_url, redact
+
+    return redact(repo) if is_url(repo) else os.path.realpath(repo)
+
+
+def applied_source(store: StateStore) -> str | None:
+    rec = store.get_object(SOURCE_KIND, SOURCE_NAME)
+    return str(json.loads(rec.body)["location"]) if rec else None
+
+
+def apply_plan(store: StateStore, plan: Plan, now: datetime, source: str | None = None) -> int:
+    """Write a plan in one transaction; raises StateConflict if the serial moved.
+
+    ``source`` (the REPO it was made from) is recorded so that runs can read the applied
+    revision's playbooks later.
+    """
     upserts = [
         ObjectWrite(
             c.kind,
@@ -121,6 +149,12 @@ def apply_plan(store: StateStore, plan: Plan, now: datetime) -> int:
         if c.action in ("create", "update")
     ]
     deletes = [(c.kind, c.name) for c in plan.changes if c.action == "delete"]
+    if source is not None:
+        body = json.dumps({"location": source_location(source)}, sort_keys=True)
+        digest = hashlib.sha256(body.encode()).hexdigest()
+        current = store.get_object(SOURCE_KIND, SOURCE_NAME)
+        if current is None or current.content_hash != digest:
+            upserts.append(ObjectWrite(SOURCE_KIND, SOURCE_NAME, digest, body, True))
     summary = plan.summary
     message = (
         f"{summary['create']} created, {summary['update']} updated, {summary['delete']} deleted"

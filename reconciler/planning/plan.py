@@ -23,13 +23,16 @@ from typing import Any, Literal
 from reconciler.model.common import Targets
 from reconciler.model.desired import DesiredState
 from reconciler.model.documents import Inventory, JobTemplate, Schedule, Settings
-from reconciler.model.inventory import Server
+from reconciler.model.inventory import Group, Server
 from reconciler.model.targets import TargetIndex
 from reconciler.planning.diff import FieldChange, diff
 
 Action = Literal["create", "update", "delete", "blocked"]
 ACTIONS: tuple[Action, ...] = ("create", "update", "delete", "blocked")
 SERVERS_KIND = "_Servers"
+#: internal object that records where the applied repository lives (runs read it); the
+#: planner leaves it alone
+SOURCE_KIND = "_Source"
 SERVERS_NAME = "all"
 SETTINGS_NAME = "settings"
 KIND_ORDER = ("Settings", "Inventory", "Policy", "Channel", "JobTemplate", "Schedule", SERVERS_KIND)
@@ -196,9 +199,36 @@ class Decisions:
 DecisionLookup = Callable[[str, str], Decisions]
 
 
-def servers_body(servers: Mapping[str, Server]) -> str:
-    data = {n: s.model_dump(mode="json", by_alias=True) for n, s in servers.items()}
+def servers_body(desired: DesiredState) -> str:
+    """The resolved inventory: servers (imports included), roles and environments with vars."""
+    data = {
+        "servers": {
+            n: s.model_dump(mode="json", by_alias=True) for n, s in desired.servers.items()
+        },
+        "roles": {n: g.model_dump(mode="json", by_alias=True) for n, g in desired.roles.items()},
+        "environments": {
+            n: g.model_dump(mode="json", by_alias=True) for n, g in desired.environments.items()
+        },
+    }
     return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class ResolvedInventory:
+    """The applied inventory as runs use it (from the internal ``_Servers/all`` object)."""
+
+    servers: dict[str, Server]
+    roles: dict[str, Group]
+    environments: dict[str, Group]
+
+    @classmethod
+    def from_body(cls, body: str) -> ResolvedInventory:
+        data = json.loads(body)
+        return cls(
+            {n: Server.model_validate(s) for n, s in data.get("servers", {}).items()},
+            {n: Group.model_validate(g) for n, g in data.get("roles", {}).items()},
+            {n: Group.model_validate(g) for n, g in data.get("environments", {}).items()},
+        )
 
 
 def _digest(body: str) -> str:
@@ -233,7 +263,7 @@ def _world_before(stored: Mapping[tuple[str, str], Stored]) -> _World:
     servers: dict[str, Server] = {}
     record = stored.get((SERVERS_KIND, SERVERS_NAME))
     if record is not None:
-        servers = {n: Server.model_validate(s) for n, s in json.loads(record.body).items()}
+        servers = ResolvedInventory.from_body(record.body).servers
     else:  # a state written before the server list was kept: merge the Inventory bodies
         for (kind, _), rec in stored.items():
             if kind == "Inventory":
@@ -290,7 +320,7 @@ class Planner:
         out: dict[tuple[str, str], tuple[str, str]] = {}
         for (kind, name), src in self.desired.sources.items():
             out[(kind, name)] = (src.digest, src.body.decode())
-        body = servers_body(self.desired.servers)
+        body = servers_body(self.desired)
         out[(SERVERS_KIND, SERVERS_NAME)] = (_digest(body), body)
         return out
 
@@ -324,9 +354,9 @@ class Planner:
                 changes.append(change)
         prune = self.desired.settings.prune
         for key, rec in self.stored.items():
-            if key in desired:
-                continue
             kind, name = key
+            if key in desired or kind == SOURCE_KIND:
+                continue
             label = "Settings" if kind == "Settings" else f'{kind} "{name}"'
             if not rec.managed:
                 changes.append(

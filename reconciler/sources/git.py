@@ -23,6 +23,7 @@ from reconciler.model.snapshot import Entry, EntryType
 _LINK_MODE = 0o120000
 _TREE_MODE = 0o040000
 _COMMIT_MODE = 0o160000  # submodule
+_EXEC_MODE = 0o100755
 _URL_RE = re.compile(r"^[a-z][a-z0-9+.-]*://|^[^/@\s]+@[^:/\s]+:")
 
 
@@ -57,14 +58,13 @@ class GitSnapshot:
         self._commit = commit
         self._cache = cache
         self._entries: dict[str, Entry] | None = None
+        self._executables: set[str] = set()
         self._tree = commit.tree
         if subdir:
             try:
                 sub = commit.tree[subdir]
             except KeyError:
-                raise SourceError(
-                    f"{subdir}/ does not exist at {str(commit.id)[:12]}"
-                ) from None
+                raise SourceError(f"{subdir}/ does not exist at {str(commit.id)[:12]}") from None
             tree = repo[sub.id]
             if not isinstance(tree, pygit2.Tree):
                 raise SourceError(f"{subdir} is not a directory at {str(commit.id)[:12]}")
@@ -85,19 +85,21 @@ class GitSnapshot:
     @property
     def entries(self) -> Mapping[str, Entry]:
         if self._entries is None:
-            key = f"tree:{self._tree.id}"
+            key = f"tree2:{self._tree.id}"
             cached = self._cache.get_many([key]).get(key) if self._cache else None
             if cached is not None:
-                self._entries = {
-                    p: Entry(p, b, EntryType(t), target)
-                    for p, b, t, target in marshal.loads(cached)
-                }
+                rows = marshal.loads(cached)
+                self._entries = {p: Entry(p, b, EntryType(t), tg) for p, b, t, tg, _ in rows}
+                self._executables = {p for p, _, _, _, x in rows if x}
             else:
                 out: dict[str, Entry] = {}
                 self._walk(self._tree, "", out)
                 self._entries = out
                 if self._cache is not None:
-                    rows = [(e.path, e.blob_id, str(e.type), e.link_target) for e in out.values()]
+                    rows = [
+                        (e.path, e.blob_id, str(e.type), e.link_target, e.path in self._executables)
+                        for e in out.values()
+                    ]
                     self._cache.put_many({key: marshal.dumps(rows)})
         return self._entries
 
@@ -116,12 +118,17 @@ class GitSnapshot:
                 continue
             else:
                 out[path] = Entry(path, str(e.id))
+                if mode == _EXEC_MODE:
+                    self._executables.add(path)
 
     def read(self, path: str) -> bytes:
         entry = self.entries.get(path)
         if entry is None:
             raise SourceError(f"{path} does not exist at {self.revision[:12]}")
         return self._blob(entry.blob_id)
+
+    def is_executable(self, path: str) -> bool:
+        return path in self._executables
 
     def _blob(self, oid: str) -> bytes:
         blob = self._repo[oid]

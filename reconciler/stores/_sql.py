@@ -739,6 +739,24 @@ class SqlStore(ABC):
             rows = tx.all(f"SELECT {_RUN_COLS} FROM rc_runs WHERE id = ?", (row[0],))
             return self._with_hosts(tx, rows)[0]
 
+    def claim_run(
+        self, run_id: int, worker_id: str, lease_seconds: float, now: datetime
+    ) -> RunRecord | None:
+        """Claim one given queued run (``reconciler run`` executes its own run); None when it
+        is not queued any more (another worker took it, or it was cancelled)."""
+        now = as_utc(now, "now")
+        ts = self._ts(now)
+        with self._tx("write") as tx:
+            taken = tx.run(
+                "UPDATE rc_runs SET status = 'running', worker = ?, lease_expires = ?, "
+                "started_at = ? WHERE id = ? AND status = 'queued'",
+                (worker_id, self._ts(now + timedelta(seconds=lease_seconds)), ts, run_id),
+            )
+            if not taken:
+                return None
+            rows = tx.all(f"SELECT {_RUN_COLS} FROM rc_runs WHERE id = ?", (run_id,))
+            return self._with_hosts(tx, rows)[0]
+
     def renew_lease(self, run_id: int, worker_id: str, lease_seconds: float, now: datetime) -> bool:
         """Extend the lease; False if the run is no longer running under ``worker_id``."""
         expires = as_utc(now, "now") + timedelta(seconds=lease_seconds)

@@ -365,6 +365,9 @@ class StateStore(Protocol):
     def claim_next_run(
         self, worker_id: str, lease_seconds: float, now: datetime
     ) -> RunRecord | None: ...
+    def claim_run(
+        self, run_id: int, worker_id: str, lease_seconds: float, now: datetime
+    ) -> RunRecord | None: ...
     def renew_lease(
         self, run_id: int, worker_id: str, lease_seconds: float, now: datetime
     ) -> bool: ...

@@ -1,0 +1,294 @@
+"""``reconciler run``, ``runs``, ``runs show``, ``logs`` and ``drift``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+
+from reconciler.cli.common import emit_json
+from reconciler.cli.state import state_option
+
+#: exit status of ``run --wait`` per final run status
+EXIT_CODES = {"succeeded": 0, "failed": 1, "timed-out": 124, "cancelled": 130}
+FINAL = ("succeeded", "failed", "cancelled", "timed-out", "abandoned", "skipped")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@click.command()
+@click.argument("template")
+@click.option("--server", "servers", multiple=True, help="Target this server (repeatable).")
+@click.option("--role", "roles", multiple=True, help="Target servers in this role.")
+@click.option("--env", "envs", multiple=True, help="Target servers in this environment.")
+@click.option("--var", "pairs", multiple=True, metavar="NAME=VALUE", help="A variable value.")
+@click.option("--simulate", is_flag=True, help="Check mode only: report, change nothing.")
+@click.option("--wait", is_flag=True, help="Run in the foreground and exit with its status.")
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@state_option
+@click.pass_context
+def run(
+    ctx: click.Context,
+    template: str,
+    servers: tuple[str, ...],
+    roles: tuple[str, ...],
+    envs: tuple[str, ...],
+    pairs: tuple[str, ...],
+    simulate: bool,
+    wait: bool,
+    fmt: str,
+    state: str | None,
+) -> None:
+    """Run TEMPLATE now from the applied revision (trigger cli).
+
+    Targets default to the template's; with none at all the playbook runs on localhost.
+    Without --wait the run continues in the background: follow it with `reconciler logs ID
+    --follow`. With --wait the exit status is 0 succeeded, 1 failed, 124 timed out,
+    130 cancelled.
+    """
+    from reconciler.engine import running as eng
+    from reconciler.engine.planning import open_state, state_url
+
+    targets = eng.RunTargets(servers, roles, envs)
+    with open_state(state) as store:
+        tmpl = eng.applied_template(store, template)
+        values = eng.parse_vars(tmpl, pairs)
+        record, resolved = eng.prepare_run(
+            store, template, targets, values, simulate, "cli", _now(), requested_by="cli"
+        )
+        secrets = {k: str(v) for k, v in resolved.secret_values.items()}
+        for name, ref in resolved.secrets.items():
+            secrets[name] = eng.resolve_secret(ref)
+        untrusted = {k: v for k, v in resolved.untrusted.items()}
+        if not wait:
+            payload = json.dumps({"secrets": secrets, "untrusted": untrusted})
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "reconciler.engine.detached",
+                    str(record.id),
+                    "--state",
+                    state_url(state),
+                ],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+                text=True,
+            )
+            assert proc.stdin is not None
+            proc.stdin.write(payload)
+            proc.stdin.close()
+            if fmt == "json":
+                emit_json({"run": {"id": record.id, "status": record.status}})
+            else:
+                click.echo(
+                    f"run {record.id} queued; follow it with: reconciler logs {record.id} --follow"
+                )
+            ctx.exit(0)
+        from reconciler.executors.ansible import AnsibleExecutor
+
+        tty = sys.stdout.isatty() and fmt == "text"
+        if fmt == "text":
+            click.echo(f"run {record.id}: {template}" + (" (simulate)" if simulate else ""))
+        final = eng.execute_run(
+            store,
+            record,
+            AnsibleExecutor(),
+            secrets,
+            untrusted,
+            _now,
+            on_progress=_progress_printer() if tty else None,
+        )
+    if fmt == "json":
+        emit_json(eng.run_json(final))
+    else:
+        _print_run(final)
+    ctx.exit(EXIT_CODES.get(final.status, 1))
+
+
+def _progress_printer() -> Any:
+    def show(p: Any) -> None:
+        if p.event == "phase":
+            click.echo(click.style(f"== {p.phase}", bold=True))
+        elif p.host and p.status:
+            colour = {
+                "ok": "green",
+                "changed": "yellow",
+                "failed": "red",
+                "unreachable": "red",
+                "skipped": "cyan",
+            }.get(p.status)
+            click.echo(f"  {p.host:<20} {click.style(p.status, fg=colour):<18} {p.task or ''}")
+
+    return show
+
+
+def _print_run(r: Any) -> None:
+    click.echo(f"run {r.id}: {r.status}" + (f": {r.message}" if r.message else ""))
+    click.echo(
+        f"  template {r.template}"
+        + (f", schedule {r.schedule}" if r.schedule else "")
+        + f", trigger {r.trigger}, commit {(r.commit or 'working tree')[:12]}"
+    )
+    if r.slot:
+        click.echo(f"  slot {r.slot.isoformat()}")
+    if r.started_at:
+        end = r.finished_at.isoformat() if r.finished_at else "running"
+        click.echo(f"  started {r.started_at.isoformat()}, finished {end}")
+    for h in r.hosts:
+        click.echo(
+            f"  {h.server:<20} {h.status:<12} ok={h.ok} changed={h.changed} "
+            f"failed={h.failed} unreachable={h.unreachable} skipped={h.skipped}"
+            + (" drifted" if h.drifted else "")
+        )
+
+
+@click.group(invoke_without_command=True)
+@click.option("--schedule", default=None, help="Only runs of this schedule.")
+@click.option("--status", default=None, help="Only runs with this status.")
+@click.option("--template", default=None, help="Only runs of this template.")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@state_option
+@click.pass_context
+def runs(
+    ctx: click.Context,
+    schedule: str | None,
+    status: str | None,
+    template: str | None,
+    limit: int,
+    fmt: str,
+    state: str | None,
+) -> None:
+    """Run history, newest first (`runs show ID` for one run)."""
+    ctx.obj = {"state": state}
+    if ctx.invoked_subcommand is not None:
+        return
+    from reconciler.engine.planning import open_state
+    from reconciler.engine.running import run_json
+
+    with open_state(state) as store:
+        found = store.list_runs(
+            schedule=schedule,
+            status=status,  # type: ignore[arg-type]
+            template=template,
+            limit=limit,
+        )
+    if fmt == "json":
+        emit_json({"runs": [run_json(r) for r in found]})
+        return
+    if not found:
+        click.echo("No runs.")
+        return
+    for r in found:
+        when = (r.started_at or r.created_at).isoformat()
+        click.echo(
+            f"{r.id:>6}  {r.status:<10} {r.trigger:<9} {r.template:<20} "
+            f"{r.schedule or '-':<24} {when}"
+        )
+
+
+@runs.command("show")
+@click.argument("run_id", type=int)
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@state_option
+@click.pass_context
+def runs_show(ctx: click.Context, run_id: int, fmt: str, state: str | None) -> None:
+    """One run: status, commit, slot, per-server results."""
+    from reconciler.engine.planning import open_state
+    from reconciler.engine.running import run_json
+
+    with open_state(state or ctx.obj.get("state")) as store:
+        r = store.get_run(run_id)
+    if r is None:
+        raise click.ClickException(f"no run {run_id}")
+    if fmt == "json":
+        emit_json(run_json(r))
+    else:
+        _print_run(r)
+
+
+@click.command()
+@click.argument("run_id", type=int)
+@click.option("--follow", "-f", is_flag=True, help="Keep printing until the run ends.")
+@state_option
+def logs(run_id: int, follow: bool, state: str | None) -> None:
+    """The log of a run (secrets are redacted before it is stored)."""
+    from reconciler.engine.planning import open_state
+
+    with open_state(state) as store:
+        if store.get_run(run_id) is None:
+            raise click.ClickException(f"no run {run_id}")
+        offset = 0
+        while True:
+            part = store.read_log(run_id, offset)
+            if part.text:
+                click.echo(part.text, nl=False)
+            offset = part.next_offset
+            if not follow:
+                return
+            current = store.get_run(run_id)
+            if current is None or current.status in FINAL:
+                rest = store.read_log(run_id, offset)
+                if rest.text:
+                    click.echo(rest.text, nl=False)
+                return
+            time.sleep(0.5)
+
+
+@click.command()
+@click.option("--server", default=None, help="Only this server.")
+@click.option("--template", default=None, help="Only this template.")
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@state_option
+def drift(server: str | None, template: str | None, fmt: str, state: str | None) -> None:
+    """Configuration drift per server and template, as the latest configuration runs found."""
+    from reconciler.engine.planning import open_state
+
+    with open_state(state) as store:
+        found = store.list_drift(server=server, template=template, latest=True)
+    if fmt == "json":
+        emit_json(
+            {
+                "drift": [
+                    {
+                        "server": d.server,
+                        "template": d.template,
+                        "state": d.state,
+                        "run": d.run_id,
+                        "at": d.at.isoformat(),
+                        "details": dict(d.details),
+                    }
+                    for d in found
+                ]
+            }
+        )
+        return
+    if not found:
+        click.echo("No drift recorded yet (configuration templates record it when they run).")
+        return
+    for d in found:
+        outcome = d.details.get("outcome", "")
+        click.echo(
+            f"{d.server:<20} {d.template:<20} {d.state:<9} ({outcome}) run {d.run_id} "
+            f"at {d.at.isoformat()}"
+        )
+        for task in d.details.get("tasks", []) if d.state == "drifted" else []:
+            click.echo(f"    {task.get('task')}")

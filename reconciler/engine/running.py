@@ -1,0 +1,352 @@
+"""Runs: from a request (CLI now, API and schedules later) to a recorded outcome.
+
+``prepare_run`` checks a request against the *applied* state (template, variables, targets)
+and queues it in the store; ``execute_run`` claims a queued run, checks out the revision it
+belongs to, resolves targets and secrets, runs it through an executor and records per-host
+results, drift, the log and the final status. Secrets are resolved here, at run time, and go
+only to the executor: never to the store, the log or the process list.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import stat
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from reconciler.errors import ExecutionError, UsageError
+from reconciler.executors.spec import (
+    Executor,
+    HostResult,
+    Progress,
+    RunOutcome,
+    RunRequest,
+    hosts_for_targets,
+)
+from reconciler.model.common import SecretRef, Targets
+from reconciler.model.diagnostics import did_you_mean
+from reconciler.model.documents import JobTemplate, Schedule
+from reconciler.model.variables import ResolvedVariables, coerce_text, resolve
+from reconciler.planning.plan import SERVERS_KIND, SERVERS_NAME, ResolvedInventory
+from reconciler.stores.base import DriftRecord, NewRun, RunRecord, StateStore
+from reconciler.stores.base import DriftState as StoreDrift
+from reconciler.stores.base import HostResult as StoredHost
+
+LEASE_SECONDS = 120.0
+
+
+@dataclass(frozen=True)
+class RunTargets:
+    servers: tuple[str, ...] = ()
+    roles: tuple[str, ...] = ()
+    environments: tuple[str, ...] = ()
+
+    def as_targets(self) -> Targets:
+        return Targets(
+            servers=list(self.servers), roles=list(self.roles), environments=list(self.environments)
+        )
+
+    @property
+    def empty(self) -> bool:
+        return not (self.servers or self.roles or self.environments)
+
+
+def applied_template(store: StateStore, name: str) -> JobTemplate:
+    rec = store.get_object("JobTemplate", name)
+    if rec is None:
+        known = [r.name for r in store.list_objects("JobTemplate")]
+        hint = did_you_mean(name, known)
+        raise UsageError(
+            f'no template "{name}" in the applied state'
+            + (f"; {hint}" if hint else f" (templates: {', '.join(known) or 'none applied'})")
+        )
+    return JobTemplate.model_validate_json(rec.body)
+
+
+def applied_inventory(store: StateStore) -> ResolvedInventory:
+    rec = store.get_object(SERVERS_KIND, SERVERS_NAME)
+    return ResolvedInventory.from_body(rec.body) if rec else ResolvedInventory({}, {}, {})
+
+
+def parse_vars(template: JobTemplate, pairs: Sequence[str]) -> dict[str, Any]:
+    """``k=v`` pairs from the command line, converted to each prompt's type."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or not key:
+            raise UsageError(f"--var {pair!r}: write it as NAME=VALUE")
+        out[key] = coerce_text(template.spec.prompt(key), value)
+    return out
+
+
+def check_targets(inv: ResolvedInventory, targets: RunTargets) -> None:
+    for kind, names, known in (
+        ("server", targets.servers, inv.servers),
+        ("role", targets.roles, inv.roles),
+        ("environment", targets.environments, inv.environments),
+    ):
+        for n in names:
+            if n not in known:
+                hint = did_you_mean(n, known)
+                raise UsageError(f'unknown {kind} "{n}"' + (f"; {hint}" if hint else ""))
+
+
+def prepare_run(
+    store: StateStore,
+    template_name: str,
+    targets: RunTargets,
+    caller_values: Mapping[str, Any],
+    simulate: bool,
+    trigger: str,
+    now: datetime,
+    requested_by: str | None = None,
+    schedule: Schedule | None = None,
+    slot: datetime | None = None,
+) -> tuple[RunRecord, ResolvedVariables]:
+    """Validate a request against the applied state and queue it; raises UsageError."""
+    template = applied_template(store, template_name)
+    if not template.spec.enabled:
+        raise UsageError(f'template "{template_name}" is disabled (enabled: false in Git)')
+    resolved = resolve(template.spec, schedule.spec.variables if schedule else None, caller_values)
+    if resolved.problems:
+        raise UsageError("; ".join(p.message for p in resolved.problems))
+    inv = applied_inventory(store)
+    check_targets(inv, targets)
+    effective = (
+        targets
+        if not targets.empty
+        else RunTargets(
+            tuple(template.spec.targets.servers),
+            tuple(template.spec.targets.roles),
+            tuple(template.spec.targets.environments),
+        )
+    )
+    if not effective.empty and not hosts_for_targets(
+        effective.as_targets(), list(inv.servers.values())
+    ):
+        raise UsageError(
+            "the targets match no server (roles and environments together "
+            "select servers that are in both)"
+        )
+    info = store.info()
+    sensitive = frozenset(resolved.secret_values)
+    run = store.create_run(
+        NewRun(
+            template=template_name,
+            trigger=trigger,  # type: ignore[arg-type]
+            commit=info.revision,
+            schedule=schedule.name if schedule else None,
+            slot=slot,
+            variables={**resolved.public(), **dict.fromkeys(sensitive, "")},
+            sensitive=sensitive,
+            targets={
+                "servers": list(effective.servers),
+                "roles": list(effective.roles),
+                "environments": list(effective.environments),
+            },
+            simulate=simulate,
+            requested_by=requested_by,
+        ),
+        now,
+    )
+    if run is None:
+        raise ExecutionError("the slot of this run was already taken")
+    return run, resolved
+
+
+def resolve_secret(ref: SecretRef) -> str:
+    """Read a ``valueFrom`` secret at run time."""
+    src = ref.value_from
+    if src.env is not None:
+        value = os.environ.get(src.env)
+        if value is None:
+            raise ExecutionError(f"secret from environment variable {src.env} is not set")
+        return value
+    assert src.file is not None
+    try:
+        return Path(src.file).read_text(encoding="utf-8").rstrip("\n")
+    except OSError as e:
+        raise ExecutionError(f"cannot read secret file {src.file}: {e.strerror}") from None
+
+
+def checkout(location: str, revision: str | None, into: Path) -> Path:
+    """Write the files of ``revision`` (or the directory itself) into ``into``."""
+    from reconciler.sources import git
+
+    if revision is None:
+        if git.is_url(location):
+            raise ExecutionError("the applied state has no revision to run")
+        shutil.copytree(
+            location,
+            into,
+            symlinks=True,
+            dirs_exist_ok=True,
+            ignore=shutil.ignore_patterns(".git", ".reconciler"),
+        )
+        return into
+    src = git.GitSource(location)
+    snap = src.snapshot(revision)
+    for path, entry in snap.entries.items():
+        target = into / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if entry.link_target is not None:
+            os.symlink(entry.link_target, target)
+            continue
+        target.write_bytes(snap.read(path))
+        if snap.is_executable(path):
+            target.chmod(target.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return into
+
+
+def _host_record(h: HostResult) -> StoredHost:
+    return StoredHost(
+        h.name, h.status, h.ok, h.changed, h.failed, h.unreachable, h.skipped, 1 if h.drifted else 0
+    )
+
+
+_DRIFT_STATE: dict[str, StoreDrift] = {
+    "in-sync": "in-sync",
+    "fixed": "in-sync",
+    "found": "drifted",
+    "still-present": "drifted",
+    "unknown": "unknown",
+}
+
+
+def record_outcome(
+    store: StateStore, run: RunRecord, outcome: RunOutcome, now: datetime, worker: str
+) -> RunRecord:
+    store.set_host_results(run.id, [_host_record(h) for h in outcome.hosts.values()])
+    if outcome.drift:
+        records = []
+        for host, state in outcome.drift.items():
+            result = outcome.hosts.get(host)
+            details: dict[str, Any] = {"outcome": state}
+            if result is not None and result.drift:
+                details["tasks"] = [
+                    {"task": d.task, "diff": d.diff, "hidden": d.hidden} for d in result.drift
+                ]
+            records.append(
+                DriftRecord(host, run.template, run.id, _DRIFT_STATE[state], details, now)
+            )
+        store.record_drift(records)
+    store.finish_run(run.id, outcome.status, now, outcome.message, worker_id=worker)
+    final = store.get_run(run.id)
+    assert final is not None
+    return final
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def execute_run(
+    store: StateStore,
+    run: RunRecord,
+    executor: Executor,
+    secrets: Mapping[str, str],
+    caller_untrusted: Mapping[str, Any],
+    clock: Callable[[], datetime],
+    on_progress: Callable[[Progress], None] | None = None,
+) -> RunRecord:
+    """Claim ``run`` (queued), execute it and record the outcome. Returns the final record."""
+    from reconciler.engine.planning import applied_source
+
+    me = worker_id()
+    claimed = store.claim_run(run.id, me, LEASE_SECONDS, clock())
+    if claimed is None:
+        raise ExecutionError(f"run {run.id} is not queued any more")
+    template = applied_template(store, run.template)
+    inv = applied_inventory(store)
+    targets = Targets.model_validate(run.targets or {})
+    hosts = hosts_for_targets(targets, list(inv.servers.values()), inv.roles, inv.environments)
+    location = applied_source(store)
+    if location is None:
+        store.finish_run(
+            run.id,
+            "failed",
+            clock(),
+            "the state does not record where the repository is: apply it again with this version",
+            worker_id=me,
+        )
+        raise ExecutionError("the applied state has no repository location")
+    trusted = {
+        k: v for k, v in run.variables.items() if k not in caller_untrusted and k not in secrets
+    }
+    tmp = Path(tempfile.mkdtemp(prefix=f"reconciler-run-{run.id}-"))
+    try:
+        project = checkout(location, run.commit, tmp / "project")
+        request = RunRequest(
+            run_id=str(run.id),
+            project_dir=str(project),
+            playbook=template.spec.playbook,
+            kind=template.spec.type,
+            mode="simulate" if run.simulate else "run",
+            remediate=template.spec.type == "configuration" and not run.simulate,
+            hosts=hosts,
+            trusted_vars=trusted,
+            untrusted_vars=dict(caller_untrusted),
+            secrets=dict(secrets),
+            forks=template.spec.forks,
+            timeout=template.spec.timeout.total_seconds(),
+        )
+
+        def on_log(text: str) -> None:
+            store.append_log(run.id, text)
+
+        handle = executor.start(request, on_progress, on_log)
+        outcome = handle.wait()
+    except Exception as e:
+        store.append_log(run.id, f"\nreconciler: the run could not be executed: {e}\n")
+        store.finish_run(run.id, "failed", clock(), str(e), worker_id=me)
+        raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return record_outcome(store, run, outcome, clock(), me)
+
+
+def run_json(r: RunRecord) -> dict[str, Any]:
+    """A run as the contract's JSON object (``runs``, ``runs show``, the API)."""
+
+    def iso(t: datetime | None) -> str | None:
+        return t.isoformat() if t else None
+
+    return {
+        "id": r.id,
+        "schedule": r.schedule,
+        "template": r.template,
+        "trigger": r.trigger,
+        "slot": iso(r.slot),
+        "status": r.status,
+        "commit": r.commit,
+        "started": iso(r.started_at),
+        "finished": iso(r.finished_at),
+        "created": iso(r.created_at),
+        "message": r.message,
+        "simulate": r.simulate,
+        "variables": dict(r.variables),
+        "targets": dict(r.targets),
+        "hosts": {
+            h.server: {
+                "status": h.status,
+                "ok": h.ok,
+                "changed": h.changed,
+                "failed": h.failed,
+                "unreachable": h.unreachable,
+                "skipped": h.skipped,
+                "drifted": h.drifted,
+            }
+            for h in r.hosts
+        },
+    }
+
+
+def dumps_run(r: RunRecord) -> str:
+    return json.dumps(run_json(r), indent=2)
