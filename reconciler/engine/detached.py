@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from datetime import UTC, datetime
 
@@ -19,6 +20,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--state", required=True)
     args = ap.parse_args(argv)
     payload = json.loads(sys.stdin.read() or "{}")
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # execute_run cancels the run and records it as cancelled
+
+    signal.signal(signal.SIGTERM, stop)
     from reconciler.engine.planning import open_state
     from reconciler.engine.running import execute_run
     from reconciler.executors.ansible import AnsibleExecutor

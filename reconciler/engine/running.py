@@ -302,7 +302,12 @@ def execute_run(
             store.append_log(run.id, text)
 
         handle = executor.start(request, on_progress, on_log)
-        outcome = handle.wait()
+        try:
+            outcome = handle.wait()
+        except KeyboardInterrupt:  # Ctrl-C on `run --wait`, SIGTERM to a detached worker
+            store.append_log(run.id, "\nreconciler: cancelled by the user\n")
+            handle.cancel()
+            outcome = handle.wait()
     except Exception as e:
         store.append_log(run.id, f"\nreconciler: the run could not be executed: {e}\n")
         store.finish_run(run.id, "failed", clock(), str(e), worker_id=me)

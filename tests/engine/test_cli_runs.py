@@ -63,6 +63,20 @@ class Cli:
         return out
 
 
+SLOW_TEMPLATE = """apiVersion: reconciler/v1
+kind: JobTemplate
+metadata: {name: slow}
+spec:
+  playbook: playbooks/slow.yml
+  timeout: 5m
+"""
+SLOW_PLAYBOOK = """- hosts: all
+  gather_facts: false
+  tasks:
+    - ansible.builtin.command: sleep 41
+"""
+
+
 @pytest.fixture(scope="module")
 def applied(tmp_path_factory: pytest.TempPathFactory) -> tuple[Cli, Path]:
     tmp = tmp_path_factory.mktemp("runs")
@@ -76,6 +90,8 @@ def applied(tmp_path_factory: pytest.TempPathFactory) -> tuple[Cli, Path]:
             "    staging: {description: Pre-release",
         )
     )
+    (repo / "templates" / "slow.yaml").write_text(SLOW_TEMPLATE)
+    (repo / "playbooks" / "slow.yml").write_text(SLOW_PLAYBOOK)
     git(repo, "init", "-q", "-b", "main")
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "example")
@@ -240,3 +256,33 @@ def test_runs_lists_the_contract_keys_newest_first(applied: tuple[Cli, Path]) ->
                 "skipped",
                 "drifted",
             }
+
+
+def test_a_background_run_stopped_with_sigterm_is_cancelled_and_leaves_no_process(
+    applied: tuple[Cli, Path],
+) -> None:
+    cli, _ = applied
+    run_id = cli("run", "slow").stdout.split()[1]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not _sleepers():
+        time.sleep(0.2)
+    assert _sleepers(), "the playbook never started"
+    worker = [line.split()[0] for line in _children_of_run(run_id) if "detached" in line]
+    assert worker, _children_of_run(run_id)
+    os.kill(int(worker[0]), 15)
+    status = ""
+    while time.monotonic() < deadline:
+        status = str(cli.json("runs", "show", run_id)["status"])
+        if status not in ("queued", "running"):
+            break
+        time.sleep(0.3)
+    assert status == "cancelled"
+    assert "cancelled by the user" in cli("logs", run_id).stdout
+    while time.monotonic() < deadline and (_sleepers() or _children_of_run(run_id)):
+        time.sleep(0.2)
+    assert not _sleepers() and not _children_of_run(run_id)
+
+
+def _sleepers() -> list[str]:
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if "sleep 41" in line and "ps -eo" not in line]
