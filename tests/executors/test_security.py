@@ -7,6 +7,8 @@ import stat
 import threading
 from pathlib import Path
 
+import pytest
+
 from reconciler.executors.ansible import AnsibleExecutor
 from reconciler.executors.spec import Progress, RunRequest, TargetHost
 
@@ -132,6 +134,7 @@ def _scan_proc(needle: bytes, hits: set[str], stop: threading.Event) -> None:
         stop.wait(0.05)
 
 
+@pytest.mark.slow
 def test_a_secret_never_lands_on_disk_in_argv_env_logs_or_events(tmp_path: Path) -> None:
     secret = "s3cr3t-Tok3n-" + os.urandom(6).hex()
     project = write_project(tmp_path / "p", {"site.yml": SECRET_PLAYBOOK})
