@@ -55,7 +55,7 @@ def _all_pids() -> set[int]:
     return {int(p) for p in os.listdir("/proc") if p.isdigit()}
 
 
-SUSPECT = ("ansible", "sleep", "ssh", "reconciler.executors.worker", "python")
+SUSPECT = ("ansible", "sleep", "ssh", "reconciler.executors.worker")
 
 
 def leftovers(before: set[int], keep: Iterable[int] = (), wait: float = 5.0) -> list[str]:
@@ -79,7 +79,8 @@ def leftovers(before: set[int], keep: Iterable[int] = (), wait: float = 5.0) -> 
                     found.append(f"{pid} <zombie child of {ppid}>")
                 continue
             text = _cmdline(pid)
-            if any(s in text for s in SUSPECT) and "pytest" not in text:
+            ours = ppid in mine or ppid == 1  # our tree, or orphaned (re-parented to init)
+            if ours and any(s in text for s in SUSPECT):
                 found.append(f"{pid} (ppid {ppid}) {text}")
         if not found or time.monotonic() > end:
             return found

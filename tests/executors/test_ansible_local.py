@@ -256,6 +256,7 @@ def test_a_simulation_with_check_mode_false_tasks_is_refused_unless_allowed(
     assert (tmp_path / "real-ran").exists()  # explicitly allowed: it really ran
 
 
+@pytest.mark.slow
 def test_a_configuration_run_remediates_only_drifted_local_hosts(
     executor: AnsibleExecutor, tmp_path: Path
 ) -> None:
