@@ -497,7 +497,7 @@ class Planner:
         if rec.state == "disabled" and not fields:
             state, reason = "disabled", rec.state_reason
         if state_changed:
-            reasons.append(f"its state becomes {state}" + (f": {reason}" if reason else ""))
+            reasons.append(f"its state becomes {state}" + (f" ({reason})" if reason else ""))
         if not reasons:
             return None
         impact = ScheduleImpact(
@@ -517,7 +517,7 @@ class Planner:
             "update",
             "Schedule",
             name,
-            f"{label} " + "; ".join(reasons),
+            f"{label} {'; '.join(reasons)}" if fields else f"{label}: {'; '.join(reasons)}",
             fields,
             digest,
             body,
