@@ -103,4 +103,3 @@ def test_every_golden_plan_case_has_an_expected_file_and_changes_something() -> 
         case_dir = GOLDEN / case
         assert (case_dir / "expected.txt").is_file(), case
         assert any((case_dir / p).exists() for p in ("before", "after", "case.json")), case
-
