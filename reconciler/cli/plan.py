@@ -152,6 +152,8 @@ def apply(
             "(or apply a saved plan with --plan FILE)"
         )
     now = datetime.now(UTC)
+    if plan_file is None:  # a repository that cannot be read must not create a state
+        where, desired = _load(repo, rev, fmt, now)
     with eng.open_state(state) as store:
         if plan_file is not None:
             try:
@@ -168,7 +170,6 @@ def apply(
                 )
             where = plan_file
         else:
-            where, desired = _load(repo, rev, fmt, now)
             p = eng.plan_against_state(desired, store, now, timedelta(days=7))
         if fmt == "text":
             render_plan(p, sys.stdout.isatty(), where)
