@@ -42,11 +42,13 @@ def _capped(ts: tuple[datetime, ...]) -> str:
 
 def render_change(c: Change, colour: bool) -> list[str]:
     sym = SYMBOL[c.action]
-    head = (
-        f'{sym} {c.kind} "{c.name}" {VERB[c.action]}'
-        if c.kind != "Settings"
-        else (f"{sym} Settings {VERB[c.action]}")
-    )
+    if c.kind == "Settings":
+        head = f"{sym} Settings {VERB[c.action]}"
+    elif c.internal:  # _Servers: the server list resolved from Inventory documents and files
+        head = f"{sym} Servers (resolved from the Inventory) {VERB[c.action]}"
+    else:
+        head = f'{sym} {c.kind} "{c.name}" {VERB[c.action]}'
+
     if colour:
         head = click.style(head, fg=COLOUR[c.action], bold=True)
     lines = [head, f"    reason: {c.reason}"]

@@ -154,8 +154,14 @@ class Plan:
 
     @property
     def visible(self) -> list[Change]:
-        """The changes a user sees (the internal server list is shown through schedules)."""
-        return [c for c in self.changes if not c.internal]
+        """The changes a user sees.
+
+        The internal server list is normally shown through the Inventory change and the
+        schedules' servers added and removed; when no Inventory document changed (an imported
+        Ansible inventory file did) it is shown itself, so that no change is ever invisible.
+        """
+        explained = any(c.kind == "Inventory" for c in self.changes)
+        return [c for c in self.changes if not c.internal or not explained]
 
     @property
     def empty(self) -> bool:
@@ -290,18 +296,17 @@ class Planner:
         out: dict[tuple[str, str], tuple[str, str]] = {}
         for (kind, name), src in self.desired.sources.items():
             out[(kind, name)] = (src.digest, src.body.decode())
-        body = servers_body(self.desired.servers)
-        out[(SERVERS_KIND, SERVERS_NAME)] = (_digest(body), body)
+        if self.desired.servers or (SERVERS_KIND, SERVERS_NAME) in self.stored:
+            body = servers_body(self.desired.servers)
+            out[(SERVERS_KIND, SERVERS_NAME)] = (_digest(body), body)
         return out
 
     def plan(self, revision: str | None, base_serial: int) -> Plan:
         desired = self.desired_objects()
         changes: list[Change] = []
-        servers_changed = (
-            self.stored.get((SERVERS_KIND, SERVERS_NAME)) is None
-            or self.stored[(SERVERS_KIND, SERVERS_NAME)].content_hash
-            != desired[(SERVERS_KIND, SERVERS_NAME)][0]
-        )
+        servers_changed = self._stored_hash(SERVERS_KIND, SERVERS_NAME) != desired.get(
+            (SERVERS_KIND, SERVERS_NAME), (None,)
+        )[0]
         changed_templates = {
             name
             for name in set(self.after.template_digests)
@@ -390,8 +395,15 @@ class Planner:
             dict.fromkeys(f.path.split(".")[1] if "." in f.path else f.path for f in fields)
         )
         if kind == SERVERS_KIND:
+            names = ", ".join(dict.fromkeys(f.path.split(".")[0] for f in fields))
             return Change(
-                "update", kind, name, "the resolved servers changed", tuple(fields), digest, body
+                "update",
+                kind,
+                name,
+                f"the servers resolved from the Inventory changed ({names})",
+                tuple(fields),
+                digest,
+                body,
             )
         return Change(
             "update", kind, name, f"{label} changed in Git ({what})", fields, digest, body
