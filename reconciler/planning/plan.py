@@ -304,9 +304,10 @@ class Planner:
     def plan(self, revision: str | None, base_serial: int) -> Plan:
         desired = self.desired_objects()
         changes: list[Change] = []
-        servers_changed = self._stored_hash(SERVERS_KIND, SERVERS_NAME) != desired.get(
-            (SERVERS_KIND, SERVERS_NAME), (None,)
-        )[0]
+        servers_changed = (
+            self._stored_hash(SERVERS_KIND, SERVERS_NAME)
+            != desired.get((SERVERS_KIND, SERVERS_NAME), (None,))[0]
+        )
         changed_templates = {
             name
             for name in set(self.after.template_digests)
