@@ -284,6 +284,7 @@ class Planner:
         self.now, self.horizon, self.upcoming = now, horizon, upcoming
         self.after = _world_after(desired)
         self._before: _World | None = None
+        self._shared: dict[tuple[str, str], tuple[datetime, ...]] = {}
 
     @property
     def before(self) -> _World:
@@ -558,14 +559,22 @@ class Planner:
             return None
 
     def _upcoming(self, schedule: Schedule, default_tz: str) -> tuple[datetime, ...]:
+        """The next fire times; schedules with the same ``when`` and no jitter share them."""
         from reconciler.scheduling import upcoming
 
+        when = schedule.spec.when
+        key = (repr(when), default_tz) if when.jitter is None else None
+        if key is not None and key in self._shared:
+            return self._shared[key]
         trigger = self._trigger(schedule, default_tz)
         if trigger is None:
             return ()
         zone = trigger.zone.info
         found = upcoming(trigger, schedule.name, self.now, self.upcoming)
-        return tuple(u.fire_at.astimezone(zone) for u in found)
+        out = tuple(u.fire_at.astimezone(zone) for u in found)
+        if key is not None:
+            self._shared[key] = out
+        return out
 
     def _slot_delta(
         self, old: Schedule, new: Schedule
