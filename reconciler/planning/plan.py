@@ -448,12 +448,12 @@ class Planner:
         new = self.desired.schedules[name] if rec is None or rec.content_hash != digest else None
         if rec is not None and new is None:
             # Fast path: the document is unchanged. Only its surroundings can matter.
-            template_name = self._template_name(rec)
             if not (
                 servers_changed
                 or tz_changed
-                or template_name in changed_templates
                 or rec.state in ("awaiting-approval", "denied")
+                # parse the stored body only when some template changed at all
+                or (changed_templates and self._template_name(rec) in changed_templates)
             ):
                 return None
             new = self.desired.schedules[name]
