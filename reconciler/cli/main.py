@@ -69,7 +69,9 @@ def main(argv: list[str] | None = None) -> Any:
         sys.exit(e.exit_code)
     except click.ClickException as e:
         e.show()
-        sys.exit(e.exit_code)
+        # A usage error is an error (1): 2 means "there are changes" to plan
+        # --detailed-exitcode, and a CI job must not read a typo as a pending change.
+        sys.exit(1 if isinstance(e, click.UsageError) else e.exit_code)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(1)

@@ -81,6 +81,8 @@ def plan(
     from reconciler.engine import planning as eng
     from reconciler.planning import planfile
 
+    if out and base is not None:
+        raise click.UsageError("--out cannot be used with --base (that plan has no state)")
     now = datetime.now(UTC)
     window = _horizon(horizon)
     where, desired = _load(repo, rev, fmt, now)
@@ -97,12 +99,12 @@ def plan(
             ctx.exit(1)
         assert base_result.desired is not None
         p = eng.plan_between(base_result.desired, desired, now, window)
+    elif eng.state_missing(state):  # nothing applied yet: plan without creating the state
+        p = eng.plan_against_empty(desired, now, window)
     else:
         with eng.open_state(state) as store:
             p = eng.plan_against_state(desired, store, now, window)
     if out:
-        if base is not None:
-            raise click.UsageError("--out cannot be used with --base (that plan has no state)")
         with open(out, "w", encoding="utf-8") as fh:
             fh.write(planfile.dumps(p, repo))
     if fmt == "json":
@@ -143,7 +145,15 @@ def apply(
     from reconciler.errors import PlanFileError, StateConflict
     from reconciler.planning import planfile
 
+    if not yes and plan_file is None and not sys.stdin.isatty():
+        # refuse before reading or creating anything: a script must say --yes
+        raise click.UsageError(
+            "not asking for confirmation without a terminal: pass --yes to apply "
+            "(or apply a saved plan with --plan FILE)"
+        )
     now = datetime.now(UTC)
+    if plan_file is None:  # a repository that cannot be read must not create a state
+        where, desired = _load(repo, rev, fmt, now)
     with eng.open_state(state) as store:
         if plan_file is not None:
             try:
@@ -160,7 +170,6 @@ def apply(
                 )
             where = plan_file
         else:
-            where, desired = _load(repo, rev, fmt, now)
             source = repo
             p = eng.plan_against_state(desired, store, now, timedelta(days=7))
         if fmt == "text":
@@ -172,10 +181,6 @@ def apply(
                 click.echo("Nothing to apply.")
             ctx.exit(0)
         if not yes and plan_file is None:
-            if not sys.stdin.isatty():
-                raise click.UsageError(
-                    "not asking for confirmation without a terminal: pass --yes to apply"
-                )
             click.confirm("\nApply these changes?", abort=True)
         serial = eng.apply_plan(store, p, now, source)
         if fmt == "json":

@@ -26,10 +26,12 @@ from reconciler.cli.state import state_option
 def schedules(count: int, fmt: str, state: str | None) -> None:
     """List the applied schedules with state, next fire times and last result."""
     from reconciler.engine.listing import list_schedules
-    from reconciler.engine.planning import open_state
+    from reconciler.engine.planning import open_state, state_missing
 
-    with open_state(state) as store:
-        rows = list_schedules(store, datetime.now(UTC), count)
+    rows = []
+    if not state_missing(state):  # a state that does not exist is not created by a listing
+        with open_state(state) as store:
+            rows = list_schedules(store, datetime.now(UTC), count)
     if fmt == "json":
         emit_json({"schedules": [r.to_json() for r in rows]})
         return

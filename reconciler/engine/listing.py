@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from reconciler.model.documents import Schedule, Settings
+from reconciler.model.documents import Settings
 from reconciler.planning.plan import SETTINGS_NAME
 from reconciler.stores.base import RunRecord, StateStore
 
@@ -43,35 +43,50 @@ class ScheduleRow:
         }
 
 
-def _template_of(body: str) -> str:
+def _spec_of(body: str) -> dict[str, Any]:
     try:
-        return str(json.loads(body)["spec"]["template"])
+        spec = json.loads(body)["spec"]
+        return spec if isinstance(spec, dict) else {}
     except (ValueError, KeyError, TypeError):
-        return ""
+        return {}
 
 
 def list_schedules(store: StateStore, now: datetime, count: int) -> list[ScheduleRow]:
-    """Every applied schedule; fire times only for active ones (a paused one has none)."""
+    """Every applied schedule; fire times only for active ones (a paused one has none).
+
+    Only ``spec.when`` of each body is validated (not the whole document), and schedules
+    whose ``when`` is the same and has no jitter share one computation of their fire times:
+    in real repositories many schedules say ``daily at 02:00``.
+    """
+    from reconciler.model.schedule import When
     from reconciler.scheduling import WhenError, build_trigger, upcoming
 
     settings = store.get_object("Settings", SETTINGS_NAME)
     tz = Settings.model_validate_json(settings.body).spec.timezone if settings else "UTC"
     last = store.last_runs()
+    shared: dict[str, tuple[datetime, ...]] = {}
     rows = []
     for rec in store.list_objects("Schedule"):
+        spec = _spec_of(rec.body)
         fire: tuple[datetime, ...] = ()
         if rec.state == "active" and count:
-            doc = Schedule.model_validate_json(rec.body)
-            try:
-                trigger = build_trigger(doc.spec.when, tz)
-                found = upcoming(trigger, rec.name, now, count)
-                fire = tuple(u.fire_at.astimezone(trigger.zone.info) for u in found)
-            except WhenError:
-                fire = ()
+            key = json.dumps(spec.get("when"), sort_keys=True)
+            cached = shared.get(key)
+            if cached is not None:
+                fire = cached
+            else:
+                try:
+                    trigger = build_trigger(When.model_validate(spec.get("when")), tz)
+                    found = upcoming(trigger, rec.name, now, count)
+                    fire = tuple(u.fire_at.astimezone(trigger.zone.info) for u in found)
+                    if trigger.jitter is None:  # jitter depends on the schedule's name
+                        shared[key] = fire
+                except (WhenError, ValueError):
+                    fire = ()
         rows.append(
             ScheduleRow(
                 rec.name,
-                _template_of(rec.body),
+                str(spec.get("template", "")),
                 rec.state or "active",
                 rec.state_reason,
                 fire,

@@ -33,6 +33,26 @@ def state_url(value: str | None) -> str:
     return value or os.environ.get("RECONCILER_STATE") or DEFAULT_STATE
 
 
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite state URL (as :func:`open_store` reads it), None for PostgreSQL."""
+    if url.lower().startswith(("postgresql:", "postgres:")):
+        return None
+    if url.startswith("sqlite:"):
+        url = url[len("sqlite:") :]
+        if url.startswith("//"):
+            url = url[2:]
+    return Path(url) if url else None
+
+
+def state_missing(value: str | None) -> bool:
+    """True when the state is a SQLite file that does not exist yet (nothing applied).
+
+    Read-only commands (plan, schedules) then work against an empty state instead of
+    creating one."""
+    path = sqlite_path(state_url(value))
+    return path is not None and not path.exists()
+
+
 def open_state(value: str | None) -> StateStore:
     url = state_url(value)
     if "://" not in url and not url.startswith(("sqlite:", "postgres")):
@@ -93,6 +113,11 @@ def plan_against_state(
 ) -> Plan:
     serial = store.serial()
     return make_plan(desired, stored_objects(store), decision_lookup(store), now, serial, horizon)
+
+
+def plan_against_empty(desired: DesiredState, now: datetime, horizon: timedelta) -> Plan:
+    """The plan against a state that does not exist yet (serial 0, nothing applied)."""
+    return make_plan(desired, {}, lambda s, h: Decisions(), now, 0, horizon)
 
 
 def plan_between(

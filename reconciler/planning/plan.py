@@ -157,8 +157,14 @@ class Plan:
 
     @property
     def visible(self) -> list[Change]:
-        """The changes a user sees (the internal server list is shown through schedules)."""
-        return [c for c in self.changes if not c.internal]
+        """The changes a user sees.
+
+        The internal server list is normally shown through the Inventory change and the
+        schedules' servers added and removed; when no Inventory document changed (an imported
+        Ansible inventory file did) it is shown itself, so that no change is ever invisible.
+        """
+        explained = any(c.kind == "Inventory" for c in self.changes)
+        return [c for c in self.changes if not c.internal or not explained]
 
     @property
     def empty(self) -> bool:
@@ -308,6 +314,7 @@ class Planner:
         self.now, self.horizon, self.upcoming = now, horizon, upcoming
         self.after = _world_after(desired)
         self._before: _World | None = None
+        self._shared: dict[tuple[str, str], tuple[datetime, ...]] = {}
 
     @property
     def before(self) -> _World:
@@ -320,17 +327,18 @@ class Planner:
         out: dict[tuple[str, str], tuple[str, str]] = {}
         for (kind, name), src in self.desired.sources.items():
             out[(kind, name)] = (src.digest, src.body.decode())
-        body = servers_body(self.desired)
-        out[(SERVERS_KIND, SERVERS_NAME)] = (_digest(body), body)
+        inventory = self.desired.servers or self.desired.roles or self.desired.environments
+        if inventory or (SERVERS_KIND, SERVERS_NAME) in self.stored:
+            body = servers_body(self.desired)
+            out[(SERVERS_KIND, SERVERS_NAME)] = (_digest(body), body)
         return out
 
     def plan(self, revision: str | None, base_serial: int) -> Plan:
         desired = self.desired_objects()
         changes: list[Change] = []
         servers_changed = (
-            self.stored.get((SERVERS_KIND, SERVERS_NAME)) is None
-            or self.stored[(SERVERS_KIND, SERVERS_NAME)].content_hash
-            != desired[(SERVERS_KIND, SERVERS_NAME)][0]
+            self._stored_hash(SERVERS_KIND, SERVERS_NAME)
+            != desired.get((SERVERS_KIND, SERVERS_NAME), (None,))[0]
         )
         changed_templates = {
             name
@@ -420,8 +428,19 @@ class Planner:
             dict.fromkeys(f.path.split(".")[1] if "." in f.path else f.path for f in fields)
         )
         if kind == SERVERS_KIND:
+            # servers read as "web-1.host"; roles and environments keep their section
+            shown = tuple(
+                FieldChange(f.path.removeprefix("servers."), f.before, f.after) for f in fields
+            )
+            names = ", ".join(dict.fromkeys(f.path.split(".")[0] for f in shown))
             return Change(
-                "update", kind, name, "the resolved servers changed", tuple(fields), digest, body
+                "update",
+                kind,
+                name,
+                f"the servers resolved from the Inventory changed ({names})",
+                shown,
+                digest,
+                body,
             )
         return Change(
             "update", kind, name, f"{label} changed in Git ({what})", fields, digest, body
@@ -464,12 +483,12 @@ class Planner:
         new = self.desired.schedules[name] if rec is None or rec.content_hash != digest else None
         if rec is not None and new is None:
             # Fast path: the document is unchanged. Only its surroundings can matter.
-            template_name = self._template_name(rec)
             if not (
                 servers_changed
                 or tz_changed
-                or template_name in changed_templates
                 or rec.state in ("awaiting-approval", "denied")
+                # parse the stored body only when some template changed at all
+                or (changed_templates and self._template_name(rec) in changed_templates)
             ):
                 return None
             new = self.desired.schedules[name]
@@ -527,7 +546,7 @@ class Planner:
         if rec.state == "disabled" and not fields:
             state, reason = "disabled", rec.state_reason
         if state_changed:
-            reasons.append(f"its state becomes {state}" + (f": {reason}" if reason else ""))
+            reasons.append(f"its state becomes {state}" + (f" ({reason})" if reason else ""))
         if not reasons:
             return None
         impact = ScheduleImpact(
@@ -547,7 +566,7 @@ class Planner:
             "update",
             "Schedule",
             name,
-            f"{label} " + "; ".join(reasons),
+            f"{label} {'; '.join(reasons)}" if fields else f"{label}: {'; '.join(reasons)}",
             fields,
             digest,
             body,
@@ -575,14 +594,22 @@ class Planner:
             return None
 
     def _upcoming(self, schedule: Schedule, default_tz: str) -> tuple[datetime, ...]:
+        """The next fire times; schedules with the same ``when`` and no jitter share them."""
         from reconciler.scheduling import upcoming
 
+        when = schedule.spec.when
+        key = (repr(when), default_tz) if when.jitter is None else None
+        if key is not None and key in self._shared:
+            return self._shared[key]
         trigger = self._trigger(schedule, default_tz)
         if trigger is None:
             return ()
         zone = trigger.zone.info
         found = upcoming(trigger, schedule.name, self.now, self.upcoming)
-        return tuple(u.fire_at.astimezone(zone) for u in found)
+        out = tuple(u.fire_at.astimezone(zone) for u in found)
+        if key is not None:
+            self._shared[key] = out
+        return out
 
     def _slot_delta(
         self, old: Schedule, new: Schedule

@@ -1,6 +1,7 @@
 """Fixtures of the state-store contract suite: one fresh state per test, on every backend.
 
-SQLite lives in ``tmp_path``. PostgreSQL is the machine's server (``RECONCILER_TEST_PG``, default
+SQLite lives in ``tmp_path``. PostgreSQL (``pg_database``, ``pg_url`` in ``tests/conftest.py``)
+is the machine's server (``RECONCILER_TEST_PG``, default
 ``postgresql://postgres@127.0.0.1:5432/postgres``): the session creates a database
 ``reconciler_test_<random>`` and drops it at the end; each test gets its own schema in it. If
 PostgreSQL cannot be reached the tests fail (CI guarantees it is there): they never skip.
@@ -8,54 +9,16 @@ PostgreSQL cannot be reached the tests fail (CI guarantees it is there): they ne
 
 from __future__ import annotations
 
-import os
-import secrets
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import quote
 
 import psycopg
 import pytest
 
 from reconciler.stores import StateStore, open_store
 
-ADMIN_URL = os.environ.get("RECONCILER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 BACKENDS = ["sqlite", "postgresql"]
-
-
-def _with_database(url: str, dbname: str) -> str:
-    head, _, _ = url.rpartition("/")
-    return f"{head}/{dbname}"
-
-
-@pytest.fixture(scope="session")
-def pg_database() -> Iterator[str]:
-    """A fresh database for this test session; its URL. Dropped at the end."""
-    try:
-        admin = psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=5)
-    except psycopg.Error as e:
-        pytest.fail(
-            f"PostgreSQL is required for the state-store tests and is not reachable at "
-            f"{ADMIN_URL}: {e}. Start it with: pg_ctlcluster --skip-systemctl-redirect "
-            "$(ls /etc/postgresql) main start"
-        )
-    name = f"reconciler_test_{secrets.token_hex(4)}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield _with_database(ADMIN_URL, name)
-    finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
-
-
-@pytest.fixture
-def pg_url(pg_database: str) -> str:
-    """The URL of an empty schema of its own in the session database."""
-    schema = f"t_{secrets.token_hex(6)}"
-    with psycopg.connect(pg_database, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    return f"{pg_database}?options={quote(f'-csearch_path={schema}')}"
 
 
 @pytest.fixture(params=BACKENDS)
