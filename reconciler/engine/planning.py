@@ -84,12 +84,42 @@ def load_tracked(repo: str, rev: str | None, now: datetime) -> tuple[str, LoadRe
 
 
 def stored_objects(store: StateStore) -> dict[tuple[str, str], Stored]:
-    return {
-        (r.kind, r.name): Stored(
-            r.kind, r.name, r.content_hash, r.body, r.managed, r.state, r.state_reason
+    """The applied objects; schedule bodies are read only if the planner asks for one."""
+    bodies: dict[tuple[str, str], str] = {}
+    asked: list[int] = [0]
+
+    def fetch(kind: str, name: str) -> str:
+        """One query per body for a few changed schedules, one query for all past that."""
+        if (kind, name) not in bodies:
+            asked[0] += 1
+            if asked[0] <= 50:
+                rec = store.get_object(kind, name)
+                bodies[(kind, name)] = rec.body if rec else ""
+            else:
+                bodies.update(((r.kind, r.name), r.body) for r in store.list_objects(kind))
+        return bodies[(kind, name)]
+
+    out: dict[tuple[str, str], Stored] = {}
+    for r in store.list_object_heads():
+        lazy = r.kind == "Schedule"
+        body = None if lazy else ""
+        out[(r.kind, r.name)] = Stored(
+            r.kind,
+            r.name,
+            r.content_hash,
+            body,
+            r.managed,
+            r.state,
+            r.state_reason,
+            fetch if lazy else None,
         )
-        for r in store.list_objects()
-    }
+    others = [k for k in {k for k, _ in out} if k != "Schedule"]
+    for kind in others:
+        for r in store.list_objects(kind):
+            out[(r.kind, r.name)] = Stored(
+                r.kind, r.name, r.content_hash, r.body, r.managed, r.state, r.state_reason
+            )
+    return out
 
 
 def decision_lookup(store: StateStore) -> DecisionLookup:

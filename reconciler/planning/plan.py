@@ -38,17 +38,48 @@ SETTINGS_NAME = "settings"
 KIND_ORDER = ("Settings", "Inventory", "Policy", "Channel", "JobTemplate", "Schedule", SERVERS_KIND)
 
 
-@dataclass(frozen=True, slots=True)
 class Stored:
-    """What the planner needs of one applied object (a subset of the store's record)."""
+    """What the planner needs of one applied object (a subset of the store's record).
 
-    kind: str
-    name: str
-    content_hash: str
-    body: str
-    managed: bool = True
-    state: str | None = None
-    state_reason: str | None = None
+    ``body`` may be given later by ``fetch`` (called once, on first use): a plan of an
+    unchanged schedule never needs its body, so the caller can leave 10,000 of them unread.
+    """
+
+    __slots__ = (
+        "_body",
+        "_fetch",
+        "content_hash",
+        "kind",
+        "managed",
+        "name",
+        "state",
+        "state_reason",
+    )
+
+    def __init__(
+        self,
+        kind: str,
+        name: str,
+        content_hash: str,
+        body: str | None,
+        managed: bool = True,
+        state: str | None = None,
+        state_reason: str | None = None,
+        fetch: Callable[[str, str], str] | None = None,
+    ) -> None:
+        self.kind, self.name, self.content_hash = kind, name, content_hash
+        self.managed, self.state, self.state_reason = managed, state, state_reason
+        self._body, self._fetch = body, fetch
+
+    @property
+    def body(self) -> str:
+        if self._body is None:
+            assert self._fetch is not None, "a Stored without body needs fetch"
+            self._body = self._fetch(self.kind, self.name)
+        return self._body
+
+    def __repr__(self) -> str:
+        return f"Stored({self.kind!r}, {self.name!r}, {self.content_hash[:12]!r})"
 
 
 @dataclass(frozen=True, slots=True)

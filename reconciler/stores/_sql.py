@@ -444,6 +444,18 @@ class SqlStore(ABC):
                 )
         return [self._object(r) for r in rows]
 
+    def list_object_heads(self, kind: str | None = None) -> list[ObjectRecord]:
+        """Like :meth:`list_objects` with empty bodies: cheap for listing and planning."""
+        cols = _OBJ_COLS.replace("body,", "'' AS body,")
+        with self._tx("read") as tx:
+            if kind is None:
+                rows = tx.all(f"SELECT {cols} FROM rc_objects ORDER BY kind, name")
+            else:
+                rows = tx.all(
+                    f"SELECT {cols} FROM rc_objects WHERE kind = ? ORDER BY name", (kind,)
+                )
+        return [self._object(r) for r in rows]
+
     def _lock_serial(self, tx: Tx, expected: int | None) -> int:
         row = tx.one(f"SELECT serial FROM rc_meta WHERE id = 1{self._lock_row}")
         if row is None:
