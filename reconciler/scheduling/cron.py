@@ -340,20 +340,20 @@ class CronExpression:
                 mo, d, h, mi, s = months[i], 1, 0, 0, 0
             days = rule.days(*month_shape(y, mo))
             i = bisect_left(days, d)
-            if i == len(days):
-                if mo == 12:
-                    y, mo = y + 1, 1
-                else:
-                    mo += 1
-                d, h, mi, s = 1, 0, 0, 0
-                continue
-            if days[i] != d:
-                d, h, mi, s = days[i], 0, 0, 0
-            tod = self.next_tod(h, mi, s)
-            if tod is None:
-                d, h, mi, s = d + 1, 0, 0, 0
-                continue
-            return y, mo, d, tod[0], tod[1], tod[2]
+            if i < len(days):
+                if days[i] != d:
+                    d, h, mi, s = days[i], 0, 0, 0
+                tod = self.next_tod(h, mi, s)
+                if tod is not None:
+                    return y, mo, d, tod[0], tod[1], tod[2]
+                if i + 1 < len(days):  # the next matching day, at its first matching time
+                    return y, mo, days[i + 1], self.hours[0], self.minutes[0], self.seconds[0]
+            # no (further) matching day in this month
+            if mo == 12:
+                y, mo = y + 1, 1
+            else:
+                mo += 1
+            d, h, mi, s = 1, 0, 0, 0
 
     def matches_date(self, y: int, mo: int, d: int) -> bool:
         """Whether the local date ``y-mo-d`` is one of the expression's days."""
