@@ -126,7 +126,7 @@ class Zone:
             self.fixed_offset = int(off.total_seconds())
         self._years: dict[int, tuple[list[int], list[tuple[int, int, int]]]] = {}
         self._last_local: tuple[int, tuple[int, int, int, int, int, int, int]] | None = None
-        self._resolved: dict[int, int] = {}
+        self._resolved: dict[tuple[int, int, int, int, int, int], int] = {}
 
     def __repr__(self) -> str:
         return f"Zone({self.key!r})"
@@ -191,18 +191,19 @@ class Zone:
         A time that exists once is that instant; one that occurs twice is its first
         occurrence; one inside a spring-forward gap is the first instant after the gap.
         """
+        key = (y, mo, d, h, mi, s)
+        got = self._resolved.get(key)
+        if got is None:
+            got = self._resolve(y, mo, d, h, mi, s)
+            if len(self._resolved) >= _RESOLVED_MAX:
+                self._resolved.clear()
+            self._resolved[key] = got
+        return got
+
+    def _resolve(self, y: int, mo: int, d: int, h: int, mi: int, s: int) -> int:
         wall = wall_seconds(y, mo, d, h, mi, s)
         if self.fixed_offset is not None:
             return wall - self.fixed_offset
-        got = self._resolved.get(wall)
-        if got is None:
-            got = self._resolve_wall(wall, y, mo, d, h, mi, s)
-            if len(self._resolved) >= _RESOLVED_MAX:
-                self._resolved.clear()
-            self._resolved[wall] = got
-        return got
-
-    def _resolve_wall(self, wall: int, y: int, mo: int, d: int, h: int, mi: int, s: int) -> int:
         off0 = datetime(y, mo, d, h, mi, s, tzinfo=self.info).utcoffset()
         off1 = datetime(y, mo, d, h, mi, s, tzinfo=self.info, fold=1).utcoffset()
         assert off0 is not None and off1 is not None
