@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_left
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
+from types import MappingProxyType
 from typing import Final, Literal
 
 Dialect = Literal["unix", "quartz"]
@@ -111,6 +113,35 @@ def days_in_month(year: int, month: int) -> int:
     if month == 2 and year % 4 == 0 and (year % 100 != 0 or year % 400 == 0):
         return 29
     return _DAYS_IN_MONTH[month]
+
+
+#: (weekday of the 1st, days in the month) by ``year * 16 + month``: the two facts a
+#: :class:`DayRule` needs, looked up once instead of built from a ``date`` on every search.
+_MONTH_SHAPES: dict[int, tuple[int, int]] = {}
+
+
+def month_shape(year: int, month: int) -> tuple[int, int]:
+    """The weekday of the 1st (Monday = 0) and the number of days of ``month`` in ``year``."""
+    key = year * 16 + month
+    got = _MONTH_SHAPES.get(key)
+    if got is None:
+        if len(_MONTH_SHAPES) >= 65536:
+            _MONTH_SHAPES.clear()
+        got = _MONTH_SHAPES[key] = (date(year, month, 1).weekday(), days_in_month(year, month))
+    return got
+
+
+#: Interned frozensets of value tuples, so that expressions share them.
+_SETS: dict[tuple[int, ...], frozenset[int]] = {}
+
+
+def _frozen(values: tuple[int, ...]) -> frozenset[int]:
+    got = _SETS.get(values)
+    if got is None:
+        if len(_SETS) >= 4096:
+            _SETS.clear()
+        got = _SETS[values] = frozenset(values)
+    return got
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,14 +242,17 @@ def _nearest_weekday(v: int, fw: int, ldom: int) -> tuple[int, ...]:
     return (v,) if 1 <= v <= ldom else ()
 
 
-@dataclass(eq=False)
+_NO_ITEMS: Final[Mapping[str, tuple[Item, ...]]] = MappingProxyType({})
+
+
+@dataclass(eq=False, slots=True)
 class CronExpression:
     """A parsed cron expression: sorted value tuples per field plus a :class:`DayRule`.
 
     ``seconds``/``minutes``/``hours``/``months`` are sorted tuples; ``years`` is a sorted tuple
     or None (any year). ``fixed_time`` is True when the second, minute and hour fields hold no
     ``*`` (nor a bare Quartz ``/n``, which means ``*/n``): such schedules follow the fixed-time
-    DST rule. ``items`` keeps each field's list for :mod:`explain`; ``never`` holds a reason
+    DST rule. :attr:`items` gives each field's list for :mod:`explain`; ``never`` holds a reason
     when a static check proves that no date can ever match (``0 0 30 2 *``).
     """
 
@@ -231,12 +265,21 @@ class CronExpression:
     years: tuple[int, ...] | None
     day_rule: DayRule
     fixed_time: bool
-    items: dict[str, tuple[Item, ...]] = field(default_factory=dict)
     never: str | None = None
+    #: The items of the time fields and of the date fields (shared between expressions).
+    time_items: Mapping[str, tuple[Item, ...]] = field(default_factory=lambda: _NO_ITEMS)
+    date_items: Mapping[str, tuple[Item, ...]] = field(default_factory=lambda: _NO_ITEMS)
+    _month_set: frozenset[int] = field(init=False, repr=False)
+    _year_set: frozenset[int] | None = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._month_set = frozenset(self.months)
-        self._year_set = frozenset(self.years) if self.years is not None else None
+        self._month_set = _frozen(self.months)
+        self._year_set = _frozen(self.years) if self.years is not None else None
+
+    @property
+    def items(self) -> dict[str, tuple[Item, ...]]:
+        """Each field's list of items by field name, in field order (for :mod:`explain`)."""
+        return {**self.time_items, **self.date_items}
 
     # -- matching -------------------------------------------------------------------------
 
@@ -295,23 +338,22 @@ class CronExpression:
                     y, mo, d, h, mi, s = y + 1, 1, 1, 0, 0, 0
                     continue
                 mo, d, h, mi, s = months[i], 1, 0, 0, 0
-            ldom = days_in_month(y, mo)
-            days = rule.days(date(y, mo, 1).weekday(), ldom)
+            days = rule.days(*month_shape(y, mo))
             i = bisect_left(days, d)
-            if i == len(days):
-                if mo == 12:
-                    y, mo = y + 1, 1
-                else:
-                    mo += 1
-                d, h, mi, s = 1, 0, 0, 0
-                continue
-            if days[i] != d:
-                d, h, mi, s = days[i], 0, 0, 0
-            tod = self.next_tod(h, mi, s)
-            if tod is None:
-                d, h, mi, s = d + 1, 0, 0, 0
-                continue
-            return y, mo, d, tod[0], tod[1], tod[2]
+            if i < len(days):
+                if days[i] != d:
+                    d, h, mi, s = days[i], 0, 0, 0
+                tod = self.next_tod(h, mi, s)
+                if tod is not None:
+                    return y, mo, d, tod[0], tod[1], tod[2]
+                if i + 1 < len(days):  # the next matching day, at its first matching time
+                    return y, mo, days[i + 1], self.hours[0], self.minutes[0], self.seconds[0]
+            # no (further) matching day in this month
+            if mo == 12:
+                y, mo = y + 1, 1
+            else:
+                mo += 1
+            d, h, mi, s = 1, 0, 0, 0
 
     def matches_date(self, y: int, mo: int, d: int) -> bool:
         """Whether the local date ``y-mo-d`` is one of the expression's days."""
@@ -319,7 +361,7 @@ class CronExpression:
             return False
         if self._year_set is not None and y not in self._year_set:
             return False
-        days = self.day_rule.days(date(y, mo, 1).weekday(), days_in_month(y, mo))
+        days = self.day_rule.days(*month_shape(y, mo))
         return d in days
 
 
@@ -363,7 +405,7 @@ _QUARTZ_MAX_INCREMENT: Final = {SECOND: 59, MINUTE: 59, HOUR: 23, DOM: 31, MONTH
 class _Field:
     """The parse of one field: its values, items and special day forms."""
 
-    __slots__ = ("frozen", "items", "sorted", "star", "values", "wild")
+    __slots__ = ("frozen", "item_tuple", "items", "sorted", "star", "values", "wild")
 
     def __init__(self) -> None:
         self.values: set[int] = set()
@@ -371,11 +413,13 @@ class _Field:
         self.star = False  # the field starts with '*' (Vixie's "unrestricted")
         self.sorted: tuple[int, ...] = ()
         self.frozen: frozenset[int] = frozenset()
+        self.item_tuple: tuple[Item, ...] = ()
         self.wild = False  # holds '*' or a bare Quartz '/n' (for the DST rule)
 
     def finish(self, token: str) -> _Field:
         self.sorted = tuple(sorted(self.values))
         self.frozen = frozenset(self.values)
+        self.item_tuple = tuple(self.items)
         self.wild = "*" in token or any(p.startswith("/") for p in token.split(","))
         return self
 
@@ -682,6 +726,12 @@ def _rule(
 _CACHE_MAX: Final = 65536
 
 
+def clear_caches() -> None:
+    """Forget every parse (for benchmarks and tests that want a cold start)."""
+    for cache in (_CACHE, _FIELD_CACHE, _RULES, _TIME_PARTS, _DATE_PARTS, _MONTH_SHAPES, _SETS):
+        cache.clear()
+
+
 def parse_cron(expr: str) -> CronExpression:
     """Parse a Unix (5 fields or a macro) or Quartz (6-7 fields) expression.
 
@@ -695,6 +745,11 @@ def parse_cron(expr: str) -> CronExpression:
         _CACHE.clear()
     _CACHE[expr] = parsed
     return parsed
+
+
+def _columns(expr: str) -> list[int]:
+    """The 1-based column of each whitespace-separated token (only needed for messages)."""
+    return [m.start() + 1 for m in _TOKEN_RE.finditer(expr)]
 
 
 def _parse(expr: str) -> CronExpression:
@@ -715,10 +770,11 @@ def _parse(expr: str) -> CronExpression:
                 expr.index("@") + 1,
                 "expression",
             )
-        inner = _parse_fields(MACROS[key], "unix", [(t, 1) for t in MACROS[key].split()])
+        inner = _parse_fields(MACROS[key], "unix", MACROS[key].split())
         inner.expression = expr
         return inner
-    tokens = [(m.group(), m.start() + 1) for m in _TOKEN_RE.finditer(expr)]
+    # str.split() and the \S+ of _TOKEN_RE agree on what whitespace is
+    tokens = expr.split()
     n = len(tokens)
     if n == 0:
         raise _fail("the expression is empty", 1, "expression")
@@ -729,7 +785,7 @@ def _parse(expr: str) -> CronExpression:
     if n > 7:
         raise _fail(
             f"{n} fields: Quartz takes at most 7 (it would silently ignore the rest)",
-            tokens[7][1],
+            _columns(expr)[7],
             "expression",
         )
     raise _fail(
@@ -741,22 +797,104 @@ def _parse(expr: str) -> CronExpression:
     )
 
 
-def _parse_fields(expr: str, dialect: Dialect, tokens: list[tuple[str, int]]) -> CronExpression:
+@dataclass(frozen=True, slots=True)
+class _TimePart:
+    """The time-of-day fields of an expression (second, minute, hour)."""
+
+    seconds: tuple[int, ...]
+    minutes: tuple[int, ...]
+    hours: tuple[int, ...]
+    fixed_time: bool
+    items: Mapping[str, tuple[Item, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class _DatePart:
+    """The date fields of an expression (day-of-month, month, day-of-week, year)."""
+
+    months: tuple[int, ...]
+    years: tuple[int, ...] | None
+    day_rule: DayRule
+    never: str | None
+    items: Mapping[str, tuple[Item, ...]]
+
+
+#: Expressions share their time and date parts: the bench's 50,000 distinct expressions have
+#: about 10,000 distinct time parts and a few hundred date parts. Keyed by (dialect, *tokens).
+_TIME_PARTS: dict[tuple[str, ...], _TimePart] = {}
+_DATE_PARTS: dict[tuple[str, ...], _DatePart] = {}
+
+
+def _parse_fields(expr: str, dialect: Dialect, tokens: list[str]) -> CronExpression:
+    """An expression from its 5-7 tokens: a cached time part plus a cached date part."""
+    split = 3 if dialect == "quartz" else 2  # the time fields come first
+    time_key = (dialect, *tokens[:split])
+    times = _TIME_PARTS.get(time_key)
+    if times is None:
+        times = _time_part(expr, dialect, tokens[:split])
+        if len(_TIME_PARTS) >= _CACHE_MAX:
+            _TIME_PARTS.clear()
+        _TIME_PARTS[time_key] = times
+    date_key = (dialect, *tokens[split:])
+    dates = _DATE_PARTS.get(date_key)
+    if dates is None:
+        dates = _date_part(expr, dialect, tokens, split)
+        if len(_DATE_PARTS) >= _CACHE_MAX:
+            _DATE_PARTS.clear()
+        _DATE_PARTS[date_key] = dates
+    return CronExpression(
+        expression=expr,
+        dialect=dialect,
+        seconds=times.seconds,
+        minutes=times.minutes,
+        hours=times.hours,
+        months=dates.months,
+        years=dates.years,
+        day_rule=dates.day_rule,
+        fixed_time=times.fixed_time,
+        never=dates.never,
+        time_items=times.items,
+        date_items=dates.items,
+    )
+
+
+def _fields(
+    expr: str, dialect: Dialect, tokens: list[str], first: int
+) -> dict[str, tuple[_Field, DayRule | None]]:
+    """Parse ``tokens`` as the fields from index ``first`` on, each cached by its token."""
     names = QUARTZ_FIELDS if dialect == "quartz" else UNIX_FIELDS
     specs = _QUARTZ_SPECS if dialect == "quartz" else _UNIX_SPECS
-    fields: dict[str, _Field] = {}
-    specials: dict[str, DayRule | None] = {}
-    for (token, col), name in zip(tokens, names, strict=False):
+    out: dict[str, tuple[_Field, DayRule | None]] = {}
+    for index, token in enumerate(tokens, first):
+        name = names[index]
         key = (dialect, name, token)
         got = _FIELD_CACHE.get(key)
         if got is None:
-            f, special = _parse_field(token, specs[name], dialect, col)
+            f, special = _parse_field(token, specs[name], dialect, _columns(expr)[index])
             got = (f.finish(token), special)
             if len(_FIELD_CACHE) >= _CACHE_MAX:
                 _FIELD_CACHE.clear()
             _FIELD_CACHE[key] = got
-        fields[name], specials[name] = got
-    cols = {name: col for (_, col), name in zip(tokens, names, strict=False)}
+        out[name] = got
+    return out
+
+
+def _time_part(expr: str, dialect: Dialect, tokens: list[str]) -> _TimePart:
+    fields = {name: f for name, (f, _) in _fields(expr, dialect, tokens, 0).items()}
+    seconds = fields[SECOND].sorted if dialect == "quartz" else (0,)
+    return _TimePart(
+        seconds=seconds,
+        minutes=fields[MINUTE].sorted,
+        hours=fields[HOUR].sorted,
+        fixed_time=not any(f.wild for f in fields.values()),
+        items=MappingProxyType({name: f.item_tuple for name, f in fields.items()}),
+    )
+
+
+def _date_part(expr: str, dialect: Dialect, tokens: list[str], first: int) -> _DatePart:
+    parsed = _fields(expr, dialect, tokens[first:], first)
+    fields = {name: f for name, (f, _) in parsed.items()}
+    specials = {name: special for name, (_, special) in parsed.items()}
 
     if dialect == "quartz":
         dom_any = specials[DOM] is not None and specials[DOM].mode == "any"
@@ -764,14 +902,14 @@ def _parse_fields(expr: str, dialect: Dialect, tokens: list[tuple[str, int]]) ->
         if dom_any and dow_any:
             raise _fail(
                 "'?' in both day fields: one of day-of-month or day-of-week must say which days",
-                cols[DOW],
+                _columns(expr)[5],
                 DOW,
             )
         if not dom_any and not dow_any:
             raise _fail(
                 "Quartz needs '?' in day-of-month or day-of-week (it cannot combine both); "
                 "for example '0 0 12 ? * MON' or '0 0 12 1 * ?'",
-                cols[DOW],
+                _columns(expr)[5],
                 DOW,
             )
         if dom_any:
@@ -782,14 +920,12 @@ def _parse_fields(expr: str, dialect: Dialect, tokens: list[tuple[str, int]]) ->
             rule = specials[DOM] or _rule("dom", dom=fields[DOM].frozen)
             if rule.mode == "dom" and len(rule.dom) == 31:
                 rule = _rule("all")
-        seconds = fields[SECOND].sorted
         year_field = fields.get(YEAR)
         years = (
             None
             if year_field is None or (year_field.star and year_field.items[0].step == 1)
             else year_field.sorted
         )
-        time_names: tuple[str, ...] = (SECOND, MINUTE, HOUR)
     else:
         dom_f, dow_f = fields[DOM], fields[DOW]
         dom_set = dom_f.frozen
@@ -810,40 +946,40 @@ def _parse_fields(expr: str, dialect: Dialect, tokens: list[tuple[str, int]]) ->
             )
         else:
             rule = _rule("or", dom_set, dow_set)
-        seconds = (0,)
         years = None
-        time_names = (MINUTE, HOUR)
 
-    fixed = not any(fields[n].wild for n in time_names)
     months = fields[MONTH].sorted
-    out = CronExpression(
-        expression=expr,
-        dialect=dialect,
-        seconds=seconds,
-        minutes=fields[MINUTE].sorted,
-        hours=fields[HOUR].sorted,
+    return _DatePart(
         months=months,
         years=years,
         day_rule=rule,
-        fixed_time=fixed,
-        items={name: tuple(f.items) for name, f in fields.items()},
+        never=_never_reason(months, rule, years),
+        items=MappingProxyType({name: f.item_tuple for name, f in fields.items()}),
     )
-    out.never = _never_reason(out)
-    return out
 
 
-def _never_reason(c: CronExpression) -> str | None:
-    """A reason why no date can ever match, found without searching; None if one may."""
-    rule = c.day_rule
-    longest = max(_MAX_DAYS_IN_MONTH[m] for m in c.months)
-    if rule.mode in ("dom", "and") and rule.dom and min(rule.dom) > longest:
-        days = ", ".join(str(d) for d in sorted(rule.dom))
-        months = ", ".join(MONTH_NAMES[m - 1].title() for m in c.months)
-        return f"day {days} never occurs in {months}"
-    if rule.mode == "nearest" and all(rule.n > _MAX_DAYS_IN_MONTH[m] + 1 for m in c.months):
-        months = ", ".join(MONTH_NAMES[m - 1].title() for m in c.months)
-        return f"day {rule.n} never occurs in {months}"
-    if c.years is not None and not c.years:
+def _never_reason(
+    months: tuple[int, ...], rule: DayRule, years: tuple[int, ...] | None
+) -> str | None:
+    """A reason why no date can ever match, found without searching; None if one may.
+
+    Every month has at least 29 days in some year, so only days from 30 on need the search
+    over ``months``.
+    """
+    if rule.mode in ("dom", "and") and rule.dom:
+        first = min(rule.dom)
+        if first > 29 and first > max(_MAX_DAYS_IN_MONTH[m] for m in months):
+            days = ", ".join(str(d) for d in sorted(rule.dom))
+            names = ", ".join(MONTH_NAMES[m - 1].title() for m in months)
+            return f"day {days} never occurs in {names}"
+    if (
+        rule.mode == "nearest"
+        and rule.n > 30
+        and all(rule.n > _MAX_DAYS_IN_MONTH[m] + 1 for m in months)
+    ):
+        names = ", ".join(MONTH_NAMES[m - 1].title() for m in months)
+        return f"day {rule.n} never occurs in {names}"
+    if years is not None and not years:
         return "the year field matches no year"
     return None
 
@@ -858,7 +994,7 @@ def build_calendar(
     label: str,
 ) -> CronExpression:
     """A fixed-time expression for the calendar forms (daily/weekly/monthly/yearly)."""
-    out = CronExpression(
+    return CronExpression(
         expression=label,
         dialect="quartz",
         seconds=(second,),
@@ -868,6 +1004,5 @@ def build_calendar(
         years=None,
         day_rule=rule,
         fixed_time=True,
+        never=_never_reason(months, rule, None),
     )
-    out.never = _never_reason(out)
-    return out

@@ -36,7 +36,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Final, Literal
 
 from reconciler.scheduling.cron import (
@@ -271,54 +271,65 @@ def _resolve(value: datetime, zone: Zone) -> int:
     return floor_seconds(value)
 
 
+#: Calendar matchers by form, ``at`` and the form's fields (as given: no normalising needed
+#: to look one up).
 _CALENDARS: dict[tuple[object, ...], CronExpression] = {}
+_ALL_MONTHS: Final = tuple(range(1, 13))
 
 
-def _calendar(
-    key: tuple[object, ...], at: time, rule: DayRule, months: tuple[int, ...], label: str
-) -> CronExpression:
-    full = (*key, at)
-    got = _CALENDARS.get(full)
+def _calendar_key(when: When) -> tuple[object, ...] | None:
+    """The cache key of a calendar form; its first element is the form. None for the rest."""
+    if when.daily is not None:
+        return ("daily", when.daily.at)
+    if when.weekly is not None:
+        return ("weekly", when.weekly.at, *when.weekly.days)
+    if when.monthly is not None:
+        return ("monthly", when.monthly.at, when.monthly.day)
+    if when.yearly is not None:
+        return ("yearly", when.yearly.at, when.yearly.month, when.yearly.day)
+    return None
+
+
+def _build_calendar(when: When) -> CronExpression:
+    rule: DayRule
+    months = _ALL_MONTHS
+    if when.daily is not None:
+        at, rule, label = when.daily.at, shared_rule("all"), f"daily at {when.daily.at}"
+    elif when.weekly is not None:
+        days = tuple(sorted({WEEKDAYS.index(d) for d in when.weekly.days}))
+        at, label = when.weekly.at, f"weekly at {when.weekly.at}"
+        rule = shared_rule("all") if len(days) == 7 else shared_rule("dow", dow=frozenset(days))
+    elif when.monthly is not None:
+        day = when.monthly.day
+        at, label = when.monthly.at, f"monthly at {when.monthly.at}"
+        rule = DayRule("last") if day == "last" else shared_rule("dom", dom=frozenset({day}))
+    else:
+        assert when.yearly is not None
+        at, label = when.yearly.at, f"yearly at {when.yearly.at}"
+        rule, months = shared_rule("dom", dom=frozenset({when.yearly.day})), (when.yearly.month,)
+    return build_calendar(
+        second=at.second, minute=at.minute, hour=at.hour, rule=rule, months=months, label=label
+    )
+
+
+def _calendar(when: When) -> tuple[str, CronExpression] | None:
+    """The form and the (cached) wall-clock matcher of a calendar form, else None."""
+    key = _calendar_key(when)
+    if key is None:
+        return None
+    got = _CALENDARS.get(key)
     if got is None:
-        got = build_calendar(
-            second=at.second,
-            minute=at.minute,
-            hour=at.hour,
-            rule=rule,
-            months=months,
-            label=label,
-        )
+        got = _build_calendar(when)
         if len(_CALENDARS) > 65536:
             _CALENDARS.clear()
-        _CALENDARS[full] = got
-    return got
-
-
-_ALL_MONTHS: Final = tuple(range(1, 13))
+        _CALENDARS[key] = got
+    return str(key[0]), got
 
 
 def calendar_expression(when: When) -> CronExpression | None:
     """The wall-clock matcher of a calendar form (daily/weekly/monthly/yearly), else None."""
-    if when.daily is not None:
-        at = when.daily.at
-        return _calendar(("daily",), at, shared_rule("all"), _ALL_MONTHS, f"daily at {at}")
-    if when.weekly is not None:
-        days = tuple(sorted({WEEKDAYS.index(d) for d in when.weekly.days}))
-        at = when.weekly.at
-        rule = shared_rule("all") if len(days) == 7 else shared_rule("dow", dow=frozenset(days))
-        return _calendar(("weekly", days), at, rule, _ALL_MONTHS, f"weekly at {at}")
-    if when.monthly is not None:
-        day = when.monthly.day
-        at = when.monthly.at
-        rule = DayRule("last") if day == "last" else shared_rule("dom", dom=frozenset({day}))
-        return _calendar(("monthly", day), at, rule, _ALL_MONTHS, f"monthly at {at}")
-    if when.yearly is not None:
-        m, d = when.yearly.month, when.yearly.day
-        at = when.yearly.at
-        return _calendar(
-            ("yearly", m, d), at, shared_rule("dom", dom=frozenset({d})), (m,), f"yearly at {at}"
-        )
-    return None
+    cal = _calendar(when)
+    return None if cal is None else cal[1]
 
 
 def build_trigger(when: When, default_timezone: str) -> Trigger:
@@ -351,9 +362,9 @@ def build_trigger(when: When, default_timezone: str) -> Trigger:
         except CronSyntaxError as e:
             raise WhenError(e.message, "cron", column=e.column) from None
         return CronTrigger("cron", expr, zone, start, end, jitter)
-    cal = calendar_expression(when)
+    cal = _calendar(when)
     assert cal is not None, when.form
-    return CronTrigger(when.form, cal, zone, start, end, jitter)
+    return CronTrigger(cal[0], cal[1], zone, start, end, jitter)
 
 
 def _never_field(when: When) -> tuple[str, ...]:

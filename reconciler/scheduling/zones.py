@@ -101,10 +101,20 @@ def instant(seconds: int) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
 
 
-class Zone:
-    """An IANA time zone with cached offset transitions."""
+#: How many resolved wall-clock times a zone remembers (see :meth:`Zone.resolve_fixed`).
+_RESOLVED_MAX: Final = 8192
 
-    __slots__ = ("_years", "fixed_offset", "info", "key")
+
+class Zone:
+    """An IANA time zone with cached offset transitions.
+
+    Besides the transitions, a zone remembers the answers of its two most repeated questions,
+    both pure functions of the tz database: the wall clock at the last instant asked about
+    (the loader, the planner and the daemon ask about one ``now`` for every schedule) and
+    the instants of recently resolved wall-clock times (many schedules fire at 02:00).
+    """
+
+    __slots__ = ("_last_local", "_resolved", "_years", "fixed_offset", "info", "key")
 
     def __init__(self, key: str, info: ZoneInfo) -> None:
         self.key = key
@@ -115,6 +125,8 @@ class Zone:
             assert off is not None
             self.fixed_offset = int(off.total_seconds())
         self._years: dict[int, tuple[list[int], list[tuple[int, int, int]]]] = {}
+        self._last_local: tuple[int, tuple[int, int, int, int, int, int, int]] | None = None
+        self._resolved: dict[tuple[int, int, int, int, int, int], int] = {}
 
     def __repr__(self) -> str:
         return f"Zone({self.key!r})"
@@ -179,12 +191,21 @@ class Zone:
         A time that exists once is that instant; one that occurs twice is its first
         occurrence; one inside a spring-forward gap is the first instant after the gap.
         """
+        key = (y, mo, d, h, mi, s)
+        got = self._resolved.get(key)
+        if got is None:
+            got = self._resolve(y, mo, d, h, mi, s)
+            if len(self._resolved) >= _RESOLVED_MAX:
+                self._resolved.clear()
+            self._resolved[key] = got
+        return got
+
+    def _resolve(self, y: int, mo: int, d: int, h: int, mi: int, s: int) -> int:
         wall = wall_seconds(y, mo, d, h, mi, s)
         if self.fixed_offset is not None:
             return wall - self.fixed_offset
-        naive = datetime(y, mo, d, h, mi, s)
-        off0 = naive.replace(tzinfo=self.info).utcoffset()
-        off1 = naive.replace(tzinfo=self.info, fold=1).utcoffset()
+        off0 = datetime(y, mo, d, h, mi, s, tzinfo=self.info).utcoffset()
+        off1 = datetime(y, mo, d, h, mi, s, tzinfo=self.info, fold=1).utcoffset()
         assert off0 is not None and off1 is not None
         o0, o1 = int(off0.total_seconds()), int(off1.total_seconds())
         if o0 >= o1:  # exists once, or twice (first occurrence uses the earlier offset)
@@ -194,6 +215,31 @@ class Zone:
         if tr is None:  # pragma: no cover - zoneinfo and the probe disagree
             return wall - o0
         return tr[0]
+
+    def local_fields(self, ts: int) -> tuple[int, int, int, int, int, int, int]:
+        """Wall-clock fields (year, month, day, hour, minute, second) of instant ``ts`` in
+        this zone, and the UTC offset in seconds there."""
+        last = self._last_local
+        if last is not None and last[0] == ts:
+            return last[1]
+        if self.fixed_offset is not None:
+            off = self.fixed_offset
+            fields = (*wall_tuple(ts + off), off)
+        else:
+            loc = datetime.fromtimestamp(ts, self.info)
+            delta = loc.utcoffset()
+            assert delta is not None
+            fields = (
+                loc.year,
+                loc.month,
+                loc.day,
+                loc.hour,
+                loc.minute,
+                loc.second,
+                delta.days * 86400 + delta.seconds,
+            )
+        self._last_local = (ts, fields)
+        return fields
 
 
 _ZONES: dict[str, Zone] = {}
@@ -215,28 +261,14 @@ def get_zone(name: str) -> Zone:
     return zone
 
 
-def _local_fields(zone: Zone, ts: int) -> tuple[int, int, int, int, int, int, int]:
-    """Wall-clock fields of instant ``ts`` in ``zone``, and the offset there."""
-    if zone.fixed_offset is not None:
-        off = zone.fixed_offset
-        return (*wall_tuple(ts + off), off)
-    loc = datetime.fromtimestamp(ts, zone.info)
-    delta = loc.utcoffset()
-    assert delta is not None
-    return (
-        loc.year,
-        loc.month,
-        loc.day,
-        loc.hour,
-        loc.minute,
-        loc.second,
-        delta.days * 86400 + delta.seconds,
-    )
+def clear_caches() -> None:
+    """Forget every zone and what it remembers (for benchmarks that want a cold start)."""
+    _ZONES.clear()
 
 
 def next_fixed(expr: CronExpression, zone: Zone, after: int) -> int | None:
     """The first slot strictly after instant ``after`` under the fixed-time rule."""
-    y, mo, d, h, mi, s, _ = _local_fields(zone, after)
+    y, mo, d, h, mi, s, _ = zone.local_fields(after)
     cand = expr.next_local(y, mo, d, h, mi, s + 1)
     while cand is not None:
         ts = zone.resolve_fixed(*cand)
@@ -248,7 +280,7 @@ def next_fixed(expr: CronExpression, zone: Zone, after: int) -> int | None:
 
 def next_real(expr: CronExpression, zone: Zone, after: int) -> int | None:
     """The first instant strictly after ``after`` whose local wall-clock time matches."""
-    y, mo, d, h, mi, s, off = _local_fields(zone, after)
+    y, mo, d, h, mi, s, off = zone.local_fields(after)
     cand = expr.next_local(y, mo, d, h, mi, s + 1)
     seg_start = after
     while cand is not None:

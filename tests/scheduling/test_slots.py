@@ -101,9 +101,9 @@ def test_misfire_with_nothing_missed_is_empty_and_bad_policies_are_refused() -> 
             HOURLY,
             iso("2026-06-15T12:00:00Z"),
             iso("2026-06-15T12:59:00Z"),
-            "later",
+            "later",  # type: ignore[arg-type]
             timedelta(hours=1),
-        )  # type: ignore[arg-type]
+        )
 
 
 @pytest.mark.parametrize(
