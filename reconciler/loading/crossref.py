@@ -8,6 +8,7 @@ playbook paths and ``when`` expressions, then builds the :class:`DesiredState`.
 from __future__ import annotations
 
 import hashlib
+import json
 import posixpath
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import datetime
@@ -31,7 +32,7 @@ from reconciler.model.documents import (
 from reconciler.model.inventory import Group, Server
 from reconciler.model.snapshot import Entry, EntryType
 from reconciler.model.targets import TargetIndex
-from reconciler.model.variables import resolve
+from reconciler.model.variables import VariableProblem, resolve
 
 Loc = Sequence[str | int]
 Read = Callable[[str], bytes]
@@ -138,6 +139,8 @@ class CrossChecker:
         self.docs, self.entries, self.read, self.locator = docs, entries, read, locator
         self.now, self.sink = now, sink
         self.state = DesiredState(revision=revision)
+        self._selects: dict[tuple[tuple[str, ...], ...], bool] = {}
+        self._var_problems: dict[tuple[str, str], list[VariableProblem]] = {}
         # Documents that failed validation were already reported; references to them are not
         # reported again as references to something that does not exist. ("" = unnamed.)
         self.rejected: dict[str, set[str]] = {}
@@ -486,7 +489,7 @@ class CrossChecker:
                         f'unknown {field_[:-1] if field_ != "servers" else "server"} "{name}"',
                         did_you_mean(name, known),
                     )
-        if not bad and not targets.empty and not self.target_index.resolve(targets):
+        if not bad and not targets.empty and not self._selects_any(targets):
             self.warning(
                 ld,
                 ("spec", "targets"),
@@ -494,6 +497,29 @@ class CrossChecker:
                 "the targets match no server, so runs would do nothing",
                 "roles and environments together select servers in both",
             )
+
+    def _selects_any(self, targets: Targets) -> bool:
+        """Whether targets select a server; memoised, as many schedules target alike."""
+        key = (tuple(targets.servers), tuple(targets.roles), tuple(targets.environments))
+        found = self._selects.get(key)
+        if found is None:
+            found = self._selects[key] = bool(self.target_index.names(targets))
+        return found
+
+    def _variable_problems(
+        self, name: str, template: JobTemplate, values: Mapping[str, Any]
+    ) -> list[VariableProblem]:
+        """Problems of a schedule's values; memoised per template and values."""
+        try:
+            key: tuple[str, str] | None = (name, json.dumps(values, sort_keys=True))
+        except (TypeError, ValueError):
+            key = None
+        cached = self._var_problems.get(key) if key else None
+        if cached is None:
+            cached = resolve(template.spec, values).problems
+            if key:
+                self._var_problems[key] = cached
+        return cached
 
     def _template(self, ld: LoadedDocument) -> None:
         assert isinstance(ld.doc, JobTemplate)
@@ -611,8 +637,7 @@ class CrossChecker:
         self._targets(ld, spec.targets)
         self._when(ld)
         if template is not None:
-            resolved = resolve(template.spec, spec.variables)
-            for p in resolved.problems:
+            for p in self._variable_problems(spec.template, template, spec.variables):
                 loc: Loc = (
                     ("spec", "variables", p.name)
                     if p.name in spec.variables

@@ -122,13 +122,17 @@ def _INT_BASES(v: str) -> int:
     return int(v, 10)
 
 
+_Scalar = yaml.ScalarNode
+
+
 def build(node: yaml.Node, memo: dict[int, Any] | None = None) -> Any:
     """Construct Python data from a node tree: PyYAML's safe constructor, only faster.
 
     Handles the core tags, merge keys and shared (aliased) nodes; rejects duplicate keys.
     Anything unusual (explicit tags such as ``!!binary``) falls back to PyYAML's constructor.
+    Plain strings, most of any document, are taken inline without a call per node.
     """
-    if isinstance(node, yaml.ScalarNode):
+    if type(node) is _Scalar:
         tag = node.tag
         if tag == _STR:
             return node.value
@@ -144,7 +148,11 @@ def build(node: yaml.Node, memo: dict[int, Any] | None = None) -> Any:
         out_list: list[Any] = []
         if memo is not None:
             memo[id(node)] = out_list
-        out_list.extend(build(child, memo) for child in node.value)
+        for child in node.value:
+            if type(child) is _Scalar and child.tag == _STR:
+                out_list.append(child.value)
+            else:
+                out_list.append(build(child, memo))
         return out_list
     assert isinstance(node, yaml.MappingNode)
     if node.tag != _MAP:
@@ -152,10 +160,13 @@ def build(node: yaml.Node, memo: dict[int, Any] | None = None) -> Any:
     out: dict[Any, Any] = {}
     if memo is not None:
         memo[id(node)] = out
-    merged: dict[Any, Any] = {}
-    seen: dict[Any, yaml.Mark] = {}
+    merged: dict[Any, Any] | None = None
     for key_node, value_node in node.value:
-        if key_node.tag == _MERGE:
+        ktag = key_node.tag
+        if ktag == _STR and type(key_node) is _Scalar:
+            key = key_node.value
+        elif ktag == _MERGE:
+            merged = merged if merged is not None else {}
             value = build(value_node, memo)
             for item in value if isinstance(value, list) else [value]:
                 if not isinstance(item, dict):
@@ -163,15 +174,20 @@ def build(node: yaml.Node, memo: dict[int, Any] | None = None) -> Any:
                 for k, v in item.items():
                     merged.setdefault(k, v)
             continue
-        key = build(key_node, memo)
-        if isinstance(key, list | dict):
-            raise _Fallback()
-        if key in seen:
-            raise _DuplicateKey(str(key), seen[key], key_node.start_mark)
-        seen[key] = key_node.start_mark
-        out[key] = build(value_node, memo)
-    for k, v in merged.items():
-        out.setdefault(k, v)
+        else:
+            key = build(key_node, memo)
+            if isinstance(key, list | dict):
+                raise _Fallback()
+        if key in out:
+            first = next(k for k, _ in node.value if k.tag != _MERGE and build(k) == key)
+            raise _DuplicateKey(str(key), first.start_mark, key_node.start_mark)
+        if type(value_node) is _Scalar and value_node.tag == _STR:
+            out[key] = value_node.value
+        else:
+            out[key] = build(value_node, memo)
+    if merged:
+        for k, v in merged.items():
+            out.setdefault(k, v)
     return out
 
 
@@ -369,6 +385,8 @@ def _may_nest_deeper(text: str) -> bool:
     brackets = text.count("[") + text.count("{")
     if brackets > MAX_DEPTH:
         return True
+    if text.count("\n") + 1 + brackets <= MAX_DEPTH:
+        return False  # every level needs a line of its own or a bracket
     widest = max(map(len, _LINE_PREFIX.findall(text)), default=0)
     return 2 * (widest + 2) + brackets > MAX_DEPTH
 

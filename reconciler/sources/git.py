@@ -131,7 +131,7 @@ class GitSnapshot:
         return path in self._executables
 
     def _blob(self, oid: str) -> bytes:
-        blob = self._repo[oid]
+        blob = self._repo[pygit2.Oid(hex=oid)]  # a full id: no prefix search
         assert isinstance(blob, pygit2.Blob)
         return bytes(blob.data)
 
