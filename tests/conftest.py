@@ -17,6 +17,8 @@ from urllib.parse import quote
 import psycopg
 import pytest
 
+from reconciler.stores import StateStore, open_store
+
 ADMIN_URL = os.environ.get("RECONCILER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
@@ -87,3 +89,28 @@ def pg_url(pg_database: str) -> str:
 def new_pg_state(pg_database: str) -> Callable[[], str]:
     """A factory of fresh PostgreSQL states (for tests that need several, e.g. Hypothesis)."""
     return lambda: new_pg_schema(pg_database)
+
+
+#: Every contract and engine test that takes ``backend``, ``state_url`` or ``store`` runs on
+#: both state stores; PostgreSQL must be reachable (CI makes sure of it), never skipped.
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def state_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """Where a fresh state goes: a SQLite path or a PostgreSQL URL (nothing created yet)."""
+    if backend == "sqlite":
+        return str(tmp_path / "state.db")
+    return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def store(state_url: str) -> Iterator[StateStore]:
+    s = open_store(state_url, lock_timeout=10)
+    yield s
+    s.close()

@@ -12,7 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,14 +23,13 @@ from reconciler.engine.desired import load_repo
 from reconciler.engine.planning import apply_plan, plan_against_state
 from reconciler.model.desired import DesiredState
 from reconciler.planning.plan import Plan
-from reconciler.stores import StateStore, open_store
+from reconciler.stores import StateStore
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).resolve().parent / "golden"
 BASE = GOLDEN / "_base"
 NOW = datetime(2025, 10, 24, 12, 0, tzinfo=UTC)
 WEEK = timedelta(days=7)
-BACKENDS = ["sqlite", "postgresql"]
 
 
 class GitRepo:
@@ -93,26 +92,6 @@ def repo(tmp_path: Path) -> GitRepo:
     r.copy_in(BASE)
     r.commit("base")
     return r
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def state_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
-    """Where a fresh state goes: a SQLite path or a PostgreSQL URL (nothing created yet)."""
-    if backend == "sqlite":
-        return str(tmp_path / "state.db")
-    return str(request.getfixturevalue("pg_url"))
-
-
-@pytest.fixture
-def store(state_url: str) -> Iterator[StateStore]:
-    s = open_store(state_url, lock_timeout=10)
-    yield s
-    s.close()
 
 
 def desired_of(repo: GitRepo | Path, rev: str | None = None, now: datetime = NOW) -> DesiredState:

@@ -10,35 +10,9 @@ PostgreSQL cannot be reached the tests fail (CI guarantees it is there): they ne
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
-import pytest
-
-from reconciler.stores import StateStore, open_store
-
-BACKENDS = ["sqlite", "postgresql"]
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def state_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
-    """Where a fresh state goes: a SQLite path or a PostgreSQL URL (nothing created yet)."""
-    if backend == "sqlite":
-        return str(tmp_path / "state.db")
-    return str(request.getfixturevalue("pg_url"))
-
-
-@pytest.fixture
-def store(state_url: str) -> Iterator[StateStore]:
-    s = open_store(state_url, lock_timeout=10)
-    yield s
-    s.close()
 
 
 def raw_sql(url: str, sql: str) -> list[tuple[object, ...]]:
