@@ -321,53 +321,36 @@ def _check_size(node: yaml.Node, path: str) -> Diagnostic | None:
 
     try:
         size(node, 0)
-    except _TooBig as e:
+    except _NodeProblem as e:
         m = e.node.start_mark
-        return _diag(
-            path,
-            m.line + 1,
-            m.column + 1,
-            "yaml-alias-limit",
-            f"the document expands to more than {MAX_NODES} nodes through anchors and aliases",
-            "anchors and aliases may not be used to build huge documents",
-        )
-    except _Recursive as e:
-        m = e.node.start_mark
-        return _diag(
-            path,
-            m.line + 1,
-            m.column + 1,
-            "yaml-alias-limit",
-            "an alias refers to the node that contains it (a recursive structure)",
-        )
-    except _TooDeep as e:
-        m = e.node.start_mark
-        return _diag(
-            path,
-            m.line + 1,
-            m.column + 1,
-            "yaml-too-deep",
-            f"the document nests deeper than {MAX_DEPTH} levels",
-        )
+        return _diag(path, m.line + 1, m.column + 1, e.code, e.message, e.hint)
     return None
 
 
 class _NodeProblem(Exception):
+    """A document that is too big or too deep to construct; carries its diagnostic."""
+
+    code = "yaml-alias-limit"
+    message = ""
+    hint: str | None = None
+
     def __init__(self, node: yaml.Node) -> None:
         super().__init__()
         self.node = node
 
 
 class _TooBig(_NodeProblem):
-    pass
+    message = f"the document expands to more than {MAX_NODES} nodes through anchors and aliases"
+    hint = "anchors and aliases may not be used to build huge documents"
 
 
 class _Recursive(_NodeProblem):
-    pass
+    message = "an alias refers to the node that contains it (a recursive structure)"
 
 
 class _TooDeep(_NodeProblem):
-    pass
+    code = "yaml-too-deep"
+    message = f"the document nests deeper than {MAX_DEPTH} levels"
 
 
 _LINE_PREFIX = re.compile(r"^[ \t?-]*", re.M)
