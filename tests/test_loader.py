@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,23 +18,11 @@ from reconciler.model.snapshot import Entry, Snapshot
 from reconciler.sources.cache import SqliteParseCache
 from reconciler.sources.directory import DirectorySnapshot
 from reconciler.sources.git import GitSource, default_cache_dir
+from tests.gitutil import git
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = ROOT / "tests" / "golden" / "validate" / "_base"
 NOW = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
-
-
-def git(repo: Path, *args: str) -> None:
-    env = {
-        **os.environ,
-        "GIT_AUTHOR_NAME": "Test",
-        "GIT_AUTHOR_EMAIL": "test@example.com",
-        "GIT_COMMITTER_NAME": "Test",
-        "GIT_COMMITTER_EMAIL": "test@example.com",
-        "GIT_CONFIG_GLOBAL": os.devnull,
-        "GIT_CONFIG_NOSYSTEM": "1",
-    }
-    subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True)
 
 
 class CountingSnapshot:

@@ -17,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from reconciler.cli.main import cli
+from tests.gitutil import git
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = ROOT / "tests" / "golden" / "validate" / "_base"
@@ -57,22 +58,6 @@ def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=60,
     )
-
-
-def git(repo: Path, *args: str) -> str:
-    env = {
-        **os.environ,
-        "GIT_AUTHOR_NAME": "Test",
-        "GIT_AUTHOR_EMAIL": "test@example.com",
-        "GIT_COMMITTER_NAME": "Test",
-        "GIT_COMMITTER_EMAIL": "test@example.com",
-        "GIT_CONFIG_GLOBAL": os.devnull,
-        "GIT_CONFIG_NOSYSTEM": "1",
-    }
-    out = subprocess.run(
-        ["git", *args], cwd=repo, env=env, check=True, capture_output=True, text=True
-    )
-    return out.stdout.strip()
 
 
 @pytest.fixture

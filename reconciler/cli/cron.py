@@ -13,6 +13,8 @@ from datetime import UTC
 
 import click
 
+from reconciler.cli.common import format_option
+
 
 @click.group()
 def cron() -> None:
@@ -44,14 +46,7 @@ def cron() -> None:
     help="Show fire times strictly after this ISO-8601 instant (default: now). "
     "Without an offset it is a wall-clock time of --timezone.",
 )
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="Output format.",
-)
+@format_option
 def explain(expr: str, tz_name: str, count: int, after: str | None, fmt: str) -> None:
     """Explain EXPR: its dialect, meaning, DST rule and next fire times.
 

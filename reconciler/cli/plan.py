@@ -8,7 +8,12 @@ from typing import TYPE_CHECKING
 
 import click
 
-from reconciler.cli.common import diagnostics_json, emit_json, render_diagnostics_text
+from reconciler.cli.common import (
+    diagnostics_json,
+    emit_json,
+    format_option,
+    render_diagnostics_text,
+)
 from reconciler.cli.state import state_option
 
 if TYPE_CHECKING:
@@ -60,9 +65,7 @@ def _load(repo: str, rev: str | None, fmt: str, now: datetime) -> tuple[str, Des
 @click.option(
     "--horizon", default="7d", show_default=True, help="How far ahead to compare fire times."
 )
-@click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
-)
+@format_option
 @state_option
 @click.pass_context
 def plan(
@@ -125,9 +128,7 @@ def plan(
 )
 @click.option("--plan", "plan_file", default=None, metavar="FILE", help="Apply a saved plan.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-@click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
-)
+@format_option
 @state_option
 @click.pass_context
 def apply(

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from reconciler.cli.common import emit_json
+from reconciler.cli.common import emit_json, format_option
 from reconciler.cli.state import state_option
 
 #: exit status of ``run --wait`` per final run status
@@ -31,9 +31,7 @@ def _now() -> datetime:
 @click.option("--var", "pairs", multiple=True, metavar="NAME=VALUE", help="A variable value.")
 @click.option("--simulate", is_flag=True, help="Check mode only: report, change nothing.")
 @click.option("--wait", is_flag=True, help="Run in the foreground and exit with its status.")
-@click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
-)
+@format_option
 @state_option
 @click.pass_context
 def run(
@@ -159,9 +157,7 @@ def _print_run(r: Any) -> None:
 @click.option("--status", default=None, help="Only runs with this status.")
 @click.option("--template", default=None, help="Only runs of this template.")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
-@click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
-)
+@format_option
 @state_option
 @click.pass_context
 def runs(
@@ -203,9 +199,7 @@ def runs(
 
 @runs.command("show")
 @click.argument("run_id", type=int)
-@click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
-)
+@format_option
 @state_option
 @click.pass_context
 def runs_show(ctx: click.Context, run_id: int, fmt: str, state: str | None) -> None:
@@ -254,9 +248,7 @@ def logs(run_id: int, follow: bool, state: str | None) -> None:
 @click.command()
 @click.option("--server", default=None, help="Only this server.")
 @click.option("--template", default=None, help="Only this template.")
-@click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
-)
+@format_option
 @state_option
 def drift(server: str | None, template: str | None, fmt: str, state: str | None) -> None:
     """Configuration drift per server and template, as the latest configuration runs found."""

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import click
 
-from reconciler.cli.common import emit_json
+from reconciler.cli.common import emit_json, format_option
 from reconciler.cli.state import state_option
 
 
@@ -19,9 +19,7 @@ from reconciler.cli.state import state_option
     show_default=True,
     help="How many next fire times to show.",
 )
-@click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
-)
+@format_option
 @state_option
 def schedules(count: int, fmt: str, state: str | None) -> None:
     """List the applied schedules with state, next fire times and last result."""

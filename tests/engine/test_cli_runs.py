@@ -18,19 +18,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.gitutil import git
+
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
 
 pytestmark = pytest.mark.slow
-
-
-def git(repo: Path, *args: str) -> None:
-    subprocess.run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
-        cwd=repo,
-        check=True,
-        capture_output=True,
-    )
 
 
 class Cli:
