@@ -29,6 +29,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +59,9 @@ from reconciler.executors.spec import (
     WorkerJob,
 )
 from reconciler.executors.worker import Redactor, descendants
+from reconciler.executors.zygote import ForkedWorker, Zygote, ZygoteError
+
+_Worker = subprocess.Popen[str] | ForkedWorker
 
 _TASK_EVENTS: Mapping[str, HostStatus] = {
     "runner_on_ok": "ok",
@@ -178,7 +182,7 @@ class AnsibleRunHandle:
     _queue: queue.Queue[Progress | None] = field(default_factory=queue.Queue)
     _cancelled: threading.Event = field(default_factory=threading.Event)
     _done: threading.Event = field(default_factory=threading.Event)
-    _proc: subprocess.Popen[str] | None = None
+    _proc: _Worker | None = None
     _proc_lock: threading.Lock = field(default_factory=threading.Lock)
     _stop_reason: str | None = None
     _outcome: RunOutcome | None = None
@@ -216,18 +220,20 @@ class AnsibleRunHandle:
         if proc is None or proc.poll() is not None:
             return
         with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGTERM)
+            proc.send_signal(signal.SIGTERM)
         timer = threading.Timer(self._request.kill_grace + 2.0, self._hard_kill, (proc,))
         timer.daemon = True
         timer.start()
 
     @staticmethod
-    def _hard_kill(proc: subprocess.Popen[str]) -> None:
+    def _hard_kill(proc: _Worker) -> None:
         if proc.poll() is not None:
             return
-        for pid in [*descendants(proc.pid), proc.pid]:
+        for pid in descendants(proc.pid):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGKILL)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
 
@@ -274,28 +280,11 @@ class AnsibleRunHandle:
             workdir_root=ex.workdir_root,
             keep_workdir=ex.keep_workdir,
         )
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (ex.package_root, env.get("PYTHONPATH", "")) if p
-        )
         started = time.monotonic()
         with self._proc_lock:
             if self._stop_reason is not None:
                 return _PhaseRun(fold_events([], names, check=check), self._stop_reason, None)
-            try:
-                proc = subprocess.Popen(
-                    [ex.python, "-m", "reconciler.executors.worker"],
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    start_new_session=True,
-                    env=env,
-                    text=True,
-                    encoding="utf-8",
-                    errors="replace",
-                )
-            except OSError as exc:
-                raise ExecutionError(f"cannot start the run worker: {exc}") from exc
+            proc = ex._spawn_worker()
             self._proc = proc
         watchdog = threading.Timer(remaining + 1.0, self._stop, ("timed-out",))
         watchdog.daemon = True
@@ -527,10 +516,15 @@ def _json_loads(line: str) -> dict[str, Any]:
     return value
 
 
-def _drain(proc: subprocess.Popen[str], tail: collections.deque[str]) -> None:
+def _drain(proc: _Worker, tail: collections.deque[str]) -> None:
     assert proc.stderr is not None
     for line in proc.stderr:
         tail.append(line.rstrip("\n"))
+
+
+def _close_zygotes(zygotes: list[Zygote]) -> None:
+    while zygotes:
+        zygotes.pop().close()
 
 
 class AnsibleExecutor:
@@ -540,6 +534,14 @@ class AnsibleExecutor:
     Python). ``log_limit`` caps the textual log (characters). ``workdir_root`` is where workers
     make their private 0700 directories (default: the system temp dir); ``keep_workdir`` keeps
     them for inspection (debugging and tests only: it defeats the clean-up).
+
+    ``prefork`` (default): workers are forked from a long-lived *zygote* that has
+    ``ansible_runner`` already imported (see :mod:`reconciler.executors.zygote`), started on
+    the first run (or by :meth:`prestart`) with the environment of that moment, and ended by
+    :meth:`close` (also on garbage collection, at interpreter exit, and when this process
+    dies). Without it, or if the zygote cannot be used, each worker is started afresh with
+    ``python -m reconciler.executors.worker``. Either way: one worker process per
+    ansible-playbook invocation, in its own session.
     """
 
     def __init__(
@@ -550,13 +552,91 @@ class AnsibleExecutor:
         log_limit: int = 1_000_000,
         workdir_root: str | None = None,
         keep_workdir: bool = False,
+        prefork: bool = True,
     ) -> None:
         self.python = python or sys.executable
         self.venv_bin = venv_bin or os.path.dirname(self.python)
         self.log_limit = log_limit
         self.workdir_root = workdir_root
         self.keep_workdir = keep_workdir
+        self.prefork = prefork
         self.package_root = str(Path(reconciler.__file__).resolve().parent.parent)
+        self._zygote_lock = threading.Lock()
+        self._zygotes: list[Zygote] = []  # the current one last; shared with the finalizer
+        self._closed = False
+        weakref.finalize(self, _close_zygotes, self._zygotes)
+
+    # ------------------------------------------------------------------ workers
+    def _worker_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (self.package_root, env.get("PYTHONPATH", "")) if p
+        )
+        return env
+
+    def _zygote(self) -> Zygote | None:
+        with self._zygote_lock:
+            if self._closed or not self.prefork:
+                return None
+            if self._zygotes and self._zygotes[-1].alive():
+                return self._zygotes[-1]
+            _close_zygotes(self._zygotes)
+            try:
+                zygote = Zygote(self.python, self._worker_env())
+            except ZygoteError:
+                return None
+            self._zygotes.append(zygote)
+            return zygote
+
+    def prestart(self) -> None:
+        """Start the zygote now instead of on the first run (a daemon does this at start-up)."""
+        self._zygote()
+
+    @property
+    def zygote_pid(self) -> int | None:
+        """The pid of the live zygote, if any (for tests, benchmarks and diagnostics)."""
+        with self._zygote_lock:
+            if self._zygotes and self._zygotes[-1].alive():
+                return self._zygotes[-1].pid
+            return None
+
+    def _spawn_worker(self) -> _Worker:
+        zygote = self._zygote()
+        if zygote is not None:
+            try:
+                return zygote.spawn()
+            except ZygoteError:
+                zygote.close()  # a fresh one next time; this run starts a worker afresh
+        try:
+            return subprocess.Popen(
+                [self.python, "-m", "reconciler.executors.worker"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+                env=self._worker_env(),
+                text=True,
+                encoding="utf-8",
+                errors="replace",
+            )
+        except OSError as exc:
+            raise ExecutionError(f"cannot start the run worker: {exc}") from exc
+
+    def close(self, wait: float | None = 10.0) -> None:
+        """End the zygote (its running workers are cancelled first). Later runs start workers
+        afresh. Waits up to ``wait`` seconds for the zygote to exit."""
+        with self._zygote_lock:
+            self._closed = True
+            zygotes = list(self._zygotes)
+            self._zygotes.clear()
+        for zygote in zygotes:
+            zygote.close(wait)
+
+    def __enter__(self) -> AnsibleExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def start(
         self,

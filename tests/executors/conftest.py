@@ -55,19 +55,33 @@ def _all_pids() -> set[int]:
     return {int(p) for p in os.listdir("/proc") if p.isdigit()}
 
 
-SUSPECT = ("ansible", "sleep", "ssh", "reconciler.executors.worker")
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def _set_subreaper(on: bool) -> None:
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0)
 
 
 def leftovers(before: set[int], keep: Iterable[int] = (), wait: float = 5.0) -> list[str]:
-    """New processes since ``before`` that look like ours (ansible, sleep, ssh, workers) or are
-    zombie children of this test process, other than this process and the ``keep`` pids (sshd
-    listeners). Waits up to ``wait`` seconds for processes already on their way out."""
+    """Processes this test started that are still there: every process below this one (live or
+    zombie) that is new since ``before``, other than the ``keep`` pids (sshd listeners, a live
+    executor's zygote). Waits up to ``wait`` seconds for processes already on their way out.
+
+    Scoped to what the test itself started, so other ansible work on the machine cannot make it
+    fail, and nothing it started can hide: the ``process_snapshot`` fixture makes this process a
+    child subreaper, so a process orphaned anywhere below it (an ansible 2.19 worker after
+    ``setsid()``, a daemonised ssh ControlPersist master) is re-parented to it, not to init, and
+    stays a descendant."""
     me = os.getpid()
+    keep = set(keep)
     end = time.monotonic() + wait
     while True:
-        mine = {me, *descendants(me)}
         found = []
-        for pid in _all_pids() - before - set(keep) - {me}:
+        for pid in descendants(me):
+            if pid in before or pid in keep:
+                continue
             try:
                 with open(f"/proc/{pid}/stat") as fh:
                     fields = fh.read().rsplit(")", 1)[1].split()
@@ -75,28 +89,37 @@ def leftovers(before: set[int], keep: Iterable[int] = (), wait: float = 5.0) -> 
                 continue
             state, ppid = fields[0], int(fields[1])
             if state == "Z":
-                if ppid in mine:
-                    found.append(f"{pid} <zombie child of {ppid}>")
-                continue
-            text = _cmdline(pid)
-            ours = ppid in mine or ppid == 1  # our tree, or orphaned (re-parented to init)
-            if ours and any(s in text for s in SUSPECT):
-                found.append(f"{pid} (ppid {ppid}) {text}")
+                found.append(f"{pid} <zombie child of {ppid}>")
+            else:
+                found.append(f"{pid} (ppid {ppid}) {_cmdline(pid)}")
         if not found or time.monotonic() > end:
             return found
         time.sleep(0.1)
 
 
-@pytest.fixture
-def process_snapshot() -> set[int]:
-    return _all_pids()
+def zygote(executor: AnsibleExecutor) -> set[int]:
+    """The executor's live zygote (expected to outlive runs), to pass as ``keep``."""
+    pid = executor.zygote_pid
+    return {pid} if pid is not None else set()
 
 
 @pytest.fixture
-def executor(tmp_path: Path) -> AnsibleExecutor:
+def process_snapshot() -> Iterator[set[int]]:
+    """The processes before the test; this process is a child subreaper during the test (see
+    :func:`leftovers`)."""
+    _set_subreaper(True)
+    try:
+        yield _all_pids()
+    finally:
+        _set_subreaper(False)
+
+
+@pytest.fixture
+def executor(tmp_path: Path) -> Iterator[AnsibleExecutor]:
     root = tmp_path / "w"
     root.mkdir(mode=0o700)
-    return AnsibleExecutor(workdir_root=str(root))
+    with AnsibleExecutor(workdir_root=str(root)) as executor:
+        yield executor
 
 
 # ------------------------------------------------------------------------------ sshd fixture
@@ -164,10 +187,14 @@ class SshTargets:
         proc = self.procs.pop(addr, None)
         if proc is None:
             return
-        for pid in [*descendants(proc.pid), proc.pid]:
+        children = descendants(proc.pid)
+        for pid in [*children, proc.pid]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         proc.wait()
+        for pid in children:  # re-parented to this process when it is a subreaper: reap them
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
 
     def restart_all(self) -> None:
         for addr in self.addresses:
