@@ -27,6 +27,7 @@ import contextlib
 import ctypes
 import json
 import os
+import resource
 import select
 import shlex
 import shutil
@@ -190,30 +191,32 @@ def descendants(root: int) -> list[int]:
     return found
 
 
-def reap() -> None:
+def reap() -> bool:
+    """Reap every dead child; True when no child at all is left (live or dead)."""
     while True:
         try:
             pid, _ = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            return
+            return True
         if pid == 0:
-            return
+            return False
 
 
 def sweep(deadline: float = 5.0) -> None:
-    """SIGKILL every descendant (orphans are ours: we are a subreaper) and reap them."""
+    """SIGKILL every descendant (orphans are ours: we are a subreaper) and reap them.
+
+    A subreaper without any child has no descendant either (an orphan anywhere below it is
+    re-parented to it), so the usual case, nothing left, costs one ``waitpid`` and no scan of
+    ``/proc``."""
     me = os.getpid()
     end = time.monotonic() + deadline
-    while True:
-        pids = descendants(me)
-        reap()
-        if not pids or time.monotonic() > end:
+    while not reap():
+        if time.monotonic() > end:
             return
-        for pid in pids:
+        for pid in descendants(me):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
         time.sleep(0.01)
-        reap()
 
 
 def _speed_up_pty_close() -> None:
@@ -227,10 +230,12 @@ def _speed_up_pty_close() -> None:
     original = ptyprocess.PtyProcess.close
 
     def close(self: Any, force: bool = True) -> None:
-        if not self.closed and not self.terminated:  # not reaped yet, so the pid is the child
+        if self.closed:
+            return
+        if not self.terminated:  # not reaped yet, so the pid is still the child's
             try:
                 pidfd = os.pidfd_open(self.pid)
-            except OSError:  # already reaped, or no pidfd support: poll briefly
+            except OSError:  # no pidfd support: poll briefly
                 end = time.monotonic() + 0.1
                 while time.monotonic() < end and self.isalive():
                     time.sleep(0.002)
@@ -239,7 +244,7 @@ def _speed_up_pty_close() -> None:
                     select.select([pidfd], [], [], 0.1)
                 finally:
                     os.close(pidfd)
-            self.delayafterclose = 0
+        self.delayafterclose = 0
         original(self, force)
 
     close._reconciler_fast = True  # type: ignore[attr-defined]
@@ -454,6 +459,12 @@ def main(stdin: IO[str] | None = None) -> int:
     finally:
         if not job.keep_workdir:
             shutil.rmtree(workdir, ignore_errors=True)
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result["cpu"] = {  # seconds: the worker itself, and ansible-playbook with all it ran
+        "worker": round(me.ru_utime + me.ru_stime, 4),
+        "children": round(kids.ru_utime + kids.ru_stime, 4),
+    }
     emit(result)
     protocol.close()
     return 0

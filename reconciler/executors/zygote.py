@@ -147,24 +147,27 @@ def serve(ctrl_fd: int) -> int:
     workers: dict[int, socket.socket] = {}
 
     def reap() -> bool:
-        """Reap every dead child; report workers' exit codes. True when a worker ended."""
-        ended = False
+        """Reap every dead child; report workers' exit codes. True when a worker ended in an
+        unusual way (a signal, an error), so that it may have left orphans behind."""
+        unusual = False
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
-                return ended
+                return unusual
             if pid == 0:
-                return ended
+                return unusual
             reply = workers.pop(pid, None)
             if reply is not None:
-                ended = True
+                code = os.waitstatus_to_exitcode(status)
+                unusual = unusual or code != 0
                 with contextlib.suppress(OSError):
-                    reply.sendall(b"exit %d" % os.waitstatus_to_exitcode(status))
+                    reply.sendall(b"exit %d" % code)
                 reply.close()
 
     def kill_strays() -> None:
-        """Children that are not workers were orphaned by a worker that was SIGKILLed."""
+        """Children that are not workers were orphaned by a worker that died without sweeping
+        (SIGKILLed, or crashed): a worker that ends normally has swept its tree (exit 0)."""
         for pid in _children_of(me):
             if pid not in workers:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
