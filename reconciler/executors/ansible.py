@@ -187,6 +187,9 @@ class AnsibleRunHandle:
     _stop_reason: str | None = None
     _outcome: RunOutcome | None = None
     workdirs: list[str] = field(default_factory=list)
+    #: per phase, as the worker measured it: its own CPU seconds (``worker``) and those of
+    #: ansible-playbook with everything it ran (``children``)
+    worker_cpu: list[dict[str, float]] = field(default_factory=list)
 
     # ------------------------------------------------------------------ public
     def events(self) -> Iterator[Progress]:
@@ -327,6 +330,8 @@ class AnsibleRunHandle:
             status = self._stop_reason
         if result.get("workdir"):
             self.workdirs.append(str(result["workdir"]))
+        if isinstance(result.get("cpu"), dict):
+            self.worker_cpu.append(dict(result["cpu"]))
         return _PhaseRun(
             folded,
             status,

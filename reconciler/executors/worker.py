@@ -334,6 +334,16 @@ def slim_event(event: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def wanted(event: Mapping[str, Any]) -> bool:
+    """Whether the parent needs the event: it folds ``runner_*`` results (not
+    ``runner_on_start``) and ``playbook_on_stats``, and logs text. Others without text
+    (``playbook_on_start``, ``runner_on_start``: a third of a run's events) are not sent."""
+    kind = str(event.get("event") or "")
+    if event.get("stdout") or kind == "playbook_on_stats":
+        return True
+    return kind.startswith("runner_") and kind != "runner_on_start"
+
+
 def run_job(job: WorkerJob, workdir: str, emit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     """Run one ansible-playbook through ansible_runner; returns the result message."""
     import ansible_runner
@@ -383,6 +393,8 @@ def run_job(job: WorkerJob, workdir: str, emit: Callable[[dict[str, Any]], None]
         pid = event.get("pid")
         if stopper.ap_pid is None and isinstance(pid, int):
             stopper.ap_pid = pid
+        if not wanted(event):
+            return False
         slim = slim_event(event)
         if slim["event"] == "playbook_on_stats":
             stats.update({k: slim[k] for k in _STATS_KEYS})
