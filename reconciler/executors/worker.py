@@ -424,6 +424,9 @@ def run_job(job: WorkerJob, workdir: str, emit: Callable[[dict[str, Any]], None]
             envvars=envvars,
             event_handler=on_event,
             cancel_callback=stopper.kill_now.is_set,
+            # Ansible's default in-memory fact cache: runner's jsonfile cache would write every
+            # host's facts into the work directory (removed at the end anyway) for nothing.
+            fact_cache_type="memory",
         )
         status, rc = str(runner.status), runner.rc
     finally:

@@ -268,19 +268,24 @@ class ForkedWorker:
             return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
-        ready = select.select([self._pidfd], [], [], timeout)[0]
-        if not ready:
+        """Wait for the exit; only the thread that owns the worker calls this (once at the
+        end), and it alone closes the pidfd, so a concurrent ``poll()`` never sees it closed."""
+        with self._lock:
+            done = self.returncode is not None
+        if not done and not select.select([self._pidfd], [], [], timeout)[0]:
             raise subprocess.TimeoutExpired("reconciler.executors.worker", timeout or 0.0)
         with self._lock:
             if self.returncode is None:
                 self._finish()
+            if self._pidfd >= 0:
+                os.close(self._pidfd)
+                self._pidfd = -1
             assert self.returncode is not None
             return self.returncode
 
     def _finish(self) -> None:
         self.returncode = self._read_exit()
         self._reply.close()
-        os.close(self._pidfd)
 
     def send_signal(self, sig: int) -> None:
         with self._lock:
