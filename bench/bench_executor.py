@@ -6,8 +6,10 @@ Medians, all measured in the same run on this machine:
 1. a trivial one-task playbook on localhost: bare ``ansible-playbook`` vs ``AnsibleExecutor``
    (wall time, and CPU of the process and all its children via RUSAGE_CHILDREN), interleaved
    run by run. The executor is warm, as the daemon uses it: one instance reused for every run,
-   its worker zygote started before the timing. The zygote is a long-lived child, so its CPU
-   (its own and that of the workers it reaped, from /proc/PID/stat) is added to ours.
+   its worker zygote started before the timing. The zygote is a long-lived child whose CPU
+   never reaches our RUSAGE_CHILDREN, so ours = this process (all threads) + the zygote's own
+   CPU (/proc/PID/schedstat, ns) + each forked worker's CPU with everything it reaped (from
+   the zygote's wait4(), µs). Bare = RUSAGE_CHILDREN of ansible-playbook.
    ``AnsibleExecutor(prefork=False)`` (a fresh worker process per run, like a one-shot CLI
    run's first phase) is shown too;
 2. a configuration run with remediation where 2 of N local hosts drifted, vs a check run plus a
@@ -56,27 +58,25 @@ def cpu() -> float:
     return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
 
 
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def proc_cpu(pid: int | None) -> float:
-    """CPU of a live process and of the children it has reaped (utime stime cutime cstime)."""
+def own_cpu(pid: int | None) -> float:
+    """CPU of a live process's own threads, in nanoseconds (/proc/PID/schedstat), as seconds."""
     if pid is None:
         return 0.0
-    with open(f"/proc/{pid}/stat") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    return sum(int(x) for x in fields[11:15]) / _TICK
+    with open(f"/proc/{pid}/schedstat") as fh:
+        return int(fh.read().split()[0]) / 1e9
 
 
 def measure(
-    fn: Callable[[], None], helper: Callable[[], int | None] = lambda: None
+    fn: Callable[[], float | None], helper: Callable[[], int | None] = lambda: None
 ) -> tuple[float, float]:
+    """Wall and CPU of ``fn``: this process (all threads) and the children it reaped, plus the
+    helper process's own CPU, plus what ``fn`` returns (CPU of processes the helper reaped)."""
     pid = helper()
-    c0, z0, t0 = cpu(), proc_cpu(pid), time.perf_counter()
-    fn()
+    c0, z0, t0 = cpu(), own_cpu(pid), time.perf_counter()
+    extra = fn() or 0.0
     wall = time.perf_counter() - t0
     assert helper() == pid, "the zygote changed during a measurement"
-    return wall, cpu() - c0 + proc_cpu(pid) - z0
+    return wall, cpu() - c0 + own_cpu(pid) - z0 + extra
 
 
 def overhead(root: Path, repeats: int) -> None:
@@ -102,11 +102,13 @@ def overhead(root: Path, repeats: int) -> None:
 
     parts: list[tuple[float, float]] = []  # per warm run: worker itself, ansible-playbook
 
-    def ours() -> None:
+    def ours() -> float:
         handle = executor.start(request)
         outcome = handle.wait()
         assert outcome.status == "succeeded", outcome.message
-        parts.append((handle.worker_cpu[0]["worker"], handle.worker_cpu[0]["children"]))
+        (phase,) = handle.worker_cpu
+        parts.append((phase["worker"], phase["children"]))
+        return phase["total"]  # the forked worker and all it reaped, from the zygote's wait4()
 
     def ours_cold() -> None:
         outcome = cold.run(request)

@@ -187,8 +187,9 @@ class AnsibleRunHandle:
     _stop_reason: str | None = None
     _outcome: RunOutcome | None = None
     workdirs: list[str] = field(default_factory=list)
-    #: per phase, as the worker measured it: its own CPU seconds (``worker``) and those of
-    #: ansible-playbook with everything it ran (``children``)
+    #: per phase, CPU seconds as the worker measured them, its own (``worker``) and those of
+    #: ansible-playbook with everything it ran (``children``); with a forked worker also
+    #: ``total``: the worker's whole life and all it reaped, from the zygote's ``wait4()``
     worker_cpu: list[dict[str, float]] = field(default_factory=list)
 
     # ------------------------------------------------------------------ public
@@ -331,7 +332,10 @@ class AnsibleRunHandle:
         if result.get("workdir"):
             self.workdirs.append(str(result["workdir"]))
         if isinstance(result.get("cpu"), dict):
-            self.worker_cpu.append(dict(result["cpu"]))
+            cpu = dict(result["cpu"])
+            if isinstance(proc, ForkedWorker) and proc.cpu is not None:
+                cpu["total"] = proc.cpu
+            self.worker_cpu.append(cpu)
         return _PhaseRun(
             folded,
             status,

@@ -15,7 +15,8 @@ and runs :func:`reconciler.executors.worker.main` exactly as a freshly started w
 (child subreaper, SIGTERM on the zygote's death). So it is still one worker process, in its own
 session, per run. The zygote answers on the reply socket with ``pid N`` and a *pidfd* for the
 child (race-free signalling even after the pid is reaped), and, once it has reaped the child,
-``exit CODE``; then it closes the reply socket.
+``exit CODE CPU`` (CPU seconds from ``wait4``: the worker and everything it reaped); then it
+closes the reply socket.
 
 What the zygote never does: read a job. The job (secrets included) goes from the parent straight
 into the child's stdin pipe; the zygote only ever holds descriptors, so no secret of any run is
@@ -152,7 +153,7 @@ def serve(ctrl_fd: int) -> int:
         unusual = False
         while True:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                pid, status, usage = os.wait4(-1, os.WNOHANG)
             except ChildProcessError:
                 return unusual
             if pid == 0:
@@ -161,8 +162,9 @@ def serve(ctrl_fd: int) -> int:
             if reply is not None:
                 code = os.waitstatus_to_exitcode(status)
                 unusual = unusual or code != 0
+                cpu = usage.ru_utime + usage.ru_stime  # the worker and all it reaped
                 with contextlib.suppress(OSError):
-                    reply.sendall(b"exit %d" % code)
+                    reply.sendall(b"exit %d %.6f" % (code, cpu))
                 reply.close()
 
     def kill_strays() -> None:
@@ -244,6 +246,9 @@ class ForkedWorker:
         self._pidfd = pidfd
         self._reply = reply
         self.returncode: int | None = None
+        #: CPU seconds of the worker's whole life and of every process it reaped (ansible-playbook
+        #: and all it ran), from the zygote's wait4(); known once it has exited
+        self.cpu: float | None = None
         self._lock = threading.Lock()
         self.stdin: IO[str] = open(stdin, "w", encoding="utf-8")  # noqa: SIM115
         self.stdout: IO[str] = open(stdout, encoding="utf-8", errors="replace")  # noqa: SIM115
@@ -257,8 +262,10 @@ class ForkedWorker:
         with contextlib.suppress(OSError):
             while chunk := self._reply.recv(64):
                 data += chunk
-        if data.startswith(b"exit "):
-            return int(data.split()[1])
+        fields = data.split()
+        if len(fields) == 3 and fields[0] == b"exit":
+            self.cpu = float(fields[2])
+            return int(fields[1])
         return -1  # the zygote went away before it could tell
 
     def poll(self) -> int | None:
