@@ -22,7 +22,6 @@ from reconciler.executors.spec import TargetHost
 from reconciler.executors.worker import descendants
 
 SSHD = "/usr/sbin/sshd"
-SSH_PORT = 2222
 LOCAL_VARS: dict[str, Any] = {
     "ansible_connection": "local",
     "ansible_python_interpreter": sys.executable,
@@ -129,6 +128,7 @@ class SshTargets:
 
     dir: Path
     addresses: list[str]
+    port: int
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def hosts(self, n: int | None = None) -> tuple[TargetHost, ...]:
@@ -138,7 +138,7 @@ class SshTargets:
                 name=f"srv{i + 1}",
                 vars={
                     "ansible_host": addr,
-                    "ansible_port": SSH_PORT,
+                    "ansible_port": self.port,
                     "ansible_user": "root",
                     "ansible_ssh_private_key_file": key,
                     "ansible_ssh_common_args": "-o StrictHostKeyChecking=no "
@@ -153,7 +153,7 @@ class SshTargets:
         tag = addr.rsplit(".", 1)[1]
         cfg = self.dir / f"sshd_{tag}.conf"
         cfg.write_text(
-            f"ListenAddress {addr}:{SSH_PORT}\n"
+            f"ListenAddress {addr}:{self.port}\n"
             f"HostKey {self.dir}/host_key\n"
             f"PidFile {self.dir}/sshd_{tag}.pid\n"
             f"AuthorizedKeysFile {self.dir}/authorized_keys\n"
@@ -173,8 +173,8 @@ class SshTargets:
         end = time.monotonic() + 10
         while True:
             try:
-                with socket.create_connection((addr, SSH_PORT), timeout=1) as sock:
-                    if sock.recv(4).startswith(b"SSH-"):
+                with socket.create_connection((addr, self.port), timeout=1) as sock:
+                    if sock.recv(4).startswith(b"SSH-") and proc.poll() is None:
                         return
             except OSError:
                 pass
@@ -210,6 +210,22 @@ class SshTargets:
         return out
 
 
+def _free_port(addresses: list[str]) -> int:
+    """A port no one listens on at any of ``addresses`` (not a fixed one: another test run on
+    the same machine may have its own sshd there, and would answer our banner check)."""
+    while True:
+        with socket.socket() as probe:
+            probe.bind((addresses[0], 0))
+            port = int(probe.getsockname()[1])
+        try:
+            for addr in addresses[1:]:
+                with socket.socket() as probe:
+                    probe.bind((addr, port))
+        except OSError:
+            continue
+        return port
+
+
 @pytest.fixture(scope="session")
 def ssh_targets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshTargets]:
     if not os.access(SSHD, os.X_OK):
@@ -222,7 +238,8 @@ def ssh_targets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshTargets
         )
     shutil.copy(root / "client_key.pub", root / "authorized_keys")
     os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
-    targets = SshTargets(root, [f"127.0.0.{i}" for i in range(2, 6)])
+    addresses = [f"127.0.0.{i}" for i in range(2, 6)]
+    targets = SshTargets(root, addresses, _free_port(addresses))
     for addr in targets.addresses:
         targets.start(addr)
     yield targets
