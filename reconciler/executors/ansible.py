@@ -1,8 +1,10 @@
 """The Ansible executor: runs a :class:`RunRequest` as real ansible-playbook invocations. I/O.
 
 Parent side only: it never imports ansible_runner. Every ansible-playbook invocation (a
-*phase*) runs in its own worker subprocess (``python -m reconciler.executors.worker``, new
-session) that receives the job on stdin and streams events back as JSON lines. Phases:
+*phase*) runs in its own worker process, in its own session, that receives the job on stdin
+and streams events back as JSON lines: forked from the executor's zygote
+(:mod:`reconciler.executors.zygote`, ``ansible_runner`` already imported), or started afresh as
+``python -m reconciler.executors.worker`` when there is no usable zygote. Phases:
 
 - orchestration, mode ``run``: one ``run`` phase;
 - configuration, mode ``run``: ``check`` (``--check --diff``) on every host; when ``remediate``

@@ -1,10 +1,13 @@
 """The worker: one subprocess per ansible-playbook invocation. I/O; the only ansible_runner user.
 
-Run as ``python -m reconciler.executors.worker`` by :mod:`reconciler.executors.ansible`, with
-``start_new_session=True``. Protocol: a :class:`~reconciler.executors.spec.WorkerJob` as JSON on
-stdin (secrets included, so they never appear in argv or the environment); on stdout one JSON
-object per line: ``{"type": "event", ...}`` per runner event (secret values redacted), then one
-``{"type": "result", ...}`` after every child process is gone and the work directory removed.
+Forked per phase by the executor's zygote (``python -m reconciler.executors.worker --zygote FD``,
+see :mod:`reconciler.executors.zygote`), which calls :func:`main` after ``setsid()``; or run as
+``python -m reconciler.executors.worker`` by :mod:`reconciler.executors.ansible`, with
+``start_new_session=True``, when there is no zygote. Either way, protocol: a
+:class:`~reconciler.executors.spec.WorkerJob` as JSON on stdin (secrets included, so they never
+appear in argv or the environment); on stdout one JSON object per line: ``{"type": "event",
+...}`` per runner event the parent needs (secret values redacted), then one ``{"type":
+"result", ...}`` after every child process is gone and the work directory removed.
 
 What it guarantees (see ``docs/execution.md`` and the measured pitfalls in the research notes):
 
