@@ -1,8 +1,10 @@
 """The Ansible executor: runs a :class:`RunRequest` as real ansible-playbook invocations. I/O.
 
 Parent side only: it never imports ansible_runner. Every ansible-playbook invocation (a
-*phase*) runs in its own worker subprocess (``python -m reconciler.executors.worker``, new
-session) that receives the job on stdin and streams events back as JSON lines. Phases:
+*phase*) runs in its own worker process, in its own session, that receives the job on stdin
+and streams events back as JSON lines: forked from the executor's zygote
+(:mod:`reconciler.executors.zygote`, ``ansible_runner`` already imported), or started afresh as
+``python -m reconciler.executors.worker`` when there is no usable zygote. Phases:
 
 - orchestration, mode ``run``: one ``run`` phase;
 - configuration, mode ``run``: ``check`` (``--check --diff``) on every host; when ``remediate``
@@ -29,6 +31,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +61,9 @@ from reconciler.executors.spec import (
     WorkerJob,
 )
 from reconciler.executors.worker import Redactor, descendants
+from reconciler.executors.zygote import ForkedWorker, Zygote, ZygoteError
+
+_Worker = subprocess.Popen[str] | ForkedWorker
 
 _TASK_EVENTS: Mapping[str, HostStatus] = {
     "runner_on_ok": "ok",
@@ -178,11 +184,15 @@ class AnsibleRunHandle:
     _queue: queue.Queue[Progress | None] = field(default_factory=queue.Queue)
     _cancelled: threading.Event = field(default_factory=threading.Event)
     _done: threading.Event = field(default_factory=threading.Event)
-    _proc: subprocess.Popen[str] | None = None
+    _proc: _Worker | None = None
     _proc_lock: threading.Lock = field(default_factory=threading.Lock)
     _stop_reason: str | None = None
     _outcome: RunOutcome | None = None
     workdirs: list[str] = field(default_factory=list)
+    #: per phase, CPU seconds as the worker measured them, its own (``worker``) and those of
+    #: ansible-playbook with everything it ran (``children``); with a forked worker also
+    #: ``total``: the worker's whole life and all it reaped, from the zygote's ``wait4()``
+    worker_cpu: list[dict[str, float]] = field(default_factory=list)
 
     # ------------------------------------------------------------------ public
     def events(self) -> Iterator[Progress]:
@@ -216,18 +226,20 @@ class AnsibleRunHandle:
         if proc is None or proc.poll() is not None:
             return
         with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGTERM)
+            proc.send_signal(signal.SIGTERM)
         timer = threading.Timer(self._request.kill_grace + 2.0, self._hard_kill, (proc,))
         timer.daemon = True
         timer.start()
 
     @staticmethod
-    def _hard_kill(proc: subprocess.Popen[str]) -> None:
+    def _hard_kill(proc: _Worker) -> None:
         if proc.poll() is not None:
             return
-        for pid in [*descendants(proc.pid), proc.pid]:
+        for pid in descendants(proc.pid):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGKILL)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
 
@@ -274,28 +286,11 @@ class AnsibleRunHandle:
             workdir_root=ex.workdir_root,
             keep_workdir=ex.keep_workdir,
         )
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (ex.package_root, env.get("PYTHONPATH", "")) if p
-        )
         started = time.monotonic()
         with self._proc_lock:
             if self._stop_reason is not None:
                 return _PhaseRun(fold_events([], names, check=check), self._stop_reason, None)
-            try:
-                proc = subprocess.Popen(
-                    [ex.python, "-m", "reconciler.executors.worker"],
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    start_new_session=True,
-                    env=env,
-                    text=True,
-                    encoding="utf-8",
-                    errors="replace",
-                )
-            except OSError as exc:
-                raise ExecutionError(f"cannot start the run worker: {exc}") from exc
+            proc = ex._spawn_worker()
             self._proc = proc
         watchdog = threading.Timer(remaining + 1.0, self._stop, ("timed-out",))
         watchdog.daemon = True
@@ -338,6 +333,11 @@ class AnsibleRunHandle:
             status = self._stop_reason
         if result.get("workdir"):
             self.workdirs.append(str(result["workdir"]))
+        if isinstance(result.get("cpu"), dict):
+            cpu = dict(result["cpu"])
+            if isinstance(proc, ForkedWorker) and proc.cpu is not None:
+                cpu["total"] = proc.cpu
+            self.worker_cpu.append(cpu)
         return _PhaseRun(
             folded,
             status,
@@ -527,10 +527,15 @@ def _json_loads(line: str) -> dict[str, Any]:
     return value
 
 
-def _drain(proc: subprocess.Popen[str], tail: collections.deque[str]) -> None:
+def _drain(proc: _Worker, tail: collections.deque[str]) -> None:
     assert proc.stderr is not None
     for line in proc.stderr:
         tail.append(line.rstrip("\n"))
+
+
+def _close_zygotes(zygotes: list[Zygote]) -> None:
+    while zygotes:
+        zygotes.pop().close()
 
 
 class AnsibleExecutor:
@@ -540,6 +545,14 @@ class AnsibleExecutor:
     Python). ``log_limit`` caps the textual log (characters). ``workdir_root`` is where workers
     make their private 0700 directories (default: the system temp dir); ``keep_workdir`` keeps
     them for inspection (debugging and tests only: it defeats the clean-up).
+
+    ``prefork`` (default): workers are forked from a long-lived *zygote* that has
+    ``ansible_runner`` already imported (see :mod:`reconciler.executors.zygote`), started on
+    the first run (or by :meth:`prestart`) with the environment of that moment, and ended by
+    :meth:`close` (also on garbage collection, at interpreter exit, and when this process
+    dies). Without it, or if the zygote cannot be used, each worker is started afresh with
+    ``python -m reconciler.executors.worker``. Either way: one worker process per
+    ansible-playbook invocation, in its own session.
     """
 
     def __init__(
@@ -550,13 +563,91 @@ class AnsibleExecutor:
         log_limit: int = 1_000_000,
         workdir_root: str | None = None,
         keep_workdir: bool = False,
+        prefork: bool = True,
     ) -> None:
         self.python = python or sys.executable
         self.venv_bin = venv_bin or os.path.dirname(self.python)
         self.log_limit = log_limit
         self.workdir_root = workdir_root
         self.keep_workdir = keep_workdir
+        self.prefork = prefork
         self.package_root = str(Path(reconciler.__file__).resolve().parent.parent)
+        self._zygote_lock = threading.Lock()
+        self._zygotes: list[Zygote] = []  # the current one last; shared with the finalizer
+        self._closed = False
+        weakref.finalize(self, _close_zygotes, self._zygotes)
+
+    # ------------------------------------------------------------------ workers
+    def _worker_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (self.package_root, env.get("PYTHONPATH", "")) if p
+        )
+        return env
+
+    def _zygote(self) -> Zygote | None:
+        with self._zygote_lock:
+            if self._closed or not self.prefork:
+                return None
+            if self._zygotes and self._zygotes[-1].alive():
+                return self._zygotes[-1]
+            _close_zygotes(self._zygotes)
+            try:
+                zygote = Zygote(self.python, self._worker_env())
+            except ZygoteError:
+                return None
+            self._zygotes.append(zygote)
+            return zygote
+
+    def prestart(self) -> None:
+        """Start the zygote now instead of on the first run (a daemon does this at start-up)."""
+        self._zygote()
+
+    @property
+    def zygote_pid(self) -> int | None:
+        """The pid of the live zygote, if any (for tests, benchmarks and diagnostics)."""
+        with self._zygote_lock:
+            if self._zygotes and self._zygotes[-1].alive():
+                return self._zygotes[-1].pid
+            return None
+
+    def _spawn_worker(self) -> _Worker:
+        zygote = self._zygote()
+        if zygote is not None:
+            try:
+                return zygote.spawn()
+            except ZygoteError:
+                zygote.close()  # a fresh one next time; this run starts a worker afresh
+        try:
+            return subprocess.Popen(
+                [self.python, "-m", "reconciler.executors.worker"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+                env=self._worker_env(),
+                text=True,
+                encoding="utf-8",
+                errors="replace",
+            )
+        except OSError as exc:
+            raise ExecutionError(f"cannot start the run worker: {exc}") from exc
+
+    def close(self, wait: float | None = 10.0) -> None:
+        """End the zygote (its running workers are cancelled first). Later runs start workers
+        afresh. Waits up to ``wait`` seconds for the zygote to exit."""
+        with self._zygote_lock:
+            self._closed = True
+            zygotes = list(self._zygotes)
+            self._zygotes.clear()
+        for zygote in zygotes:
+            zygote.close(wait)
+
+    def __enter__(self) -> AnsibleExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def start(
         self,

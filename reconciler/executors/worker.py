@@ -1,10 +1,13 @@
 """The worker: one subprocess per ansible-playbook invocation. I/O; the only ansible_runner user.
 
-Run as ``python -m reconciler.executors.worker`` by :mod:`reconciler.executors.ansible`, with
-``start_new_session=True``. Protocol: a :class:`~reconciler.executors.spec.WorkerJob` as JSON on
-stdin (secrets included, so they never appear in argv or the environment); on stdout one JSON
-object per line: ``{"type": "event", ...}`` per runner event (secret values redacted), then one
-``{"type": "result", ...}`` after every child process is gone and the work directory removed.
+Forked per phase by the executor's zygote (``python -m reconciler.executors.worker --zygote FD``,
+see :mod:`reconciler.executors.zygote`), which calls :func:`main` after ``setsid()``; or run as
+``python -m reconciler.executors.worker`` by :mod:`reconciler.executors.ansible`, with
+``start_new_session=True``, when there is no zygote. Either way, protocol: a
+:class:`~reconciler.executors.spec.WorkerJob` as JSON on stdin (secrets included, so they never
+appear in argv or the environment); on stdout one JSON object per line: ``{"type": "event",
+...}`` per runner event the parent needs (secret values redacted), then one ``{"type":
+"result", ...}`` after every child process is gone and the work directory removed.
 
 What it guarantees (see ``docs/execution.md`` and the measured pitfalls in the research notes):
 
@@ -27,6 +30,8 @@ import contextlib
 import ctypes
 import json
 import os
+import resource
+import select
 import shlex
 import shutil
 import signal
@@ -189,47 +194,63 @@ def descendants(root: int) -> list[int]:
     return found
 
 
-def reap() -> None:
+def reap() -> bool:
+    """Reap every dead child; True when no child at all is left (live or dead)."""
     while True:
         try:
             pid, _ = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            return
+            return True
         if pid == 0:
-            return
+            return False
 
 
 def sweep(deadline: float = 5.0) -> None:
-    """SIGKILL every descendant (orphans are ours: we are a subreaper) and reap them."""
+    """SIGKILL every descendant (orphans are ours: we are a subreaper) and reap them.
+
+    A subreaper without any child has no descendant either (an orphan anywhere below it is
+    re-parented to it), so the usual case, nothing left, costs one ``waitpid`` and no scan of
+    ``/proc``."""
     me = os.getpid()
     end = time.monotonic() + deadline
-    while True:
-        pids = descendants(me)
-        reap()
-        if not pids or time.monotonic() > end:
+    while not reap():
+        if time.monotonic() > end:
             return
-        for pid in pids:
+        for pid in descendants(me):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
         time.sleep(0.01)
-        reap()
 
 
 def _speed_up_pty_close() -> None:
     """ptyprocess sleeps a fixed 0.1 s in ``close()`` before checking the child; runner calls it
-    after EOF, so every run paid 0.1 s of wall time. Wait for the exit instead (up to 0.1 s)."""
+    after EOF, so every run paid 0.1 s of wall time. Wait for the exit instead (up to 0.1 s):
+    on a pidfd, which wakes the moment the child exits, with no polling."""
     import ptyprocess  # type: ignore[import-untyped]
 
+    if getattr(ptyprocess.PtyProcess.close, "_reconciler_fast", False):
+        return  # already done (in the zygote this worker was forked from)
     original = ptyprocess.PtyProcess.close
 
     def close(self: Any, force: bool = True) -> None:
-        if not self.closed:
-            end = time.monotonic() + 0.1
-            while time.monotonic() < end and self.isalive():
-                time.sleep(0.002)
-            self.delayafterclose = 0
+        if self.closed:
+            return
+        if not self.terminated:  # not reaped yet, so the pid is still the child's
+            try:
+                pidfd = os.pidfd_open(self.pid)
+            except OSError:  # no pidfd support: poll briefly
+                end = time.monotonic() + 0.1
+                while time.monotonic() < end and self.isalive():
+                    time.sleep(0.002)
+            else:
+                try:
+                    select.select([pidfd], [], [], 0.1)
+                finally:
+                    os.close(pidfd)
+        self.delayafterclose = 0
         original(self, force)
 
+    close._reconciler_fast = True  # type: ignore[attr-defined]
     ptyprocess.PtyProcess.close = close
 
 
@@ -316,6 +337,16 @@ def slim_event(event: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def wanted(event: Mapping[str, Any]) -> bool:
+    """Whether the parent needs the event: it folds ``runner_*`` results (not
+    ``runner_on_start``) and ``playbook_on_stats``, and logs text. Others without text
+    (``playbook_on_start``, ``runner_on_start``: a third of a run's events) are not sent."""
+    kind = str(event.get("event") or "")
+    if event.get("stdout") or kind == "playbook_on_stats":
+        return True
+    return kind.startswith("runner_") and kind != "runner_on_start"
+
+
 def run_job(job: WorkerJob, workdir: str, emit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     """Run one ansible-playbook through ansible_runner; returns the result message."""
     import ansible_runner
@@ -365,6 +396,8 @@ def run_job(job: WorkerJob, workdir: str, emit: Callable[[dict[str, Any]], None]
         pid = event.get("pid")
         if stopper.ap_pid is None and isinstance(pid, int):
             stopper.ap_pid = pid
+        if not wanted(event):
+            return False
         slim = slim_event(event)
         if slim["event"] == "playbook_on_stats":
             stats.update({k: slim[k] for k in _STATS_KEYS})
@@ -394,6 +427,9 @@ def run_job(job: WorkerJob, workdir: str, emit: Callable[[dict[str, Any]], None]
             envvars=envvars,
             event_handler=on_event,
             cancel_callback=stopper.kill_now.is_set,
+            # Ansible's default in-memory fact cache: runner's jsonfile cache would write every
+            # host's facts into the work directory (removed at the end anyway) for nothing.
+            fact_cache_type="memory",
         )
         status, rc = str(runner.status), runner.rc
     finally:
@@ -441,10 +477,20 @@ def main(stdin: IO[str] | None = None) -> int:
     finally:
         if not job.keep_workdir:
             shutil.rmtree(workdir, ignore_errors=True)
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result["cpu"] = {  # seconds: the worker itself, and ansible-playbook with all it ran
+        "worker": round(me.ru_utime + me.ru_stime, 4),
+        "children": round(kids.ru_utime + kids.ru_stime, 4),
+    }
     emit(result)
     protocol.close()
     return 0
 
 
 if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--zygote":
+        from reconciler.executors.zygote import serve
+
+        sys.exit(serve(int(sys.argv[2])))
     sys.exit(main())

@@ -22,7 +22,6 @@ from reconciler.executors.spec import TargetHost
 from reconciler.executors.worker import descendants
 
 SSHD = "/usr/sbin/sshd"
-SSH_PORT = 2222
 LOCAL_VARS: dict[str, Any] = {
     "ansible_connection": "local",
     "ansible_python_interpreter": sys.executable,
@@ -55,19 +54,33 @@ def _all_pids() -> set[int]:
     return {int(p) for p in os.listdir("/proc") if p.isdigit()}
 
 
-SUSPECT = ("ansible", "sleep", "ssh", "reconciler.executors.worker")
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def _set_subreaper(on: bool) -> None:
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0)
 
 
 def leftovers(before: set[int], keep: Iterable[int] = (), wait: float = 5.0) -> list[str]:
-    """New processes since ``before`` that look like ours (ansible, sleep, ssh, workers) or are
-    zombie children of this test process, other than this process and the ``keep`` pids (sshd
-    listeners). Waits up to ``wait`` seconds for processes already on their way out."""
+    """Processes this test started that are still there: every process below this one (live or
+    zombie) that is new since ``before``, other than the ``keep`` pids (sshd listeners, a live
+    executor's zygote). Waits up to ``wait`` seconds for processes already on their way out.
+
+    Scoped to what the test itself started, so other ansible work on the machine cannot make it
+    fail, and nothing it started can hide: the ``process_snapshot`` fixture makes this process a
+    child subreaper, so a process orphaned anywhere below it (an ansible 2.19 worker after
+    ``setsid()``, a daemonised ssh ControlPersist master) is re-parented to it, not to init, and
+    stays a descendant."""
     me = os.getpid()
+    keep = set(keep)
     end = time.monotonic() + wait
     while True:
-        mine = {me, *descendants(me)}
         found = []
-        for pid in _all_pids() - before - set(keep) - {me}:
+        for pid in descendants(me):
+            if pid in before or pid in keep:
+                continue
             try:
                 with open(f"/proc/{pid}/stat") as fh:
                     fields = fh.read().rsplit(")", 1)[1].split()
@@ -75,28 +88,37 @@ def leftovers(before: set[int], keep: Iterable[int] = (), wait: float = 5.0) -> 
                 continue
             state, ppid = fields[0], int(fields[1])
             if state == "Z":
-                if ppid in mine:
-                    found.append(f"{pid} <zombie child of {ppid}>")
-                continue
-            text = _cmdline(pid)
-            ours = ppid in mine or ppid == 1  # our tree, or orphaned (re-parented to init)
-            if ours and any(s in text for s in SUSPECT):
-                found.append(f"{pid} (ppid {ppid}) {text}")
+                found.append(f"{pid} <zombie child of {ppid}>")
+            else:
+                found.append(f"{pid} (ppid {ppid}) {_cmdline(pid)}")
         if not found or time.monotonic() > end:
             return found
         time.sleep(0.1)
 
 
-@pytest.fixture
-def process_snapshot() -> set[int]:
-    return _all_pids()
+def zygote(executor: AnsibleExecutor) -> set[int]:
+    """The executor's live zygote (expected to outlive runs), to pass as ``keep``."""
+    pid = executor.zygote_pid
+    return {pid} if pid is not None else set()
 
 
 @pytest.fixture
-def executor(tmp_path: Path) -> AnsibleExecutor:
+def process_snapshot() -> Iterator[set[int]]:
+    """The processes before the test; this process is a child subreaper during the test (see
+    :func:`leftovers`)."""
+    _set_subreaper(True)
+    try:
+        yield _all_pids()
+    finally:
+        _set_subreaper(False)
+
+
+@pytest.fixture
+def executor(tmp_path: Path) -> Iterator[AnsibleExecutor]:
     root = tmp_path / "w"
     root.mkdir(mode=0o700)
-    return AnsibleExecutor(workdir_root=str(root))
+    with AnsibleExecutor(workdir_root=str(root)) as executor:
+        yield executor
 
 
 # ------------------------------------------------------------------------------ sshd fixture
@@ -106,6 +128,7 @@ class SshTargets:
 
     dir: Path
     addresses: list[str]
+    port: int
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def hosts(self, n: int | None = None) -> tuple[TargetHost, ...]:
@@ -115,7 +138,7 @@ class SshTargets:
                 name=f"srv{i + 1}",
                 vars={
                     "ansible_host": addr,
-                    "ansible_port": SSH_PORT,
+                    "ansible_port": self.port,
                     "ansible_user": "root",
                     "ansible_ssh_private_key_file": key,
                     "ansible_ssh_common_args": "-o StrictHostKeyChecking=no "
@@ -130,7 +153,7 @@ class SshTargets:
         tag = addr.rsplit(".", 1)[1]
         cfg = self.dir / f"sshd_{tag}.conf"
         cfg.write_text(
-            f"ListenAddress {addr}:{SSH_PORT}\n"
+            f"ListenAddress {addr}:{self.port}\n"
             f"HostKey {self.dir}/host_key\n"
             f"PidFile {self.dir}/sshd_{tag}.pid\n"
             f"AuthorizedKeysFile {self.dir}/authorized_keys\n"
@@ -150,8 +173,8 @@ class SshTargets:
         end = time.monotonic() + 10
         while True:
             try:
-                with socket.create_connection((addr, SSH_PORT), timeout=1) as sock:
-                    if sock.recv(4).startswith(b"SSH-"):
+                with socket.create_connection((addr, self.port), timeout=1) as sock:
+                    if sock.recv(4).startswith(b"SSH-") and proc.poll() is None:
                         return
             except OSError:
                 pass
@@ -164,10 +187,14 @@ class SshTargets:
         proc = self.procs.pop(addr, None)
         if proc is None:
             return
-        for pid in [*descendants(proc.pid), proc.pid]:
+        children = descendants(proc.pid)
+        for pid in [*children, proc.pid]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         proc.wait()
+        for pid in children:  # re-parented to this process when it is a subreaper: reap them
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
 
     def restart_all(self) -> None:
         for addr in self.addresses:
@@ -183,6 +210,22 @@ class SshTargets:
         return out
 
 
+def _free_port(addresses: list[str]) -> int:
+    """A port no one listens on at any of ``addresses`` (not a fixed one: another test run on
+    the same machine may have its own sshd there, and would answer our banner check)."""
+    while True:
+        with socket.socket() as probe:
+            probe.bind((addresses[0], 0))
+            port = int(probe.getsockname()[1])
+        try:
+            for addr in addresses[1:]:
+                with socket.socket() as probe:
+                    probe.bind((addr, port))
+        except OSError:
+            continue
+        return port
+
+
 @pytest.fixture(scope="session")
 def ssh_targets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshTargets]:
     if not os.access(SSHD, os.X_OK):
@@ -195,7 +238,8 @@ def ssh_targets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshTargets
         )
     shutil.copy(root / "client_key.pub", root / "authorized_keys")
     os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
-    targets = SshTargets(root, [f"127.0.0.{i}" for i in range(2, 6)])
+    addresses = [f"127.0.0.{i}" for i in range(2, 6)]
+    targets = SshTargets(root, addresses, _free_port(addresses))
     for addr in targets.addresses:
         targets.start(addr)
     yield targets

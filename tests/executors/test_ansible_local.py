@@ -14,7 +14,7 @@ from reconciler.executors.spec import Progress, RunRequest, hosts_for_targets
 from reconciler.model.common import Targets
 from reconciler.model.inventory import Group, Server
 
-from .conftest import leftovers, local_hosts, write_project
+from .conftest import leftovers, local_hosts, write_project, zygote
 
 HELLO = """
 - hosts: all
@@ -106,6 +106,8 @@ def test_a_run_exceeding_its_timeout_is_timed_out_and_leaves_no_process(
     assert outcome.status == "timed-out"
     assert "timed out after 4 s" in outcome.message
     assert time.monotonic() - started < 15
+    assert leftovers(process_snapshot, keep=zygote(executor)) == []
+    executor.close()
     assert leftovers(process_snapshot) == []
 
 
@@ -130,13 +132,18 @@ def test_a_run_cancelled_mid_way_is_cancelled_and_leaves_no_process(
     )
     handle = executor.start(request, on_progress=on_progress)
     assert napping.wait(30)
-    time.sleep(2.0)  # the sleep module processes are running now
-    assert any("sleep 120" in line for line in leftovers(process_snapshot, wait=0))
+    end = time.monotonic() + 30  # until the sleep module processes are running
+    while not any("sleep 120" in line for line in leftovers(process_snapshot, wait=0)):
+        assert time.monotonic() < end, "the sleep tasks did not start"
+        time.sleep(0.1)
+    time.sleep(0.5)
     started = time.monotonic()
     handle.cancel()
     outcome = handle.wait(30)
     assert outcome.status == "cancelled"
     assert time.monotonic() - started < 10
+    assert leftovers(process_snapshot, keep=zygote(executor)) == []
+    executor.close()
     assert leftovers(process_snapshot) == []
 
 
@@ -163,7 +170,7 @@ def test_a_playbook_syntax_error_fails_with_the_ansible_error(
     assert outcome.status == "failed"
     assert "ERROR" in outcome.message and "site.yml" in outcome.message, outcome.message
     assert outcome.hosts["localhost"].message == "not run"
-    assert leftovers(process_snapshot) == []
+    assert leftovers(process_snapshot, keep=zygote(executor)) == []
 
 
 def test_an_empty_target_list_runs_on_localhost_only(

@@ -15,7 +15,7 @@ from reconciler.executors.fake import FakeExecutor, Script
 from reconciler.executors.folding import PhaseResult, drift_summary, fold_events
 from reconciler.executors.playbooks import real_tasks
 from reconciler.executors.spec import HostResult, Progress, RunOutcome, RunRequest
-from reconciler.executors.worker import Redactor, extravars_yaml, wrap_unsafe_json
+from reconciler.executors.worker import Redactor, extravars_yaml, wanted, wrap_unsafe_json
 
 from .conftest import write_project
 
@@ -169,3 +169,19 @@ def test_the_fake_executor_replays_its_script_and_can_be_cancelled() -> None:
     slow.cancel()
     assert slow.wait(5).status == "cancelled"
     assert [r.run_id for r in fake.requests] == ["r1", "slow"]
+
+
+def test_the_worker_sends_every_event_the_parent_folds_or_logs() -> None:
+    """Events the worker drops (no text, not folded) change nothing in the folded result."""
+    for case in sorted(p for p in GOLDEN.iterdir() if p.is_dir()):
+        events = [json.loads(line) for line in (case / "events.jsonl").read_text().splitlines()]
+        params = json.loads((case / "params.json").read_text())
+        kept = [e for e in events if wanted(e)]
+        full = fold_events(events, params["hosts"], check=params["check"])
+        assert fold_events(kept, params["hosts"], check=params["check"]) == full
+    assert not wanted({"event": "runner_on_start", "stdout": "", "host": "a"})
+    assert not wanted({"event": "playbook_on_start", "stdout": ""})
+    assert wanted({"event": "runner_on_ok", "stdout": "", "host": "a"})
+    assert wanted({"event": "runner_item_on_ok", "stdout": ""})
+    assert wanted({"event": "playbook_on_stats", "stdout": ""})
+    assert wanted({"event": "verbose", "stdout": "ERROR! bad"})

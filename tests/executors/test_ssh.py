@@ -10,7 +10,7 @@ import pytest
 from reconciler.executors.ansible import AnsibleExecutor
 from reconciler.executors.spec import Progress, RunRequest
 
-from .conftest import SshTargets, leftovers, write_project
+from .conftest import SshTargets, leftovers, write_project, zygote
 
 MANAGED = """
 - hosts: all
@@ -84,6 +84,8 @@ def test_drift_is_found_only_where_edited_remediated_only_there_and_rechecked_cl
 
     clean = executor.run(replace(base, run_id="recheck", kind="configuration"))
     assert set(clean.drift.values()) == {"in-sync"}
+    assert leftovers(process_snapshot, keep=ssh_targets.pids() | zygote(executor)) == []
+    executor.close()
     assert leftovers(process_snapshot, keep=ssh_targets.pids()) == []
 
 
@@ -119,6 +121,8 @@ def test_a_server_stopped_mid_run_is_unreachable_and_its_drift_unknown(
     assert outcome.hosts["srv3"].drifted is None
     assert outcome.drift["srv1"] == "found" and outcome.drift["srv2"] == "found"
     assert "srv3: unreachable" in outcome.message
+    assert leftovers(process_snapshot, keep=ssh_targets.pids() | zygote(executor)) == []
+    executor.close()
     assert leftovers(process_snapshot, keep=ssh_targets.pids()) == []
     ssh_targets.restart_all()
     assert os.path.isdir(conf)
