@@ -99,15 +99,17 @@ def run(
         tty = sys.stdout.isatty() and fmt == "text"
         if fmt == "text":
             click.echo(f"run {record.id}: {template}" + (" (simulate)" if simulate else ""))
-        final = eng.execute_run(
-            store,
-            record,
-            AnsibleExecutor(),
-            secrets,
-            untrusted,
-            _now,
-            on_progress=_progress_printer() if tty else None,
-        )
+        # a one-shot process: a worker per phase, no pre-forked zygote to start and stop
+        with AnsibleExecutor(prefork=False) as executor:
+            final = eng.execute_run(
+                store,
+                record,
+                executor,
+                secrets,
+                untrusted,
+                _now,
+                on_progress=_progress_printer() if tty else None,
+            )
     if fmt == "json":
         emit_json(eng.run_json(final))
     else:

@@ -33,14 +33,15 @@ def main(argv: list[str] | None = None) -> int:
         run = store.get_run(args.run_id)
         if run is None:
             return 1
-        final = execute_run(
-            store,
-            run,
-            AnsibleExecutor(),
-            payload.get("secrets", {}),
-            payload.get("untrusted", {}),
-            lambda: datetime.now(UTC),
-        )
+        with AnsibleExecutor(prefork=False) as executor:
+            final = execute_run(
+                store,
+                run,
+                executor,
+                payload.get("secrets", {}),
+                payload.get("untrusted", {}),
+                lambda: datetime.now(UTC),
+            )
     return 0 if final.status == "succeeded" else 1
 
 
