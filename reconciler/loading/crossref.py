@@ -614,9 +614,9 @@ class CrossChecker:
                 f'unknown template "{spec.template}"',
                 did_you_mean(spec.template, st.templates),
             )
-        if self._invalid("Policy"):
-            pass  # the owner may be a user of the invalid Policy
-        elif spec.owner not in st.users:
+        # with an invalid Policy the owner may be one of its users: say nothing about owners
+        policy_known = not self._invalid("Policy")
+        if policy_known and spec.owner not in st.users:
             self.error(
                 ld,
                 ("spec", "owner"),
@@ -624,7 +624,7 @@ class CrossChecker:
                 f'owner "{spec.owner}" is not a Policy user',
                 did_you_mean(spec.owner, st.users),
             )
-        elif template is not None and not st.may_run(spec.owner, spec.template):
+        elif policy_known and template is not None and not st.may_run(spec.owner, spec.template):
             self.error(
                 ld,
                 ("spec", "owner"),
