@@ -23,6 +23,22 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _applied(state: str | None) -> bool:
+    """Whether there is a state to read; commands that only read never create one."""
+    from reconciler.engine.planning import state_missing
+
+    return not state_missing(state)
+
+
+def _need_state(state: str | None) -> None:
+    if not _applied(state):
+        from reconciler.engine.planning import state_url
+
+        raise click.ClickException(
+            f"no state at {state_url(state)}: nothing has been applied yet (reconciler apply)"
+        )
+
+
 @click.command()
 @click.argument("template")
 @click.option("--server", "servers", multiple=True, help="Target this server (repeatable).")
@@ -57,6 +73,7 @@ def run(
     from reconciler.engine.planning import open_state, state_url
 
     targets = eng.RunTargets(servers, roles, envs)
+    _need_state(state)
     with open_state(state) as store:
         tmpl = eng.applied_template(store, template)
         values = eng.parse_vars(tmpl, pairs)
@@ -178,13 +195,16 @@ def runs(
     from reconciler.engine.planning import open_state
     from reconciler.engine.running import run_json
 
-    with open_state(state) as store:
-        found = store.list_runs(
-            schedule=schedule,
-            status=status,  # type: ignore[arg-type]
-            template=template,
-            limit=limit,
-        )
+    if not _applied(state):
+        found = []
+    else:
+        with open_state(state) as store:
+            found = store.list_runs(
+                schedule=schedule,
+                status=status,  # type: ignore[arg-type]
+                template=template,
+                limit=limit,
+            )
     if fmt == "json":
         emit_json({"runs": [run_json(r) for r in found]})
         return
@@ -209,7 +229,9 @@ def runs_show(ctx: click.Context, run_id: int, fmt: str, state: str | None) -> N
     from reconciler.engine.planning import open_state
     from reconciler.engine.running import run_json
 
-    with open_state(state or ctx.obj.get("state")) as store:
+    state = state or ctx.obj.get("state")
+    _need_state(state)
+    with open_state(state) as store:
         r = store.get_run(run_id)
     if r is None:
         raise click.ClickException(f"no run {run_id}")
@@ -227,6 +249,7 @@ def logs(run_id: int, follow: bool, state: str | None) -> None:
     """The log of a run (secrets are redacted before it is stored)."""
     from reconciler.engine.planning import open_state
 
+    _need_state(state)
     with open_state(state) as store:
         if store.get_run(run_id) is None:
             raise click.ClickException(f"no run {run_id}")
@@ -256,8 +279,11 @@ def drift(server: str | None, template: str | None, fmt: str, state: str | None)
     """Configuration drift per server and template, as the latest configuration runs found."""
     from reconciler.engine.planning import open_state
 
-    with open_state(state) as store:
-        found = store.list_drift(server=server, template=template, latest=True)
+    if not _applied(state):
+        found = []
+    else:
+        with open_state(state) as store:
+            found = store.list_drift(server=server, template=template, latest=True)
     if fmt == "json":
         emit_json(
             {
