@@ -71,8 +71,9 @@ def run(
     """
     from reconciler.engine import running as eng
     from reconciler.engine.planning import open_state, state_url
+    from reconciler.model.common import Targets
 
-    targets = eng.RunTargets(servers, roles, envs)
+    targets = Targets(servers=list(servers), roles=list(roles), environments=list(envs))
     _need_state(state)
     with open_state(state) as store:
         tmpl = eng.applied_template(store, template)

@@ -17,6 +17,7 @@ from reconciler.loading.loader import LoadResult
 from reconciler.model.desired import DesiredState
 from reconciler.planning.plan import (
     SOURCE_KIND,
+    SOURCE_NAME,
     DecisionLookup,
     Decisions,
     Plan,
@@ -167,9 +168,6 @@ def plan_between(
     }
     plan = make_plan(desired, stored, lambda s, h: Decisions(), now, 0, horizon)
     return Plan(plan.revision, 0, plan.created_at, plan.changes, plan.horizon, base.revision)
-
-
-SOURCE_NAME = "repository"
 
 
 def source_location(repo: str) -> str:

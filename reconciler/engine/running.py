@@ -16,7 +16,6 @@ import socket
 import stat
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -40,22 +39,6 @@ from reconciler.stores.base import DriftState as StoreDrift
 from reconciler.stores.base import HostResult as StoredHost
 
 LEASE_SECONDS = 120.0
-
-
-@dataclass(frozen=True)
-class RunTargets:
-    servers: tuple[str, ...] = ()
-    roles: tuple[str, ...] = ()
-    environments: tuple[str, ...] = ()
-
-    def as_targets(self) -> Targets:
-        return Targets(
-            servers=list(self.servers), roles=list(self.roles), environments=list(self.environments)
-        )
-
-    @property
-    def empty(self) -> bool:
-        return not (self.servers or self.roles or self.environments)
 
 
 def applied_template(store: StateStore, name: str) -> JobTemplate:
@@ -86,7 +69,7 @@ def parse_vars(template: JobTemplate, pairs: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def check_targets(inv: ResolvedInventory, targets: RunTargets) -> None:
+def check_targets(inv: ResolvedInventory, targets: Targets) -> None:
     for kind, names, known in (
         ("server", targets.servers, inv.servers),
         ("role", targets.roles, inv.roles),
@@ -101,7 +84,7 @@ def check_targets(inv: ResolvedInventory, targets: RunTargets) -> None:
 def prepare_run(
     store: StateStore,
     template_name: str,
-    targets: RunTargets,
+    targets: Targets,
     caller_values: Mapping[str, Any],
     simulate: bool,
     trigger: str,
@@ -119,18 +102,8 @@ def prepare_run(
         raise UsageError("; ".join(p.message for p in resolved.problems))
     inv = applied_inventory(store)
     check_targets(inv, targets)
-    effective = (
-        targets
-        if not targets.empty
-        else RunTargets(
-            tuple(template.spec.targets.servers),
-            tuple(template.spec.targets.roles),
-            tuple(template.spec.targets.environments),
-        )
-    )
-    if not effective.empty and not hosts_for_targets(
-        effective.as_targets(), list(inv.servers.values())
-    ):
+    effective = targets if not targets.empty else template.spec.targets
+    if not effective.empty and not hosts_for_targets(effective, list(inv.servers.values())):
         raise UsageError(
             "the targets match no server (roles and environments together "
             "select servers that are in both)"
@@ -146,11 +119,7 @@ def prepare_run(
             slot=slot,
             variables={**resolved.public(), **dict.fromkeys(sensitive, "")},
             sensitive=sensitive,
-            targets={
-                "servers": list(effective.servers),
-                "roles": list(effective.roles),
-                "environments": list(effective.environments),
-            },
+            targets=effective.model_dump(),
             simulate=simulate,
             requested_by=requested_by,
         ),

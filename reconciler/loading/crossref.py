@@ -203,8 +203,6 @@ class CrossChecker:
                     )
                     continue
                 seen[ld.name] = ld
-                # the start of the document, known without parsing its file again
-                self.state.positions[(kind, ld.name)] = Position(ld.path, ld.line, 1)
                 self.state.sources[(kind, ld.name)] = ld
             named[kind] = seen
         self._inventories(list(named.get("Inventory", {}).values()))
@@ -271,7 +269,6 @@ class CrossChecker:
             return
         doc = lds[0].doc
         assert isinstance(doc, Settings)
-        self.state.settings_doc = doc
         self.state.sources[("Settings", "settings")] = lds[0]
         self.state.settings = doc.spec
         if not timezone_ok(doc.spec.timezone):
@@ -289,7 +286,6 @@ class CrossChecker:
         group_at: dict[tuple[str, str], LoadedDocument] = {}
         for ld in lds:
             assert isinstance(ld.doc, Inventory)
-            st.inventories[ld.name] = ld.doc
             spec = ld.doc.spec
             for field_, target in (("roles", st.roles), ("environments", st.environments)):
                 for gname, group in getattr(spec, field_).items():
@@ -416,7 +412,6 @@ class CrossChecker:
         user_at: dict[str, tuple[LoadedDocument, Loc]] = {}
         for ld in lds:
             assert isinstance(ld.doc, Policy)
-            st.policies[ld.name] = ld.doc
             for i, user in enumerate(ld.doc.spec.users):
                 user_loc: Loc = ("spec", "users", i, "name")
                 seen_user = user_at.get(user.name)

@@ -325,8 +325,3 @@ class Loader:
             files_read=len(first) + len(rest) - hits,
             files_cached=hits,
         )
-
-
-def load(snapshot: Snapshot, now: datetime, cache: ParseCache | None = None) -> LoadResult:
-    """Load one snapshot (see :class:`Loader` to reuse results across several loads)."""
-    return Loader(cache).load(snapshot, now)

@@ -6,16 +6,11 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
-from reconciler.model.channel import ChannelSpec
-from reconciler.model.diagnostics import Position
 from reconciler.model.documents import (
     AnyDocument,
     Channel,
-    Inventory,
     JobTemplate,
-    Policy,
     Schedule,
-    Settings,
 )
 from reconciler.model.inventory import Group, Server
 from reconciler.model.policy import Permission, User, matches
@@ -75,28 +70,11 @@ class DesiredState:
     environments: dict[str, Group] = field(default_factory=dict)
     users: dict[str, User] = field(default_factory=dict)
     permissions: list[Permission] = field(default_factory=list)
-    inventories: dict[str, Inventory] = field(default_factory=dict)
-    policies: dict[str, Policy] = field(default_factory=dict)
-    settings_doc: Settings | None = None
-    positions: dict[tuple[str, str], Position] = field(default_factory=dict)
-    #: every named document by (kind, name): digest and canonical body, for planning
+    #: every named document by (kind, name): where it is, its digest and canonical body
     sources: dict[tuple[str, str], Source] = field(default_factory=dict)
-
-    @property
-    def channel_specs(self) -> dict[str, ChannelSpec]:
-        return {n: c.spec for n, c in self.channels.items()}
 
     def may_run(self, user: str, template: str) -> bool:
         u = self.users.get(user)
         return u is not None and any(
             p.applies_to(u) and matches(p.run, template) for p in self.permissions
         )
-
-    def may_approve(self, user: str, template: str) -> bool:
-        u = self.users.get(user)
-        return u is not None and any(
-            p.applies_to(u) and matches(p.approve, template) for p in self.permissions
-        )
-
-    def position(self, kind: str, name: str) -> Position:
-        return self.positions.get((kind, name), Position("<unknown>"))

@@ -18,6 +18,7 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from itertools import islice
 from typing import Any, Literal
 
 from reconciler.model.common import Targets
@@ -32,7 +33,7 @@ ACTIONS: tuple[Action, ...] = ("create", "update", "delete", "blocked")
 SERVERS_KIND = "_Servers"
 #: internal object that records where the applied repository lives (runs read it); the
 #: planner leaves it alone
-SOURCE_KIND = "_Source"
+SOURCE_KIND, SOURCE_NAME = "_Source", "repository"
 SERVERS_NAME = "all"
 SETTINGS_NAME = "settings"
 KIND_ORDER = ("Settings", "Inventory", "Policy", "Channel", "JobTemplate", "Schedule", SERVERS_KIND)
@@ -649,20 +650,11 @@ class Planner:
         b = self._trigger(old, self.before.timezone)
         until = self.now + self.horizon
         limit = 500  # a every: 1m schedule has 10,080 slots a week; show the first ones
-        after = set(_bounded(a.due_between(self.now, until), limit)) if a else set()
-        before = set(_bounded(b.due_between(self.now, until), limit)) if b else set()
+        after = set(islice(a.due_between(self.now, until), limit)) if a else set()
+        before = set(islice(b.due_between(self.now, until), limit)) if b else set()
         added = tuple(t.astimezone(a.zone.info) for t in sorted(after - before)) if a else ()
         dropped = tuple(t.astimezone(b.zone.info) for t in sorted(before - after)) if b else ()
         return added, dropped
-
-
-def _bounded(it: Any, limit: int) -> list[datetime]:
-    out: list[datetime] = []
-    for x in it:
-        out.append(x)
-        if len(out) >= limit:
-            break
-    return out
 
 
 def make_plan(
