@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from reconciler.errors import ExecutionError, UsageError
+from reconciler.errors import ExecutionError, SourceError, UsageError
 from reconciler.executors.spec import (
     Executor,
     HostResult,
@@ -251,7 +251,13 @@ def execute_run(
     }
     tmp = Path(tempfile.mkdtemp(prefix=f"reconciler-run-{run.id}-"))
     try:
-        project = checkout(location, run.commit, tmp / "project")
+        try:
+            project = checkout(location, run.commit, tmp / "project")
+        except (SourceError, OSError) as e:
+            raise ExecutionError(
+                f"cannot check out commit {(run.commit or 'working tree')[:12]} from {location}, "
+                f"where the state says the applied repository is: {e}"
+            ) from None
         request = RunRequest(
             run_id=str(run.id),
             project_dir=str(project),
