@@ -7,14 +7,20 @@ repository is read as it is; a Git repository is read at a revision (``--rev``) 
 
 from __future__ import annotations
 
+import gc
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from reconciler.errors import SourceError
 from reconciler.loading.loader import Loader, LoadResult
 from reconciler.model.snapshot import Snapshot
+
+if TYPE_CHECKING:
+    from reconciler.sources.git import GitSource
 
 Default = Literal["worktree", "head"]
 
@@ -25,6 +31,13 @@ class Source:
 
     snapshot: Snapshot
     description: str  # "working tree of X" / "commit abc123 of X"
+    git: GitSource | None = None  # the opened repository, to read other revisions of it
+
+    def at(self, rev: str) -> Source:
+        """The same repository at another revision, without opening (or fetching) it again."""
+        assert self.git is not None
+        snap = self.git.snapshot(rev)
+        return Source(snap, f"commit {snap.revision[:12]} of {self.git.display}", self.git)
 
 
 def open_snapshot(repo: str, rev: str | None, default: Default) -> Source:
@@ -35,7 +48,7 @@ def open_snapshot(repo: str, rev: str | None, default: Default) -> Source:
     if git.is_url(repo):
         src = git.GitSource(repo, listing_cache=cache)
         snap = src.snapshot(rev or src.default_revision())
-        return Source(snap, f"commit {snap.revision[:12]} of {src.display}")
+        return Source(snap, f"commit {snap.revision[:12]} of {src.display}", src)
     if not os.path.exists(repo):
         raise SourceError(f"{repo} does not exist")
     if rev is None and default == "worktree":
@@ -51,7 +64,7 @@ def open_snapshot(repo: str, rev: str | None, default: Default) -> Source:
 
         return Source(DirectorySnapshot(repo), f"directory {repo}")
     snap = src.snapshot(rev or src.default_revision())
-    return Source(snap, f"commit {snap.revision[:12]} of {repo}")
+    return Source(snap, f"commit {snap.revision[:12]} of {repo}", src)
 
 
 _loader: Loader | None = None
@@ -72,5 +85,27 @@ def load_repo(
     repo: str, rev: str | None, default: Default, now: datetime | None = None
 ) -> tuple[Source, LoadResult]:
     source = open_snapshot(repo, rev, default)
-    result = shared_loader().load(source.snapshot, now or datetime.now(UTC))
-    return source, result
+    return source, load_source(source, now)
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector around allocation-heavy work.
+
+    Parsing allocates hundreds of thousands of short-lived YAML nodes, which makes the
+    collector scan every live object again and again; the loader creates no cycles it
+    relies on being collected, so pausing it saves a large share of a cold load.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def load_source(source: Source, now: datetime | None = None) -> LoadResult:
+    """Load the snapshot of an opened source (with the shared, cached loader)."""
+    with gc_paused():
+        return shared_loader().load(source.snapshot, now or datetime.now(UTC))

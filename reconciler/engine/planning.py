@@ -66,21 +66,19 @@ def load_tracked(repo: str, rev: str | None, now: datetime) -> tuple[str, LoadRe
 
     Returns a description of what was read and the load result.
     """
-    from reconciler.engine.desired import load_repo
+    from reconciler.engine.desired import load_repo, load_source
 
     source, result = load_repo(repo, rev, "head", now)
-    if rev is not None or result.desired is None or result.revision is None:
+    if rev is not None or source.git is None or result.desired is None:
         return source.description, result
     branch = result.desired.settings.branch
-    from reconciler.sources import git
-
     try:
-        src = git.GitSource(repo)
-        tracked = src.resolve(src.default_revision(branch))
+        tracked = source.git.resolve(source.git.default_revision(branch))
     except SourceError:
         return source.description, result  # the branch does not exist (yet): use HEAD
     if tracked != result.revision:
-        source, result = load_repo(repo, tracked, "head", now)
+        source = source.at(tracked)
+        result = load_source(source, now)
     return source.description, result
 
 
