@@ -37,9 +37,13 @@ from reconciler.stores.base import (
     SENSITIVE_PLACEHOLDER,
     ApiKey,
     Approval,
+    Cursor,
     Decision,
     DriftRecord,
     DriftState,
+    FireBatch,
+    FireResult,
+    HeartbeatAnswer,
     HistoryEntry,
     HostResult,
     Lease,
@@ -48,6 +52,8 @@ from reconciler.stores.base import (
     ObjectRecord,
     ObjectState,
     ObjectWrite,
+    ReconcileAttempt,
+    Replica,
     RunId,
     RunRecord,
     RunStatus,
@@ -209,6 +215,38 @@ MIGRATIONS: tuple[Migration, ...] = (
                 expires {TS} NOT NULL)""",
         ),
     ),
+    Migration(
+        3,
+        "the daemon: firing cursors, slot ranges, replicas, reconcile attempts, cancel requests",
+        (
+            "ALTER TABLE rc_slots ADD COLUMN until_slot {TS}",
+            "ALTER TABLE rc_slots ADD COLUMN slot_count {INT} NOT NULL DEFAULT 1",
+            "ALTER TABLE rc_runs ADD COLUMN wait_for {INT}",
+            "ALTER TABLE rc_runs ADD COLUMN cancel_requested {BOOL} NOT NULL DEFAULT FALSE",
+            "ALTER TABLE rc_runs ADD COLUMN cancel_by TEXT",
+            """CREATE TABLE rc_cursors (
+                schedule TEXT PRIMARY KEY,
+                last_slot {TS} NOT NULL,
+                when_hash TEXT NOT NULL,
+                updated_at {TS} NOT NULL)""",
+            """CREATE TABLE rc_replicas (
+                id TEXT PRIMARY KEY,
+                host TEXT NOT NULL,
+                pid {INT} NOT NULL,
+                workers {INT} NOT NULL,
+                started {TS} NOT NULL,
+                seen {TS} NOT NULL)""",
+            """CREATE TABLE rc_attempts (
+                id {INT} PRIMARY KEY CHECK (id = 1),
+                revision TEXT,
+                at {TS} NOT NULL,
+                ok {BOOL} NOT NULL,
+                diagnostics TEXT NOT NULL,
+                message TEXT)""",
+            "CREATE INDEX rc_runs_active ON rc_runs (schedule, status) "
+            "WHERE status IN ('queued', 'running')",
+        ),
+    ),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 
@@ -221,6 +259,7 @@ _RUN_COLS = (
     "started_at, finished_at, variables, targets, simulate, message, requested_by, retry_of, "
     "worker, lease_expires, log_size, log_truncated"
 )
+_SLOT_COLS = "schedule, slot, run_id, skip_reason, detail, recorded_at, until_slot, slot_count"
 _HOST_COLS = "run_id, server, status, ok, changed, failed, unreachable, skipped, drifted"
 
 
@@ -604,32 +643,39 @@ class SqlStore(ABC):
 
     def _slot(self, r: tuple[Any, ...]) -> SlotEntry:
         return SlotEntry(
-            r[0], self._dt(r[1]), None if r[2] is None else RunId(r[2]), r[3], r[4], self._dt(r[5])
+            r[0],
+            self._dt(r[1]),
+            None if r[2] is None else RunId(r[2]),
+            r[3],
+            r[4],
+            self._dt(r[5]),
+            self._odt(r[6]),
+            int(r[7]),
         )
 
     def get_slot(self, schedule: str, slot: datetime) -> SlotEntry | None:
         with self._tx("read") as tx:
             row = tx.one(
-                "SELECT schedule, slot, run_id, skip_reason, detail, recorded_at FROM rc_slots "
-                "WHERE schedule = ? AND slot = ?",
+                f"SELECT {_SLOT_COLS} FROM rc_slots WHERE schedule = ? AND slot = ?",
                 (schedule, self._ts(as_utc(slot, "slot"))),
             )
         return None if row is None else self._slot(row)
 
     def list_slots(
-        self, schedule: str, since: datetime | None = None, limit: int = 100
+        self, schedule: str | None = None, since: datetime | None = None, limit: int = 100
     ) -> list[SlotEntry]:
-        """The ledger of one schedule, newest slot first."""
-        sql = (
-            "SELECT schedule, slot, run_id, skip_reason, detail, recorded_at FROM rc_slots "
-            "WHERE schedule = ?"
-        )
-        params: list[Any] = [schedule]
+        """The ledger of one schedule (or of all), newest slot first. ``since`` also keeps a
+        range entry whose last slot is at or after it."""
+        sql = f"SELECT {_SLOT_COLS} FROM rc_slots WHERE 1 = 1"
+        params: list[Any] = []
+        if schedule is not None:
+            sql += " AND schedule = ?"
+            params.append(schedule)
         if since is not None:
-            sql += " AND slot >= ?"
+            sql += " AND COALESCE(until_slot, slot) >= ?"
             params.append(self._ts(as_utc(since, "since")))
         with self._tx("read") as tx:
-            rows = tx.all(sql + " ORDER BY slot DESC LIMIT ?", [*params, limit])
+            rows = tx.all(sql + " ORDER BY slot DESC, schedule LIMIT ?", [*params, limit])
         return [self._slot(r) for r in rows]
 
     # -- runs
@@ -638,57 +684,64 @@ class SqlStore(ABC):
         """Enqueue a run. A run for a schedule slot (trigger ``schedule`` or ``catch-up``)
         takes the slot in the ledger in the same transaction; if the slot is taken already,
         nothing is written and None is returned: at most once per slot."""
-        check_literal(run.trigger, Trigger, "trigger")
-        takes_slot = run.trigger in ("schedule", "catch-up")
-        if takes_slot and (run.schedule is None or run.slot is None):
-            raise ValueError(f"a run with trigger {run.trigger!r} needs a schedule and a slot")
         ts = self._ts(as_utc(now, "now"))
-        slot = None if run.slot is None else self._ts(as_utc(run.slot, "slot"))
-        variables = {
-            k: (SENSITIVE_PLACEHOLDER if k in run.sensitive else v)
-            for k, v in run.variables.items()
-        }
         try:
             with self._tx("write") as tx:
-                row = tx.one(
-                    "INSERT INTO rc_runs (schedule, template, trigger_kind, slot, status, "
-                    "commit_sha, created_at, not_before, variables, targets, simulate, message, "
-                    "requested_by, retry_of) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, "
-                    "?, ?) RETURNING id",
-                    (
-                        run.schedule,
-                        run.template,
-                        run.trigger,
-                        slot,
-                        run.commit,
-                        ts,
-                        None
-                        if run.not_before is None
-                        else self._ts(as_utc(run.not_before, "not_before")),
-                        _json(variables),
-                        _json(dict(run.targets)),
-                        run.simulate,
-                        run.message,
-                        run.requested_by,
-                        run.retry_of,
-                    ),
-                )
-                assert row is not None
-                run_id = int(row[0])
-                if takes_slot:
-                    n = tx.run(
-                        "INSERT INTO rc_slots (schedule, slot, run_id, skip_reason, detail, "
-                        "recorded_at) VALUES (?, ?, ?, NULL, NULL, ?) "
-                        "ON CONFLICT (schedule, slot) DO NOTHING",
-                        (run.schedule, slot, run_id, ts),
-                    )
-                    if n != 1:
-                        raise _SlotTaken
+                run_id = self._insert_run(tx, run, ts)
                 r = tx.one(f"SELECT {_RUN_COLS} FROM rc_runs WHERE id = ?", (run_id,))
                 assert r is not None
         except _SlotTaken:
             return None
         return self._run(r)
+
+    def _insert_run(self, tx: Tx, run: NewRun, ts: Any) -> int:
+        """Insert ``run`` (and its ledger row when it is for a slot); raises _SlotTaken."""
+        check_literal(run.trigger, Trigger, "trigger")
+        takes_slot = run.trigger in ("schedule", "catch-up")
+        if takes_slot and (run.schedule is None or run.slot is None):
+            raise ValueError(f"a run with trigger {run.trigger!r} needs a schedule and a slot")
+        slot = None if run.slot is None else self._ts(as_utc(run.slot, "slot"))
+        variables = {
+            k: (SENSITIVE_PLACEHOLDER if k in run.sensitive else v)
+            for k, v in run.variables.items()
+        }
+        final = run.status != "queued"
+        row = tx.one(
+            "INSERT INTO rc_runs (schedule, template, trigger_kind, slot, status, "
+            "commit_sha, created_at, not_before, variables, targets, simulate, message, "
+            "requested_by, retry_of, wait_for, finished_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            (
+                run.schedule,
+                run.template,
+                run.trigger,
+                slot,
+                run.status,
+                run.commit,
+                ts,
+                None if run.not_before is None else self._ts(as_utc(run.not_before, "not_before")),
+                _json(variables),
+                _json(dict(run.targets)),
+                run.simulate,
+                run.message,
+                run.requested_by,
+                run.retry_of,
+                run.wait_for,
+                ts if final else None,
+            ),
+        )
+        assert row is not None
+        run_id = int(row[0])
+        if takes_slot:
+            n = tx.run(
+                "INSERT INTO rc_slots (schedule, slot, run_id, skip_reason, detail, "
+                "recorded_at) VALUES (?, ?, ?, NULL, NULL, ?) "
+                "ON CONFLICT (schedule, slot) DO NOTHING",
+                (run.schedule, slot, run_id, ts),
+            )
+            if n != 1:
+                raise _SlotTaken
+        return run_id
 
     def get_run(self, run_id: int) -> RunRecord | None:
         with self._tx("read") as tx:
@@ -738,6 +791,8 @@ class SqlStore(ABC):
             row = tx.one(
                 "SELECT id FROM rc_runs WHERE status = 'queued' "
                 "AND (not_before IS NULL OR not_before <= ?) "
+                "AND (wait_for IS NULL OR NOT EXISTS (SELECT 1 FROM rc_runs w "
+                "WHERE w.id = rc_runs.wait_for AND w.status IN ('queued', 'running'))) "
                 f"ORDER BY id LIMIT 1{self._skip_locked}",
                 (ts,),
             )
@@ -1116,3 +1171,213 @@ class SqlStore(ABC):
         with self._tx("read") as tx:
             row = tx.one("SELECT name, owner, expires FROM rc_leases WHERE name = ?", (name,))
         return None if row is None else Lease(row[0], row[1], self._dt(row[2]))
+
+    # -- the live half: firing, replicas, reconcile attempts, cancel, heartbeats
+
+    def fire_cursors(self) -> dict[str, Cursor]:
+        """Every schedule's firing cursor (how far its ledger is complete)."""
+        with self._tx("read") as tx:
+            rows = tx.all("SELECT schedule, last_slot, when_hash FROM rc_cursors")
+        return {r[0]: Cursor(r[0], self._dt(r[1]), r[2]) for r in rows}
+
+    def record_fires(self, batches: Sequence[FireBatch], now: datetime) -> list[FireResult]:
+        """Record the ledger entries of many schedules in one transaction (a burst of 1,000
+        slots due at one instant is one commit). Each batch is guarded by its cursor
+        (compare-and-swap): a batch whose cursor another replica moved is left out and
+        reported ``ok=False``; the (schedule, slot) key stays the last line of defence."""
+        ts = self._ts(as_utc(now, "now"))
+        out: list[FireResult] = []
+        with self._tx("write") as tx:
+            for b in batches:
+                row = tx.one(
+                    f"SELECT last_slot, when_hash FROM rc_cursors WHERE schedule = ?"
+                    f"{self._lock_row}",
+                    (b.schedule,),
+                )
+                stored = None if row is None else (self._dt(row[0]), row[1])
+                if b.cursor is None:  # never fired under this ``when``
+                    fresh = stored is None or stored[1] != b.when_hash
+                else:
+                    fresh = stored == (as_utc(b.cursor), b.when_hash)
+                if not fresh:
+                    out.append(FireResult(b.schedule, False))
+                    continue
+                for run_id in b.cancel:
+                    tx.run(
+                        "UPDATE rc_runs SET cancel_requested = TRUE, cancel_by = ? "
+                        "WHERE id = ? AND status = 'running'",
+                        ("overlap: cancelled for a newer slot", run_id),
+                    )
+                    tx.run(
+                        "UPDATE rc_runs SET status = 'cancelled', finished_at = ?, "
+                        "message = 'cancelled for a newer slot (overlap: cancel)' "
+                        "WHERE id = ? AND status = 'queued'",
+                        (ts, run_id),
+                    )
+                created: list[int] = []
+                for e in b.entries:
+                    if e.run is not None:
+                        tx.run("SAVEPOINT rc_fire")
+                        try:
+                            created.append(self._insert_run(tx, e.run, ts))
+                            tx.run("RELEASE SAVEPOINT rc_fire")
+                        except _SlotTaken:
+                            tx.run("ROLLBACK TO SAVEPOINT rc_fire")
+                            tx.run("RELEASE SAVEPOINT rc_fire")
+                        continue
+                    if not e.skip_reason:
+                        raise ValueError("a ledger entry is a run or a skip with a reason")
+                    tx.run(
+                        "INSERT INTO rc_slots (schedule, slot, run_id, skip_reason, detail, "
+                        "recorded_at, until_slot, slot_count) VALUES (?, ?, NULL, ?, ?, ?, ?, ?) "
+                        "ON CONFLICT (schedule, slot) DO NOTHING",
+                        (
+                            b.schedule,
+                            self._ts(as_utc(e.slot, "slot")),
+                            e.skip_reason,
+                            e.detail,
+                            ts,
+                            None if e.until is None else self._ts(as_utc(e.until, "until")),
+                            e.count,
+                        ),
+                    )
+                tx.run(
+                    "INSERT INTO rc_cursors (schedule, last_slot, when_hash, updated_at) "
+                    "VALUES (?, ?, ?, ?) ON CONFLICT (schedule) DO UPDATE SET "
+                    "last_slot = excluded.last_slot, when_hash = excluded.when_hash, "
+                    "updated_at = excluded.updated_at",
+                    (b.schedule, self._ts(as_utc(b.new_cursor, "cursor")), b.when_hash, ts),
+                )
+                runs: tuple[RunRecord, ...] = ()
+                if created:
+                    marks = ",".join("?" * len(created))
+                    rows = tx.all(
+                        f"SELECT {_RUN_COLS} FROM rc_runs WHERE id IN ({marks}) ORDER BY id",
+                        created,
+                    )
+                    runs = tuple(self._run(r) for r in rows)
+                out.append(FireResult(b.schedule, True, runs))
+        return out
+
+    def schedule_activity(self) -> dict[str, tuple[list[RunId], list[RunId]]]:
+        """Per schedule, its running and its queued runs (for the overlap policy)."""
+        with self._tx("read") as tx:
+            rows = tx.all(
+                "SELECT schedule, id, status FROM rc_runs WHERE status IN ('queued', 'running') "
+                "AND schedule IS NOT NULL ORDER BY id"
+            )
+        out: dict[str, tuple[list[RunId], list[RunId]]] = {}
+        for schedule, run_id, status in rows:
+            running, queued = out.setdefault(schedule, ([], []))
+            (running if status == "running" else queued).append(RunId(run_id))
+        return out
+
+    def queue_counts(self) -> dict[str, int]:
+        """How many runs are ``queued`` and ``running``."""
+        with self._tx("read") as tx:
+            rows = tx.all(
+                "SELECT status, COUNT(*) FROM rc_runs WHERE status IN ('queued', 'running') "
+                "GROUP BY status"
+            )
+        counts = {"queued": 0, "running": 0}
+        counts.update({r[0]: int(r[1]) for r in rows})
+        return counts
+
+    def request_cancel(self, run_id: int, now: datetime, by: str | None) -> RunRecord | None:
+        """Cancel a run: a queued one is ``cancelled`` at once; a running one is flagged and its
+        worker cancels it at its next heartbeat. None when there is no such run; the record as
+        it is when it was final already."""
+        ts = self._ts(as_utc(now, "now"))
+        note = f"cancelled by {by}" if by else "cancelled"
+        with self._tx("write") as tx:
+            tx.run(
+                "UPDATE rc_runs SET status = 'cancelled', finished_at = ?, message = ? "
+                "WHERE id = ? AND status = 'queued'",
+                (ts, note, run_id),
+            )
+            tx.run(
+                "UPDATE rc_runs SET cancel_requested = TRUE, cancel_by = ? "
+                "WHERE id = ? AND status = 'running'",
+                (note, run_id),
+            )
+            rows = tx.all(f"SELECT {_RUN_COLS} FROM rc_runs WHERE id = ?", (run_id,))
+            runs = self._with_hosts(tx, rows)
+        return runs[0] if runs else None
+
+    def heartbeat(
+        self, run_id: int, worker_id: str, lease_seconds: float, now: datetime
+    ) -> HeartbeatAnswer:
+        """Renew the lease of a running run held by ``worker_id`` and say whether a cancel was
+        requested; ``lost`` when the run is not running under this worker any more."""
+        expires = as_utc(now, "now") + timedelta(seconds=lease_seconds)
+        with self._tx("write") as tx:
+            row = tx.one(
+                "UPDATE rc_runs SET lease_expires = ? WHERE id = ? AND worker = ? "
+                "AND status = 'running' RETURNING cancel_requested",
+                (self._ts(expires), run_id, worker_id),
+            )
+        if row is None:
+            return "lost"
+        return "cancel" if row[0] else "ok"
+
+    def cancel_note(self, run_id: int) -> str | None:
+        """Who asked to cancel a running run (for its final message)."""
+        with self._tx("read") as tx:
+            row = tx.one("SELECT cancel_by FROM rc_runs WHERE id = ?", (run_id,))
+        return None if row is None else row[0]
+
+    def beat_replica(self, replica: Replica) -> None:
+        with self._tx("write") as tx:
+            tx.run(
+                "INSERT INTO rc_replicas (id, host, pid, workers, started, seen) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET seen = excluded.seen",
+                (
+                    replica.id,
+                    replica.host,
+                    replica.pid,
+                    replica.workers,
+                    self._ts(as_utc(replica.started)),
+                    self._ts(as_utc(replica.seen)),
+                ),
+            )
+
+    def list_replicas(self, seen_since: datetime) -> list[Replica]:
+        """Replicas that heartbeat at or after ``seen_since``, oldest first."""
+        with self._tx("read") as tx:
+            rows = tx.all(
+                "SELECT id, host, pid, started, seen, workers FROM rc_replicas "
+                "WHERE seen >= ? ORDER BY started, id",
+                (self._ts(as_utc(seen_since)),),
+            )
+        return [
+            Replica(r[0], r[1], int(r[2]), self._dt(r[3]), self._dt(r[4]), int(r[5])) for r in rows
+        ]
+
+    def remove_replica(self, replica_id: str) -> None:
+        with self._tx("write") as tx:
+            tx.run("DELETE FROM rc_replicas WHERE id = ?", (replica_id,))
+
+    def record_attempt(self, attempt: ReconcileAttempt) -> None:
+        with self._tx("write") as tx:
+            tx.run(
+                "INSERT INTO rc_attempts (id, revision, at, ok, diagnostics, message) "
+                "VALUES (1, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+                "revision = excluded.revision, at = excluded.at, ok = excluded.ok, "
+                "diagnostics = excluded.diagnostics, message = excluded.message",
+                (
+                    attempt.revision,
+                    self._ts(as_utc(attempt.at)),
+                    attempt.ok,
+                    _json([dict(d) for d in attempt.diagnostics]),
+                    attempt.message,
+                ),
+            )
+
+    def last_attempt(self) -> ReconcileAttempt | None:
+        with self._tx("read") as tx:
+            row = tx.one("SELECT revision, at, ok, diagnostics, message FROM rc_attempts")
+        if row is None:
+            return None
+        return ReconcileAttempt(
+            row[0], self._dt(row[1]), bool(row[2]), tuple(json.loads(row[3])), row[4]
+        )

@@ -164,7 +164,10 @@ class HistoryEntry:
 
 @dataclass(frozen=True, slots=True)
 class SlotEntry:
-    """One ledger line: a slot that became a run, or was skipped with a reason."""
+    """One ledger line: a slot that became a run, or was skipped with a reason.
+
+    A range entry (``count > 1``) stands for ``count`` consecutive slots from ``slot`` to
+    ``until`` skipped for the same reason (a long outage of an ``every: 1s`` schedule)."""
 
     schedule: str
     slot: datetime
@@ -172,6 +175,8 @@ class SlotEntry:
     skip_reason: SkipReason | None
     detail: str | None
     recorded_at: datetime
+    until: datetime | None = None
+    count: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +203,91 @@ class NewRun:
     """A user or an API key name (never the key itself)."""
     retry_of: RunId | None = None
     message: str | None = None
+    wait_for: RunId | None = None
+    """Overlap ``queue``: not claimable while this run is queued or running."""
+    status: Literal["queued", "failed"] = "queued"
+    """``failed``: recorded final at once (a slot whose owner lost ``run``: the run says why)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerWrite:
+    """One ledger entry the firing loop records: a run for ``slot`` or a skip with a reason
+    (``until``/``count`` for a range of consecutive skipped slots)."""
+
+    slot: datetime
+    run: NewRun | None = None
+    skip_reason: SkipReason | None = None
+    detail: str | None = None
+    until: datetime | None = None
+    count: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class FireBatch:
+    """What one firing pass records for one schedule, guarded by its cursor.
+
+    ``cursor`` is the last slot accounted for as the firing code read it (None: the schedule
+    was never fired); the batch is recorded only if the stored cursor still has that value and
+    the same ``when_hash``, then the cursor moves to ``new_cursor``. ``cancel``: runs of the
+    schedule to cancel first (overlap ``cancel``)."""
+
+    schedule: str
+    cursor: datetime | None
+    new_cursor: datetime
+    when_hash: str
+    entries: tuple[LedgerWrite, ...]
+    cancel: tuple[RunId, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class FireResult:
+    """The outcome of one :class:`FireBatch`: ``ok`` False when another replica moved the
+    cursor first (nothing was written); ``runs`` are the runs created."""
+
+    schedule: str
+    ok: bool
+    runs: tuple[RunRecord, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """How far the ledger of a schedule is complete: every slot up to ``last_slot`` of the
+    ``when`` with ``when_hash`` has its entry."""
+
+    schedule: str
+    last_slot: datetime
+    when_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class Replica:
+    """A ``serve`` process that heartbeats the state."""
+
+    id: str
+    host: str
+    pid: int
+    started: datetime
+    seen: datetime
+    workers: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileAttempt:
+    """The last reconcile pass: which revision it read and whether it was good.
+
+    ``diagnostics`` are the contract's diagnostic objects (JSON) when it failed validation;
+    ``message`` is one line for a failure that is not the commit's (fetch, database)."""
+
+    revision: str | None
+    at: datetime
+    ok: bool
+    diagnostics: tuple[Mapping[str, JsonValue], ...] = ()
+    message: str | None = None
+
+
+HeartbeatAnswer = Literal["ok", "cancel", "lost"]
+"""What renewing a run's lease found: keep going, a cancel was requested, or the lease is no
+longer ours (the run was abandoned or finished by someone else: record nothing)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,7 +439,7 @@ class StateStore(Protocol):
     ) -> bool: ...
     def get_slot(self, schedule: str, slot: datetime) -> SlotEntry | None: ...
     def list_slots(
-        self, schedule: str, since: datetime | None = None, limit: int = 100
+        self, schedule: str | None = None, since: datetime | None = None, limit: int = 100
     ) -> list[SlotEntry]: ...
 
     # -- runs
@@ -412,6 +502,22 @@ class StateStore(Protocol):
     def acquire_lease(self, name: str, owner: str, ttl_seconds: float, now: datetime) -> bool: ...
     def release_lease(self, name: str, owner: str) -> bool: ...
     def get_lease(self, name: str) -> Lease | None: ...
+
+    # -- the live half: firing cursors, replicas, reconcile status, cancel, heartbeats
+    def fire_cursors(self) -> dict[str, Cursor]: ...
+    def record_fires(self, batches: Sequence[FireBatch], now: datetime) -> list[FireResult]: ...
+    def schedule_activity(self) -> dict[str, tuple[list[RunId], list[RunId]]]: ...
+    def request_cancel(self, run_id: int, now: datetime, by: str | None) -> RunRecord | None: ...
+    def heartbeat(
+        self, run_id: int, worker_id: str, lease_seconds: float, now: datetime
+    ) -> HeartbeatAnswer: ...
+    def beat_replica(self, replica: Replica) -> None: ...
+    def list_replicas(self, seen_since: datetime) -> list[Replica]: ...
+    def remove_replica(self, replica_id: str) -> None: ...
+    def record_attempt(self, attempt: ReconcileAttempt) -> None: ...
+    def last_attempt(self) -> ReconcileAttempt | None: ...
+    def queue_counts(self) -> dict[str, int]: ...
+    def cancel_note(self, run_id: int) -> str | None: ...
 
 
 # --------------------------------------------------------------------------------------------
