@@ -182,6 +182,11 @@ class GitSource:
         return bool(self.repo.is_bare)
 
     @property
+    def git_dir(self) -> str:
+        """The repository's Git directory (what the daemon's watcher watches)."""
+        return str(self.repo.path)
+
+    @property
     def workdir(self) -> str | None:
         wd: str | None = self.repo.workdir
         return wd

@@ -1381,3 +1381,70 @@ class SqlStore(ABC):
         return ReconcileAttempt(
             row[0], self._dt(row[1]), bool(row[2]), tuple(json.loads(row[3])), row[4]
         )
+
+    def record_outcome(
+        self,
+        run_id: int,
+        worker_id: str,
+        status: RunStatus,
+        message: str | None,
+        hosts: Sequence[HostResult],
+        drift: Sequence[DriftRecord],
+        now: datetime,
+    ) -> bool:
+        """Record the end of a run in one transaction: host results, drift and the final
+        status, only while ``worker_id`` still holds the run (fenced: a worker that was stopped
+        past its lease and resumes finds its run abandoned and records nothing). False then."""
+        check_literal(status, RunStatus, "run status")
+        if status not in FINAL_STATUSES:
+            raise ValueError(f"{status!r} is not a final run status")
+        for d in drift:
+            check_literal(d.state, DriftState, "drift state")
+        with self._tx("write") as tx:
+            n = tx.run(
+                "UPDATE rc_runs SET status = ?, finished_at = ?, lease_expires = NULL, "
+                "message = COALESCE(?, message) WHERE id = ? AND status = 'running' "
+                "AND worker = ?",
+                (status, self._ts(as_utc(now, "now")), message, run_id, worker_id),
+            )
+            if n != 1:
+                return False
+            if hosts:
+                tx.many(
+                    f"INSERT INTO rc_host_results ({_HOST_COLS}) VALUES (?,?,?,?,?,?,?,?,?) "
+                    "ON CONFLICT (run_id, server) DO UPDATE SET status = excluded.status, "
+                    "ok = excluded.ok, changed = excluded.changed, failed = excluded.failed, "
+                    "unreachable = excluded.unreachable, skipped = excluded.skipped, "
+                    "drifted = excluded.drifted",
+                    [
+                        (
+                            run_id,
+                            h.server,
+                            h.status,
+                            h.ok,
+                            h.changed,
+                            h.failed,
+                            h.unreachable,
+                            h.skipped,
+                            h.drifted,
+                        )
+                        for h in hosts
+                    ],
+                )
+            if drift:
+                tx.many(
+                    "INSERT INTO rc_drift (server, template, run_id, state, details, at) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    [
+                        (
+                            d.server,
+                            d.template,
+                            d.run_id,
+                            d.state,
+                            _json(dict(d.details)),
+                            self._ts(as_utc(d.at, "at")),
+                        )
+                        for d in drift
+                    ],
+                )
+        return True

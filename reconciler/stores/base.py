@@ -518,6 +518,16 @@ class StateStore(Protocol):
     def last_attempt(self) -> ReconcileAttempt | None: ...
     def queue_counts(self) -> dict[str, int]: ...
     def cancel_note(self, run_id: int) -> str | None: ...
+    def record_outcome(
+        self,
+        run_id: int,
+        worker_id: str,
+        status: RunStatus,
+        message: str | None,
+        hosts: Sequence[HostResult],
+        drift: Sequence[DriftRecord],
+        now: datetime,
+    ) -> bool: ...
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,191 @@
+"""The daemon behind ``reconciler serve``: starts the loops, heartbeats the replica, drains.
+
+Threads of one replica, each with its own store connection (a slow query of one never delays
+another's lease renewal):
+
+* reconcile (:class:`~reconciler.engine.reconciling.ReconcileLoop`), asked for a pass by the
+  watcher (a local repository's refs), the poll timer (``--poll``) and, later, forge webhooks;
+* firing (:class:`~reconciler.engine.firing.FiringLoop`), poked after every apply;
+* ``--workers`` workers (:class:`~reconciler.engine.working.WorkerPool`), woken when runs are
+  queued;
+* housekeeping: the replica heartbeat and reaping of runs whose worker died, every 5 s;
+* the HTTP server (uvicorn, in a thread).
+
+:meth:`Daemon.shutdown` (SIGTERM/SIGINT): stop firing and claiming, let running runs finish
+within ``grace``, cancel what is left (recorded ``cancelled``), stop the server, exit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+from reconciler.clock import Clock
+from reconciler.engine.firing import FiringLoop
+from reconciler.engine.reconciling import PassResult, ReconcileLoop
+from reconciler.engine.working import Lease, WorkerPool
+from reconciler.errors import ReconcilerError
+from reconciler.executors.spec import Executor
+from reconciler.stores.base import Replica, RunRecord, StateStore
+
+log = logging.getLogger("reconciler.daemon")
+
+HOUSEKEEPING_EVERY = 5.0
+
+
+@dataclass
+class DaemonConfig:
+    repo: str
+    open_store: Callable[[], StateStore]
+    clock: Clock
+    executor: Executor
+    workers: int
+    poll: timedelta = timedelta(seconds=60)
+    grace: timedelta = timedelta(seconds=30)
+    lease_seconds: float = 60.0
+    watch: bool = True
+    replica_id: str = field(
+        default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+    )
+
+
+class Daemon:
+    def __init__(self, config: DaemonConfig) -> None:
+        from reconciler.engine.runs import execute_claimed
+
+        self.config = config
+        c = config
+        self.started = c.clock.now()
+        self.stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.firing = FiringLoop(c.open_store(), c.clock, self._queued)
+        self.reconcile = ReconcileLoop(
+            c.open_store(), c.repo, c.clock, self.firing.poke, self._passed
+        )
+
+        def execute(store: StateStore, run: RunRecord, lease: Lease) -> RunRecord | None:
+            final = execute_claimed(store, run, lease, c.executor, c.clock)
+            if final is not None:
+                log.info("run %d (%s) %s: %s", final.id, final.template, final.status,
+                         final.message or "")
+            return final
+
+        self.workers = WorkerPool(
+            c.open_store, execute, c.clock, c.replica_id, c.workers, lease_seconds=c.lease_seconds
+        )
+        self._house = c.open_store()
+
+    # -- callbacks between the loops
+
+    def _queued(self, runs: Sequence[RunRecord]) -> None:
+        for r in runs:
+            log.info("slot %s of %s: run %d queued (%s)", r.slot.isoformat() if r.slot else "-",
+                     r.schedule, r.id, r.trigger)
+        self.workers.poke()
+
+    def _passed(self, result: PassResult) -> None:
+        if result.outcome == "stalled":
+            log.error("stalled: %s", result.message)
+            for d in result.diagnostics[:20]:
+                log.error("  %s:%s:%s: %s[%s]: %s", d.path, d.line, d.column,
+                          d.severity.value, d.code, d.message)
+        else:
+            log.info("%s", result.message)
+
+    def firing_behind(self) -> float | None:
+        deadline = self.firing.next_deadline()
+        if deadline is None:
+            return None
+        return max(0.0, (self.config.clock.now() - deadline).total_seconds())
+
+    # -- lifecycle
+
+    def _thread(self, target: Callable[[], None], name: str) -> None:
+        t = threading.Thread(target=target, name=name, daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def start(self) -> None:
+        c = self.config
+        self._beat()
+        self.reconcile.request()
+        self._thread(self.reconcile.run_forever, "reconcile")
+        self._thread(
+            lambda: self.firing.run_forever(lambda e: log.warning("firing: %s", e)), "firing"
+        )
+        self.workers.start()
+        self._thread(self._housekeeping, "housekeeping")
+        self._thread(self._poll, "poll")
+        if c.watch:
+            self._start_watcher()
+
+    def _start_watcher(self) -> None:
+        from reconciler.sources import git
+        from reconciler.sources.watcher import watch_git_refs, watch_tree
+
+        repo = self.config.repo
+        if git.is_url(repo):
+            return
+        try:
+            git_dir = git.GitSource(repo).git_dir
+        except ReconcilerError:
+            self._thread(
+                lambda: watch_tree(Path(repo), self.reconcile.request, self.stopping), "watch"
+            )
+            return
+        self._thread(
+            lambda: watch_git_refs(Path(git_dir), self.reconcile.request, self.stopping), "watch"
+        )
+
+    def _poll(self) -> None:
+        every = self.config.poll.total_seconds()
+        while not self.stopping.wait(every):
+            self.reconcile.request()
+
+    def _beat(self) -> None:
+        c = self.config
+        self._house.beat_replica(
+            Replica(c.replica_id, socket.gethostname(), os.getpid(), self.started,
+                    c.clock.now(), c.workers)
+        )
+
+    def _housekeeping(self) -> None:
+        while not self.stopping.wait(HOUSEKEEPING_EVERY):
+            try:
+                self._beat()
+                for run_id in self._house.abandon_expired(self.config.clock.now()):
+                    log.warning("run %d abandoned: its worker stopped renewing the lease", run_id)
+            except ReconcilerError as e:
+                log.warning("housekeeping: %s", e)
+
+    def shutdown(self) -> bool:
+        """Drain: stop firing and claiming, wait up to ``grace`` for running runs, cancel the
+        rest. True when every worker ended within the grace period."""
+        c = self.config
+        self.stopping.set()
+        self.firing.stop()
+        self.reconcile.stop()
+        self.workers.stop_claiming()
+        running = self.workers.running()
+        if running:
+            log.info("draining: waiting up to %.0f s for %d running run(s)",
+                     c.grace.total_seconds(), running)
+        clean = self.workers.join(c.grace.total_seconds())
+        if not clean:
+            log.warning("grace period over: cancelling %d run(s)", self.workers.running())
+            self.workers.cancel_all()
+            self.workers.join(30)
+        try:
+            self._house.remove_replica(c.replica_id)
+        except ReconcilerError as e:
+            log.warning("cannot remove the replica row: %s", e)
+        for t in self._threads:
+            t.join(2)
+        return clean
