@@ -1,12 +1,13 @@
 # Two commands do all the set-up on a fresh machine:
 #   make run    create .venv, install, and run the main job on example-repo
-#   make test   create .venv, install, then lint, type-check and run the test suite
+#   make test   make sure of PostgreSQL and sshd (.ci/services), create .venv, install, then
+#               lint, type-check and run the test suite
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint types pytest schemas bench clean
+.PHONY: run test services lint types pytest schemas bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -27,10 +28,14 @@ lint: $(STAMP)
 types: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP)
+# the local services the tests use: started or installed when possible, else one line and stop
+services:
+	@.ci/services
+
+pytest: services $(STAMP)
 	$(BIN)/pytest -q
 
-test: lint types pytest
+test: services lint types pytest
 
 schemas: $(STAMP)
 	$(BIN)/python -m reconciler.model.schemas schemas

@@ -1,8 +1,15 @@
-"""Options and renderers shared by the commands. Only the CLI prints."""
+"""Options and renderers shared by the commands. Only the CLI prints.
+
+Every value that comes from a repository (paths, keys, names, messages that quote values) goes
+through :func:`printable` before it reaches a text line, and :func:`emit_json` before it
+reaches JSON: a file named ``x\n::error::...`` must not start a line of its own in a CI log,
+and a file name that is not UTF-8 must not make stdout unwritable or JSON undecodable.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -21,8 +28,57 @@ format_option = click.option(
 )
 
 
+#: what a terminal or a CI log would act on or hide: C0 and C1 controls (newlines, escape
+#: sequences), DEL, Unicode line and paragraph separators, bidirectional overrides and
+#: surrogates (a path's undecodable bytes, as ``os.fsdecode`` and pygit2 keep them)
+_UNPRINTABLE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]"
+)
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    ch = match.group()
+    named = _NAMED.get(ch)
+    if named is not None:
+        return named
+    code = ord(ch)
+    if 0xDC80 <= code <= 0xDCFF:  # an undecodable byte kept by the surrogateescape handler
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+def printable(text: str) -> str:
+    """``text`` safe for one line of text output: controls as ``\\n``, ``\\t``, ``\\xNN``,
+    ``\\uNNNN``; undecodable bytes of a path as ``\\xNN``. Anything else is kept."""
+    return _UNPRINTABLE.sub(_escape, text) if _UNPRINTABLE.search(text) else text
+
+
+def _no_surrogates(text: str) -> str:
+    return _SURROGATE.sub(_escape, text)
+
+
+def json_safe(data: Any) -> Any:
+    """``data`` with every string (keys too) valid Unicode: undecodable bytes of a path as
+    ``\\xNN``, other lone surrogates as ``\\uNNNN``. JSON escapes the controls itself."""
+    if isinstance(data, str):
+        return _no_surrogates(data)
+    if isinstance(data, dict):
+        return {
+            (_no_surrogates(k) if isinstance(k, str) else k): json_safe(v) for k, v in data.items()
+        }
+    if isinstance(data, list | tuple):
+        return [json_safe(v) for v in data]
+    return data
+
+
 def emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
+    """Print ``data`` as one JSON document that is valid UTF-8 however it is decoded."""
+    text = json.dumps(data, indent=2, sort_keys=False, default=str)
+    if "\\ud" in text:  # a surrogate somewhere (a lone one, or half of a pair): clean up
+        text = json.dumps(json_safe(data), indent=2, sort_keys=False, default=str)
+    click.echo(text)
 
 
 def colour() -> bool:
@@ -36,16 +92,20 @@ def render_diagnostics_text(diags: Sequence[Diagnostic]) -> None:
             sev = click.style(
                 sev, fg="red" if d.severity is Severity.ERROR else "yellow", bold=True
             )
-        click.echo(f"{d.path}:{d.line}:{d.column}: {sev}[{d.code}]: {d.message}")
+        click.echo(
+            f"{printable(d.path)}:{d.line}:{d.column}: {sev}[{d.code}]: {printable(d.message)}"
+        )
         if d.hint:
-            click.echo(f"  hint: {d.hint}")
+            click.echo(f"  hint: {printable(d.hint)}")
 
 
 def _gh_escape(text: str, prop: bool = False) -> str:
+    """A workflow command's data (or property, ``prop``): line breaks percent-encoded as
+    GitHub decodes them, then the other controls and undecodable bytes made printable."""
     text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
     if prop:
         text = text.replace(":", "%3A").replace(",", "%2C")
-    return text
+    return printable(text)
 
 
 def render_diagnostics_github(diags: Sequence[Diagnostic]) -> None:

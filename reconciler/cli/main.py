@@ -80,7 +80,9 @@ def main(argv: list[str] | None = None) -> Any:
         click.echo("Aborted.", err=True)
         sys.exit(1)
     except ReconcilerError as e:
-        click.echo(f"error: {e}", err=True)
+        from reconciler.cli.common import printable  # the message may quote the repository
+
+        click.echo(f"error: {printable(str(e))}", err=True)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -12,6 +12,7 @@ from reconciler.cli.common import (
     diagnostics_json,
     emit_json,
     format_option,
+    printable,
     render_diagnostics_text,
 )
 from reconciler.cli.state import state_option
@@ -39,8 +40,8 @@ def _load(repo: str, rev: str | None, fmt: str, now: datetime) -> tuple[str, Des
         else:
             render_diagnostics_text(result.diagnostics)
             click.echo(
-                f"error: {where} does not validate ({result.errors} errors); nothing was "
-                "planned and the applied state stays in force",
+                f"error: {printable(where)} does not validate ({result.errors} errors); "
+                "nothing was planned and the applied state stays in force",
                 err=True,
             )
         sys.exit(1)
@@ -95,7 +96,7 @@ def plan(
         _, base_result = load_repo(repo, base, "head", now)
         if base_result.desired is None:
             click.echo(
-                f"error: the base revision {base} does not validate; planning against "
+                f"error: the base revision {printable(base)} does not validate; planning against "
                 "it is impossible",
                 err=True,
             )
@@ -115,7 +116,10 @@ def plan(
     else:
         render_plan(p, sys.stdout.isatty(), where)
         if out:
-            click.echo(f"\nSaved the plan to {out}; apply it with: reconciler apply --plan {out}")
+            shown = printable(out)
+            click.echo(
+                f"\nSaved the plan to {shown}; apply it with: reconciler apply --plan {shown}"
+            )
     if detailed_exitcode:
         ctx.exit(0 if p.empty else 2)
     ctx.exit(0)

@@ -1,4 +1,8 @@
-"""Rendering a plan as text, in Terraform's style (+ create, ~ update, - delete, ! blocked)."""
+"""Rendering a plan as text, in Terraform's style (+ create, ~ update, - delete, ! blocked).
+
+Names, keys, values and reasons come from the repository: each goes through
+:func:`~reconciler.cli.common.printable` before it joins a line.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from typing import Any
 
 import click
 
+from reconciler.cli.common import printable
 from reconciler.planning.diff import ABSENT
 from reconciler.planning.plan import Change, Plan
 
@@ -25,7 +30,11 @@ MAX_SLOTS_SHOWN = 8
 def _v(value: Any) -> str:
     if value is ABSENT:
         return "(absent)"
-    return json.dumps(value, ensure_ascii=False)
+    return printable(json.dumps(value, ensure_ascii=False))
+
+
+def _list(names: tuple[str, ...]) -> str:
+    return ", ".join(printable(n) for n in names)
 
 
 def _times(ts: tuple[datetime, ...]) -> str:
@@ -47,31 +56,32 @@ def render_change(c: Change, colour: bool) -> list[str]:
     elif c.internal:  # _Servers: the server list resolved from Inventory documents and files
         head = f"{sym} Servers (resolved from the Inventory) {VERB[c.action]}"
     else:
-        head = f'{sym} {c.kind} "{c.name}" {VERB[c.action]}'
+        head = f'{sym} {c.kind} "{printable(c.name)}" {VERB[c.action]}'
 
     if colour:
         head = click.style(head, fg=COLOUR[c.action], bold=True)
-    lines = [head, f"    reason: {c.reason}"]
+    lines = [head, f"    reason: {printable(c.reason)}"]
     for f in c.diff:
+        key = printable(f.path)
         if f.before is ABSENT:
-            lines.append(f"    + {f.path}: {_v(f.after)}")
+            lines.append(f"    + {key}: {_v(f.after)}")
         elif f.after is ABSENT:
-            lines.append(f"    - {f.path}: {_v(f.before)}")
+            lines.append(f"    - {key}: {_v(f.before)}")
         else:
-            lines.append(f"    ~ {f.path}: {_v(f.before)} -> {_v(f.after)}")
+            lines.append(f"    ~ {key}: {_v(f.before)} -> {_v(f.after)}")
     imp = c.impact
     if imp is not None:
         if c.action != "delete":
-            state = imp.state + (f" ({imp.state_reason})" if imp.state_reason else "")
+            state = imp.state + (f" ({printable(imp.state_reason)})" if imp.state_reason else "")
             lines.append(f"    state: {state}")
         if c.action == "create":
             when = "next fire times" if imp.state == "active" else "fire times once active"
-            lines.append(f"    {when} ({imp.timezone}): {_times(imp.next_after)}")
-            lines.append(f"    servers: {', '.join(imp.servers) or '(none)'}")
+            lines.append(f"    {when} ({printable(str(imp.timezone))}): {_times(imp.next_after)}")
+            lines.append(f"    servers: {_list(imp.servers) or '(none)'}")
         elif c.action == "delete":
             lines.append(f"    fire times dropped: {_times(imp.next_before)}")
             if imp.servers_removed:
-                lines.append(f"    servers: {', '.join(imp.servers_removed)}")
+                lines.append(f"    servers: {_list(imp.servers_removed)}")
         else:
             if imp.next_before != imp.next_after:
                 lines.append(f"    next fire times before: {_times(imp.next_before)}")
@@ -81,9 +91,9 @@ def render_change(c: Change, colour: bool) -> list[str]:
             if imp.slots_added:
                 lines.append(f"    slots added: {_capped(imp.slots_added)}")
             if imp.servers_added:
-                lines.append(f"    servers added: {', '.join(imp.servers_added)}")
+                lines.append(f"    servers added: {_list(imp.servers_added)}")
             if imp.servers_removed:
-                lines.append(f"    servers removed: {', '.join(imp.servers_removed)}")
+                lines.append(f"    servers removed: {_list(imp.servers_removed)}")
     return lines
 
 
@@ -93,7 +103,7 @@ def plan_lines(plan: Plan, colour: bool, where: str) -> list[str]:
     if plan.base_revision:
         intro = f"Changes from {plan.base_revision[:12]} to {(plan.revision or '')[:12]}"
     else:
-        intro = f"Plan for {where} against state serial {plan.base_serial}"
+        intro = f"Plan for {printable(where)} against state serial {plan.base_serial}"
     lines = [intro + ":"]
     if not visible and plan.empty:
         lines += ["", "No changes. The state matches the desired state."]

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from reconciler.cli.common import emit_json, format_option
+from reconciler.cli.common import emit_json, format_option, printable
 from reconciler.cli.state import state_option
 
 #: exit status of ``run --wait`` per final run status
@@ -116,7 +116,9 @@ def run(
 
         tty = sys.stdout.isatty() and fmt == "text"
         if fmt == "text":
-            click.echo(f"run {record.id}: {template}" + (" (simulate)" if simulate else ""))
+            click.echo(
+                f"run {record.id}: {printable(template)}" + (" (simulate)" if simulate else "")
+            )
         # a one-shot process: a worker per phase, no pre-forked zygote to start and stop
         with AnsibleExecutor(prefork=False) as executor:
             final = eng.execute_run(
@@ -147,17 +149,20 @@ def _progress_printer() -> Any:
                 "unreachable": "red",
                 "skipped": "cyan",
             }.get(p.status)
-            click.echo(f"  {p.host:<20} {click.style(p.status, fg=colour):<18} {p.task or ''}")
+            click.echo(
+                f"  {printable(p.host):<20} {click.style(p.status, fg=colour):<18} "
+                f"{printable(p.task or '')}"
+            )
 
     return show
 
 
 def _print_run(r: Any) -> None:
-    click.echo(f"run {r.id}: {r.status}" + (f": {r.message}" if r.message else ""))
+    click.echo(f"run {r.id}: {r.status}" + (f": {printable(r.message)}" if r.message else ""))
     click.echo(
-        f"  template {r.template}"
-        + (f", schedule {r.schedule}" if r.schedule else "")
-        + f", trigger {r.trigger}, commit {(r.commit or 'working tree')[:12]}"
+        f"  template {printable(r.template)}"
+        + (f", schedule {printable(r.schedule)}" if r.schedule else "")
+        + f", trigger {r.trigger}, commit {printable((r.commit or 'working tree')[:12])}"
     )
     if r.slot:
         click.echo(f"  slot {r.slot.isoformat()}")
@@ -166,7 +171,7 @@ def _print_run(r: Any) -> None:
         click.echo(f"  started {r.started_at.isoformat()}, finished {end}")
     for h in r.hosts:
         click.echo(
-            f"  {h.server:<20} {h.status:<12} ok={h.ok} changed={h.changed} "
+            f"  {printable(h.server):<20} {h.status:<12} ok={h.ok} changed={h.changed} "
             f"failed={h.failed} unreachable={h.unreachable} skipped={h.skipped}"
             + (" drifted" if h.drifted else "")
         )
@@ -215,8 +220,8 @@ def runs(
     for r in found:
         when = (r.started_at or r.created_at).isoformat()
         click.echo(
-            f"{r.id:>6}  {r.status:<10} {r.trigger:<9} {r.template:<20} "
-            f"{r.schedule or '-':<24} {when}"
+            f"{r.id:>6}  {r.status:<10} {r.trigger:<9} {printable(r.template):<20} "
+            f"{printable(r.schedule or '-'):<24} {when}"
         )
 
 
@@ -306,10 +311,10 @@ def drift(server: str | None, template: str | None, fmt: str, state: str | None)
         click.echo("No drift recorded yet (configuration templates record it when they run).")
         return
     for d in found:
-        outcome = d.details.get("outcome", "")
+        outcome = printable(str(d.details.get("outcome", "")))
         click.echo(
-            f"{d.server:<20} {d.template:<20} {d.state:<9} ({outcome}) run {d.run_id} "
-            f"at {d.at.isoformat()}"
+            f"{printable(d.server):<20} {printable(d.template):<20} {d.state:<9} ({outcome}) "
+            f"run {d.run_id} at {d.at.isoformat()}"
         )
         for task in d.details.get("tasks", []) if d.state == "drifted" else []:
-            click.echo(f"    {task.get('task')}")
+            click.echo(f"    {printable(str(task.get('task')))}")

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import click
 
-from reconciler.cli.common import emit_json, format_option
+from reconciler.cli.common import emit_json, format_option, printable
 from reconciler.cli.state import state_option
 
 
@@ -36,9 +36,10 @@ def schedules(count: int, fmt: str, state: str | None) -> None:
     if not rows:
         click.echo("No schedules applied yet (run reconciler apply).")
         return
-    width = max(len(r.name) for r in rows)
-    for r in rows:
+    names = [printable(r.name) for r in rows]
+    width = max(len(n) for n in names)
+    for name, r in zip(names, rows, strict=True):
         nxt = r.next[0].isoformat() if r.next else "-"
         last = f"{r.last_run.status} (run {r.last_run.id})" if r.last_run else "never ran"
-        reason = f" [{r.reason}]" if r.reason and r.state != "active" else ""
-        click.echo(f"{r.name:<{width}}  {r.state:<17} next {nxt:<25}  last {last}{reason}")
+        reason = f" [{printable(r.reason)}]" if r.reason and r.state != "active" else ""
+        click.echo(f"{name:<{width}}  {r.state:<17} next {nxt:<25}  last {last}{reason}")

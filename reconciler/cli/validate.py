@@ -8,6 +8,7 @@ from reconciler.cli.common import (
     diagnostics_json,
     emit_json,
     plural,
+    printable,
     render_diagnostics_github,
     render_diagnostics_text,
 )
@@ -41,12 +42,13 @@ def validate(ctx: click.Context, repo: str, rev: str | None, fmt: str) -> None:
     else:
         render_diagnostics_text(result.diagnostics)
         docs = plural(len(result.documents), "document")
+        where = printable(source.description)
         if result.diagnostics:
             click.echo(
                 f"{plural(result.errors, 'error')}, {plural(result.warnings, 'warning')} "
-                f"in {docs} ({source.description})",
+                f"in {docs} ({where})",
                 err=True,
             )
         else:
-            click.echo(f"ok: {docs}, no problems ({source.description})", err=True)
+            click.echo(f"ok: {docs}, no problems ({where})", err=True)
     ctx.exit(1 if result.errors else 0)

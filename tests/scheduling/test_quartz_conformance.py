@@ -1,4 +1,7 @@
-"""The product agrees with Quartz 2.3.2 on every case of ../shared/conformance/quartz-cron.json."""
+"""The product agrees with Quartz 2.3.2 on every case of conformance/quartz-cron.json.
+
+The data was computed by Quartz itself; its provenance is in conformance/README.md.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +15,7 @@ from reconciler.scheduling import CronSyntaxError, build_trigger, parse_cron
 
 from .conftest import iso, when
 
-CONFORMANCE = (
-    Path(__file__).resolve().parents[2].parent / "shared" / "conformance" / "quartz-cron.json"
-)
+CONFORMANCE = Path(__file__).resolve().parent / "conformance" / "quartz-cron.json"
 
 
 def _cases() -> list[dict[str, Any]]:
