@@ -12,6 +12,7 @@ sorts and compares like the instants themselves. The file carries SQLite's ``app
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -26,6 +27,14 @@ from reconciler.stores.base import DEFAULT_LOCK_TIMEOUT, DEFAULT_LOG_CAP
 
 APPLICATION_ID = 0x52434E31
 _MAGIC = b"SQLite format 3\x00"
+
+# Files this process has open through SQLite, with a count. POSIX record locks belong to the
+# process, and closing *any* descriptor of a file drops all of them: reading the header of a
+# state that another connection of this process holds would drop that connection's locks, and
+# a reader in another process could then checkpoint and delete the WAL under it, losing every
+# later commit. So the header is read only by the first opener.
+_OPEN: dict[str, int] = {}
+_OPEN_LOCK = threading.Lock()
 
 
 class _SqliteTx:
@@ -65,7 +74,12 @@ class SqliteStore(SqlStore):
         super().__init__(lock_timeout=lock_timeout, log_cap=log_cap)
         self.path = Path(path)
         self._lock = threading.RLock()
-        self._check_header()
+        self._key = os.path.realpath(self.path)
+        with _OPEN_LOCK:
+            if not _OPEN.get(self._key):
+                self._check_header()
+            _OPEN[self._key] = _OPEN.get(self._key, 0) + 1
+        self._registered = True
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._conn: sqlite3.Connection | None = sqlite3.connect(
@@ -121,6 +135,14 @@ class SqliteStore(SqlStore):
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+            if getattr(self, "_registered", False):
+                self._registered = False
+                with _OPEN_LOCK:
+                    left = _OPEN.get(self._key, 1) - 1
+                    if left:
+                        _OPEN[self._key] = left
+                    else:
+                        _OPEN.pop(self._key, None)
 
     def _location(self) -> str:
         return str(self.path)
