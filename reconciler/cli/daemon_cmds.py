@@ -1,9 +1,8 @@
-"""``reconciler status``, ``slots`` and ``cancel``: what the daemon is doing, read from the state."""
+"""``reconciler status``, ``slots`` and ``cancel``: what the daemon does, read from the state."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
 import click
 
@@ -35,7 +34,9 @@ def _instant(text: str | None, option: str) -> datetime | None:
             f"{text!r} is not an ISO-8601 instant (e.g. 2026-12-01T02:00:00Z)", param_hint=option
         ) from None
     if t.tzinfo is None:
-        raise click.BadParameter(f"{text!r}: give its UTC offset, e.g. Z or +01:00", param_hint=option)
+        raise click.BadParameter(
+            f"{text!r}: give its UTC offset, e.g. Z or +01:00", param_hint=option
+        )
     return t
 
 
@@ -89,9 +90,7 @@ def status(fmt: str, state: str | None) -> None:
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
 @format_option
 @state_option
-def slots(
-    schedule: str | None, since: str | None, limit: int, fmt: str, state: str | None
-) -> None:
+def slots(schedule: str | None, since: str | None, limit: int, fmt: str, state: str | None) -> None:
     """The slot ledger: every due slot and what became of it (a run, or skipped and why)."""
     from reconciler.cli.common import printable
     from reconciler.engine.ledger import ledger_rows
@@ -100,9 +99,12 @@ def slots(
     start = _instant(since, "--since")
     _need_state(state)
     with open_state(state) as store:
-        if schedule is not None and store.get_object("Schedule", schedule) is None:
-            if not store.list_slots(schedule, limit=1):
-                raise click.ClickException(f'no schedule "{schedule}" in the state')
+        if (
+            schedule is not None
+            and store.get_object("Schedule", schedule) is None
+            and not store.list_slots(schedule, limit=1)
+        ):
+            raise click.ClickException(f'no schedule "{schedule}" in the state')
         rows = ledger_rows(store, schedule, start, limit)
     if fmt == "json":
         emit_json({"slots": rows})

@@ -60,7 +60,9 @@ def setup_logging(fmt: str, level: int = logging.INFO) -> None:
 def parse_listen(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or int(port) > 65535:
-        raise click.BadParameter(f"{text!r}: write HOST:PORT, e.g. 127.0.0.1:8080", param_hint="--listen")
+        raise click.BadParameter(
+            f"{text!r}: write HOST:PORT, e.g. 127.0.0.1:8080", param_hint="--listen"
+        )
     host = host.strip("[]") or "127.0.0.1"
     return host, int(port)
 
@@ -79,17 +81,43 @@ def _duration(value: str, option: str) -> timedelta:
 
 @click.command()
 @click.argument("repo", default=".")
-@click.option("--listen", default="127.0.0.1:8080", show_default=True, metavar="HOST:PORT",
-              help="Where the HTTP API and dashboard listen (port 0: any free port).")
-@click.option("--workers", type=click.IntRange(min=0), default=None, metavar="N",
-              help="Runs executed at once by this replica [default: the number of cores; 0: "
-              "fire and serve, run nothing].")
-@click.option("--poll", default="60s", show_default=True, metavar="DURATION",
-              help="How often to fetch a Git URL (a local repository is also watched).")
-@click.option("--grace", default="30s", show_default=True, metavar="DURATION",
-              help="On SIGTERM, how long running runs may take before they are cancelled.")
-@click.option("--log-format", "log_format", type=click.Choice(["text", "json"]), default="text",
-              show_default=True, help="Log lines as text or JSON, one per event, on stderr.")
+@click.option(
+    "--listen",
+    default="127.0.0.1:8080",
+    show_default=True,
+    metavar="HOST:PORT",
+    help="Where the HTTP API and dashboard listen (port 0: any free port).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=None,
+    metavar="N",
+    help="Runs executed at once by this replica [default: the number of cores; 0: "
+    "fire and serve, run nothing].",
+)
+@click.option(
+    "--poll",
+    default="60s",
+    show_default=True,
+    metavar="DURATION",
+    help="How often to fetch a Git URL (a local repository is also watched).",
+)
+@click.option(
+    "--grace",
+    default="30s",
+    show_default=True,
+    metavar="DURATION",
+    help="On SIGTERM, how long running runs may take before they are cancelled.",
+)
+@click.option(
+    "--log-format",
+    "log_format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Log lines as text or JSON, one per event, on stderr.",
+)
 @state_option
 def serve(
     repo: str,
@@ -142,8 +170,9 @@ def serve(
     bound = sock.getsockname()[1]
     app = create_app(opener, clock, Health(daemon.firing_behind))
     server = uvicorn.Server(
-        uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
-                       timeout_graceful_shutdown=5)
+        uvicorn.Config(
+            app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=5
+        )
     )
     stop = threading.Event()
 
@@ -155,14 +184,18 @@ def serve(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    http = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="http",
-                            daemon=True)
+    http = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="http", daemon=True)
     http.start()
     daemon.start()
     shown = f"[{host}]" if ":" in host else host
     log.info(
         "listening on http://%s:%d (repo %s, state %s, %d worker(s), replica %s)",
-        shown, bound, repo, redact(url), n_workers, daemon.config.replica_id,
+        shown,
+        bound,
+        repo,
+        redact(url),
+        n_workers,
+        daemon.config.replica_id,
     )
     click.echo(f"reconciler serve: listening on http://{shown}:{bound}", err=True)
     try:

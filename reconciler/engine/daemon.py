@@ -73,8 +73,13 @@ class Daemon:
         def execute(store: StateStore, run: RunRecord, lease: Lease) -> RunRecord | None:
             final = execute_claimed(store, run, lease, c.executor, c.clock)
             if final is not None:
-                log.info("run %d (%s) %s: %s", final.id, final.template, final.status,
-                         final.message or "")
+                log.info(
+                    "run %d (%s) %s: %s",
+                    final.id,
+                    final.template,
+                    final.status,
+                    final.message or "",
+                )
             return final
 
         self.workers = WorkerPool(
@@ -86,16 +91,28 @@ class Daemon:
 
     def _queued(self, runs: Sequence[RunRecord]) -> None:
         for r in runs:
-            log.info("slot %s of %s: run %d queued (%s)", r.slot.isoformat() if r.slot else "-",
-                     r.schedule, r.id, r.trigger)
+            log.info(
+                "slot %s of %s: run %d queued (%s)",
+                r.slot.isoformat() if r.slot else "-",
+                r.schedule,
+                r.id,
+                r.trigger,
+            )
         self.workers.poke()
 
     def _passed(self, result: PassResult) -> None:
         if result.outcome == "stalled":
             log.error("stalled: %s", result.message)
             for d in result.diagnostics[:20]:
-                log.error("  %s:%s:%s: %s[%s]: %s", d.path, d.line, d.column,
-                          d.severity.value, d.code, d.message)
+                log.error(
+                    "  %s:%s:%s: %s[%s]: %s",
+                    d.path,
+                    d.line,
+                    d.column,
+                    d.severity.value,
+                    d.code,
+                    d.message,
+                )
         else:
             log.info("%s", result.message)
 
@@ -152,8 +169,14 @@ class Daemon:
     def _beat(self) -> None:
         c = self.config
         self._house.beat_replica(
-            Replica(c.replica_id, socket.gethostname(), os.getpid(), self.started,
-                    c.clock.now(), c.workers)
+            Replica(
+                c.replica_id,
+                socket.gethostname(),
+                os.getpid(),
+                self.started,
+                c.clock.now(),
+                c.workers,
+            )
         )
 
     def _housekeeping(self) -> None:
@@ -175,17 +198,20 @@ class Daemon:
         self.workers.stop_claiming()
         running = self.workers.running()
         if running:
-            log.info("draining: waiting up to %.0f s for %d running run(s)",
-                     c.grace.total_seconds(), running)
+            log.info(
+                "draining: waiting up to %.0f s for %d running run(s)",
+                c.grace.total_seconds(),
+                running,
+            )
         clean = self.workers.join(c.grace.total_seconds())
         if not clean:
             log.warning("grace period over: cancelling %d run(s)", self.workers.running())
             self.workers.cancel_all()
             self.workers.join(30)
-        try:
+        for t in self._threads:
+            t.join(2)
+        try:  # after the housekeeping thread ended, so no late heartbeat brings the row back
             self._house.remove_replica(c.replica_id)
         except ReconcilerError as e:
             log.warning("cannot remove the replica row: %s", e)
-        for t in self._threads:
-            t.join(2)
         return clean

@@ -41,4 +41,3 @@ def entry_json(e: SlotEntry, at: datetime) -> dict[str, Any]:
         row["until"] = e.until.isoformat() if e.until else None
         row["count"] = e.count
     return row
-

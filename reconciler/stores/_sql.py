@@ -1353,9 +1353,9 @@ class SqlStore(ABC):
             Replica(r[0], r[1], int(r[2]), self._dt(r[3]), self._dt(r[4]), int(r[5])) for r in rows
         ]
 
-    def remove_replica(self, replica_id: str) -> None:
+    def remove_replica(self, replica_id: str) -> bool:
         with self._tx("write") as tx:
-            tx.run("DELETE FROM rc_replicas WHERE id = ?", (replica_id,))
+            return tx.run("DELETE FROM rc_replicas WHERE id = ?", (replica_id,)) == 1
 
     def record_attempt(self, attempt: ReconcileAttempt) -> None:
         with self._tx("write") as tx:
