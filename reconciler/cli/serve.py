@@ -155,8 +155,18 @@ def serve(
     def opener() -> Any:
         return open_store(url)
 
+    lease = float(os.environ.get("RECONCILER_TEST_LEASE_SECONDS", "60"))
     daemon = Daemon(
-        DaemonConfig(repo, opener, clock, executor, n_workers, poll=poll_d, grace=grace_d)
+        DaemonConfig(
+            repo,
+            opener,
+            clock,
+            executor,
+            n_workers,
+            poll=poll_d,
+            grace=grace_d,
+            lease_seconds=lease,
+        )
     )
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
