@@ -1,8 +1,16 @@
 """Helpers of the daemon suite: a small desired state written as files, applied to a real
-state store (SQLite, and PostgreSQL where a test asks for both backends)."""
+state store (SQLite, and PostgreSQL where a test asks for both backends), and ``serve`` run as
+a real process (:class:`Serve`, stopped by the ``serves`` fixture whatever the test did)."""
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -13,6 +21,7 @@ import pytest
 from reconciler.engine.desired import load_repo
 from reconciler.engine.planning import apply_plan, plan_against_state
 from reconciler.stores import StateStore, open_store
+from tests.gitutil import git
 
 
 @pytest.fixture
@@ -104,3 +113,92 @@ def apply_dir(store: StateStore, root: Path, now: datetime) -> None:
     plan = plan_against_state(result.desired, store, now, timedelta(days=7))
     if not plan.empty:
         apply_plan(store, plan, now, str(root))
+
+
+class Serve:
+    """One ``serve`` process; stopped (SIGKILL if it must) at the end of the test."""
+
+    def __init__(self, repo: Path, state: str, *args: str, fake: str | None = "0.05") -> None:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        if fake is not None:
+            env["RECONCILER_TEST_FAKE_EXECUTOR"] = fake
+        self.log = repo.parent / f"serve-{time.monotonic_ns()}.log"
+        self._fh = self.log.open("w")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "reconciler",
+                "serve",
+                str(repo),
+                "--state",
+                state,
+                "--listen",
+                "127.0.0.1:0",
+                *args,
+            ],
+            stdout=self._fh,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        self.url = ""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not self.url:
+            m = re.search(r"listening on (http://127\.0\.0\.1:\d+)", self.log.read_text())
+            if m:
+                self.url = m.group(1)
+            elif self.proc.poll() is not None:
+                raise AssertionError(f"serve exited early:\n{self.log.read_text()}")
+            else:
+                time.sleep(0.05)
+        assert self.url, self.log.read_text()
+
+    def get(self, path: str) -> dict[str, object]:
+        with urllib.request.urlopen(self.url + path, timeout=5) as r:
+            data: dict[str, object] = json.load(r)
+            return data
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = 60) -> int:
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._fh.close()
+
+
+@pytest.fixture
+def serves() -> Iterator[list[Serve]]:
+    started: list[Serve] = []
+    yield started
+    for s in started:
+        s.stop()
+
+
+def make_repo(tmp_path: Path, docs: dict[str, str]) -> Path:
+    root = write_repo(tmp_path / "repo", docs)
+    git(root, "init", "-q", "-b", "main")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "initial")
+    return root
+
+
+def until(cond: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def ledger_slots(store: StateStore, name: str) -> list[datetime]:
+    """Every slot the ledger accounts for (ranges expanded: every 1s schedules)."""
+    out: list[datetime] = []
+    for e in store.list_slots(name, limit=100_000):
+        out.extend(e.slot + timedelta(seconds=i) for i in range(e.count))
+    return sorted(out)

@@ -3,6 +3,7 @@ meanwhile per their misfire policy, says so in one clear line, and never prints 
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -14,8 +15,7 @@ import pytest
 
 from reconciler.stores import open_store
 
-from .conftest import schedule
-from .test_serve import Serve, _ledger, _repo, _until, serves  # noqa: F401
+from .conftest import Serve, ledger_slots, make_repo, schedule, until
 
 
 def _cluster() -> list[str]:
@@ -32,29 +32,29 @@ def _pg_ready() -> bool:
 def test_the_daemon_rides_out_a_postgresql_restart(
     tmp_path: Path, pg_url: str, serves: list[Serve]
 ) -> None:
-    repo = _repo(tmp_path, {"beat": schedule("beat", "{every: 1s}", overlap="allow")})
+    repo = make_repo(tmp_path, {"beat": schedule("beat", "{every: 1s}", overlap="allow")})
     s = Serve(repo, pg_url, "--workers", "1", "--poll", "1h", fake="0.05")
     serves.append(s)
     with open_store(pg_url) as store:
-        _until(lambda: len(_ledger(store, "beat")) >= 3, 30, "firing before the restart")
+        until(lambda: len(ledger_slots(store, "beat")) >= 3, 30, "firing before the restart")
     try:
         subprocess.run([*_cluster(), "stop", "-m", "fast"], check=True, timeout=60)
         time.sleep(3)  # down for three seconds
     finally:
         subprocess.run([*_cluster(), "start"], check=True, timeout=60)
-    _until(_pg_ready, 60, "PostgreSQL back")
+    until(_pg_ready, 60, "PostgreSQL back")
     restarted = time.time()
     with open_store(pg_url) as store:
-        _until(
+        until(
             lambda: store.fire_cursors()["beat"].last_slot.timestamp() > restarted + 3,
             60,
             "firing after the restart",
         )
         s.signal(signal.SIGTERM)
         assert s.wait(60) == 0
-        slots = _ledger(store, "beat")
+        slots = ledger_slots(store, "beat")
     assert len(slots) == len(set(slots))
-    assert {b - a for a, b in zip(slots, slots[1:], strict=False)} == {timedelta(seconds=1)}
+    assert {b - a for a, b in itertools.pairwise(slots)} == {timedelta(seconds=1)}
     log = s.log.read_text()
     assert "Traceback" not in log
     assert "PostgreSQL" in log or "state" in log  # the reconnect was reported

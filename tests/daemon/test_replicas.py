@@ -4,6 +4,7 @@ nothing over the run that was abandoned meanwhile (fenced by its lease token).""
 
 from __future__ import annotations
 
+import itertools
 import signal
 import time
 from datetime import timedelta
@@ -13,8 +14,7 @@ import pytest
 
 from reconciler.stores import open_store
 
-from .conftest import schedule
-from .test_serve import Serve, _ledger, _repo, _until, serves  # noqa: F401
+from .conftest import Serve, ledger_slots, make_repo, schedule, until
 
 
 @pytest.mark.slow
@@ -23,22 +23,22 @@ def test_three_replicas_one_killed_one_stopped_past_its_lease_record_each_slot_o
 ) -> None:
     docs = {f"r{i}": schedule(f"r{i}", "{every: 1s}", overlap="allow") for i in range(3)}
     docs["slow"] = schedule("slow", "{every: 1s}", overlap="skip")
-    repo = _repo(tmp_path, docs)
+    repo = make_repo(tmp_path, docs)
     monkeypatch.setenv("RECONCILER_TEST_LEASE_SECONDS", "3")
     replicas = [Serve(repo, pg_url, "--workers", "2", "--poll", "1h", fake="1.5") for _ in range(3)]
     serves.extend(replicas)
     with open_store(pg_url) as store:
-        _until(
+        until(
             lambda: len(store.list_replicas(store.info().applied_at or _epoch())) == 3,
             30,
             "three replicas",
         )
-        _until(lambda: len(_ledger(store, "r0")) >= 5, 30, "firing")
+        until(lambda: len(ledger_slots(store, "r0")) >= 5, 30, "firing")
         killed, stopped, alive = replicas
         killed.signal(signal.SIGKILL)
         killed.wait(10)
         # stop one while its workers hold runs, for longer than the lease
-        _until(
+        until(
             lambda: any(
                 r.worker and r.worker.startswith(_replica_of(stopped, store))
                 for r in store.list_runs(status="running", limit=100)
@@ -53,7 +53,7 @@ def test_three_replicas_one_killed_one_stopped_past_its_lease_record_each_slot_o
         ]
         assert held
         stopped.signal(signal.SIGSTOP)
-        _until(
+        until(
             lambda: all(store.get_run(i).status == "abandoned" for i in held),
             40,  # type: ignore[union-attr]
             "the stopped replica's runs abandoned",
@@ -68,9 +68,9 @@ def test_three_replicas_one_killed_one_stopped_past_its_lease_record_each_slot_o
         assert alive.wait(60) == 0
         assert stopped.wait(60) == 0
         for name in [*(f"r{i}" for i in range(3)), "slow"]:
-            slots = _ledger(store, name)
+            slots = ledger_slots(store, name)
             assert len(slots) == len(set(slots)), f"{name}: a slot twice"
-            gaps = {b - a for a, b in zip(slots, slots[1:], strict=False)}
+            gaps = {b - a for a, b in itertools.pairwise(slots)}
             assert gaps == {timedelta(seconds=1)}, f"{name}: a slot missing ({gaps})"
         runs = store.list_runs(limit=100_000)
         keys = [(r.schedule, r.slot) for r in runs]

@@ -6,123 +6,27 @@ restart no slot is recorded twice and none is missing. The fake executor (the te
 from __future__ import annotations
 
 import itertools
-import json
-import os
-import re
 import signal
 import subprocess
 import sys
 import time
-import urllib.request
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
-import pytest
-
-from reconciler.stores import StateStore, open_store
+from reconciler.stores import open_store
 from tests.gitutil import git
 
-from .conftest import BASE, schedule, write_repo
-
-
-class Serve:
-    """One ``serve`` process; stopped (SIGKILL if it must) at the end of the test."""
-
-    def __init__(self, repo: Path, state: str, *args: str, fake: str | None = "0.05") -> None:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        if fake is not None:
-            env["RECONCILER_TEST_FAKE_EXECUTOR"] = fake
-        self.log = repo.parent / f"serve-{time.monotonic_ns()}.log"
-        self._fh = self.log.open("w")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "reconciler",
-                "serve",
-                str(repo),
-                "--state",
-                state,
-                "--listen",
-                "127.0.0.1:0",
-                *args,
-            ],
-            stdout=self._fh,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-        self.url = ""
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not self.url:
-            m = re.search(r"listening on (http://127\.0\.0\.1:\d+)", self.log.read_text())
-            if m:
-                self.url = m.group(1)
-            elif self.proc.poll() is not None:
-                raise AssertionError(f"serve exited early:\n{self.log.read_text()}")
-            else:
-                time.sleep(0.05)
-        assert self.url, self.log.read_text()
-
-    def get(self, path: str) -> dict[str, object]:
-        with urllib.request.urlopen(self.url + path, timeout=5) as r:
-            data: dict[str, object] = json.load(r)
-            return data
-
-    def signal(self, sig: int) -> None:
-        self.proc.send_signal(sig)
-
-    def wait(self, timeout: float = 60) -> int:
-        return self.proc.wait(timeout)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self._fh.close()
-
-
-@pytest.fixture
-def serves() -> Iterator[list[Serve]]:
-    started: list[Serve] = []
-    yield started
-    for s in started:
-        s.stop()
-
-
-def _repo(tmp_path: Path, docs: dict[str, str]) -> Path:
-    root = write_repo(tmp_path / "repo", docs)
-    git(root, "init", "-q", "-b", "main")
-    git(root, "add", "-A")
-    git(root, "commit", "-qm", "initial")
-    return root
-
-
-def _until(cond: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():  # type: ignore[operator]
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _ledger(store: StateStore, name: str) -> list[datetime]:
-    """Every slot the ledger accounts for (ranges expanded: every 1s schedules)."""
-    out: list[datetime] = []
-    for e in store.list_slots(name, limit=100_000):
-        out.extend(e.slot + timedelta(seconds=i) for i in range(e.count))
-    return sorted(out)
+from .conftest import Serve, ledger_slots, make_repo, schedule, until
 
 
 def test_serve_applies_a_new_commit_within_a_second_fires_it_and_drains_on_sigterm(
     tmp_path: Path, serves: list[Serve]
 ) -> None:
-    repo = _repo(tmp_path, {"idle": schedule("idle", '{cron: "0 3 * * *"}')})
+    repo = make_repo(tmp_path, {"idle": schedule("idle", '{cron: "0 3 * * *"}')})
     state = str(tmp_path / "state.sqlite")
     s = Serve(repo, state, "--workers", "2", "--poll", "1h")
     serves.append(s)
-    _until(lambda: s.get("/api/status")["applied"]["revision"] is not None, 20, "the first apply")  # type: ignore[index]
+    until(lambda: s.get("/api/status")["applied"]["revision"] is not None, 20, "the first apply")  # type: ignore[index]
     assert s.get("/healthz") == {"status": "ok"}
     # a commit adds an every-second schedule: the watcher sees the ref move
     (repo / "schedules" / "tick.yaml").write_text(schedule("tick", "{every: 1s}"))
@@ -130,11 +34,11 @@ def test_serve_applies_a_new_commit_within_a_second_fires_it_and_drains_on_sigte
     git(repo, "commit", "-qm", "tick every second")
     head = git(repo, "rev-parse", "HEAD")
     t0 = time.monotonic()
-    _until(lambda: s.get("/api/status")["applied"]["revision"] == head, 10, "the new commit")  # type: ignore[index]
+    until(lambda: s.get("/api/status")["applied"]["revision"] == head, 10, "the new commit")  # type: ignore[index]
     applied_after = time.monotonic() - t0
     assert applied_after < 3, f"applied {applied_after:.2f} s after the commit"
     with open_store(state) as store:
-        _until(
+        until(
             lambda: len(store.list_runs(schedule="tick", status="succeeded")) >= 3,
             20,
             "three runs of tick",
@@ -145,7 +49,7 @@ def test_serve_applies_a_new_commit_within_a_second_fires_it_and_drains_on_sigte
     assert "Traceback" not in text
     assert "draining" in text and "stopped" in text
     with open_store(state) as store:
-        slots = _ledger(store, "tick")
+        slots = ledger_slots(store, "tick")
         assert len(slots) == len(set(slots))
         assert all(b - a == timedelta(seconds=1) for a, b in itertools.pairwise(slots))
         runs = store.list_runs(schedule="tick", limit=1000)
@@ -157,16 +61,16 @@ def test_serve_applies_a_new_commit_within_a_second_fires_it_and_drains_on_sigte
 def test_a_bad_commit_stalls_and_keeps_the_last_good_state_in_force(
     tmp_path: Path, serves: list[Serve]
 ) -> None:
-    repo = _repo(tmp_path, {"idle": schedule("idle", '{cron: "0 3 * * *"}')})
+    repo = make_repo(tmp_path, {"idle": schedule("idle", '{cron: "0 3 * * *"}')})
     state = str(tmp_path / "state.sqlite")
     s = Serve(repo, state, "--workers", "0", "--poll", "1h")
     serves.append(s)
-    _until(lambda: s.get("/api/status")["applied"]["revision"] is not None, 20, "the first apply")  # type: ignore[index]
+    until(lambda: s.get("/api/status")["applied"]["revision"] is not None, 20, "the first apply")  # type: ignore[index]
     good = git(repo, "rev-parse", "HEAD")
     (repo / "schedules" / "idle.yaml").write_text(schedule("idle", '{cron: "0 3 * *"}'))
     git(repo, "commit", "-qam", "a broken cron")
     bad = git(repo, "rev-parse", "HEAD")
-    _until(
+    until(
         lambda: (s.get("/api/status")["attempted"] or {}).get("revision") == bad,
         10,  # type: ignore[union-attr]
         "the bad commit's attempt",
@@ -193,12 +97,16 @@ def test_sigkill_then_restart_records_no_slot_twice_and_none_missing(
     tmp_path: Path, serves: list[Serve]
 ) -> None:
     docs = {f"t{i}": schedule(f"t{i}", "{every: 1s}", overlap="allow") for i in range(4)}
-    repo = _repo(tmp_path, docs)
+    repo = make_repo(tmp_path, docs)
     state = str(tmp_path / "state.sqlite")
     first = Serve(repo, state, "--workers", "2", "--poll", "1h", fake="0.3")
     serves.append(first)
     with open_store(state) as store:
-        _until(lambda: sum(len(_ledger(store, f"t{i}")) for i in range(4)) >= 40, 30, "forty slots")
+        until(
+            lambda: sum(len(ledger_slots(store, f"t{i}")) for i in range(4)) >= 40,
+            30,
+            "forty slots",
+        )
     first.signal(signal.SIGKILL)
     first.wait(10)
     killed_at = time.time()
@@ -206,7 +114,7 @@ def test_sigkill_then_restart_records_no_slot_twice_and_none_missing(
     second = Serve(repo, state, "--workers", "2", "--poll", "1h", fake="0.05")
     serves.append(second)
     with open_store(state) as store:
-        _until(
+        until(
             lambda: store.fire_cursors()["t0"].last_slot.timestamp() > killed_at + 5,
             30,
             "firing after the restart",
@@ -215,7 +123,7 @@ def test_sigkill_then_restart_records_no_slot_twice_and_none_missing(
     assert second.wait(60) == 0
     with open_store(state) as store:
         for i in range(4):
-            slots = _ledger(store, f"t{i}")
+            slots = ledger_slots(store, f"t{i}")
             assert len(slots) == len(set(slots)), f"t{i} has a slot twice"
             gaps = [b - a for a, b in itertools.pairwise(slots)]
             assert set(gaps) == {timedelta(seconds=1)}, f"t{i} misses a slot: {set(gaps)}"
@@ -225,6 +133,3 @@ def test_sigkill_then_restart_records_no_slot_twice_and_none_missing(
         per_slot = [(r.schedule, r.slot) for r in runs if r.slot]
         assert len(per_slot) == len(set(per_slot))
     assert "Traceback" not in first.log.read_text() + second.log.read_text()
-
-
-BASE_FILES = BASE
