@@ -24,7 +24,7 @@ import socket
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from reconciler.clock import Clock
@@ -33,11 +33,12 @@ from reconciler.engine.reconciling import PassResult, ReconcileLoop
 from reconciler.engine.working import Lease, WorkerPool
 from reconciler.errors import ReconcilerError
 from reconciler.executors.spec import Executor
-from reconciler.stores.base import Replica, RunRecord, StateStore
+from reconciler.stores.base import Replica, RunRecord, StateStore, SystemJob
 
 log = logging.getLogger("reconciler.daemon")
 
 HOUSEKEEPING_EVERY = 5.0
+PRUNE_EVERY = 3600.0
 
 
 @dataclass
@@ -67,7 +68,12 @@ class Daemon:
         self._threads: list[threading.Thread] = []
         self.firing = FiringLoop(c.open_store(), c.clock, self._queued)
         self.reconcile = ReconcileLoop(
-            c.open_store(), c.repo, c.clock, self.firing.poke, self._passed
+            c.open_store(),
+            c.repo,
+            c.clock,
+            self.firing.poke,
+            self._passed,
+            poll_seconds=c.poll.total_seconds(),
         )
 
         def execute(store: StateStore, run: RunRecord, lease: Lease) -> RunRecord | None:
@@ -180,13 +186,56 @@ class Daemon:
         )
 
     def _housekeeping(self) -> None:
+        next_prune = self.config.clock.monotonic()
         while not self.stopping.wait(HOUSEKEEPING_EVERY):
             try:
                 self._beat()
-                for run_id in self._house.abandon_expired(self.config.clock.now()):
+                now = self.config.clock.now()
+                reaped = self._house.abandon_expired(now)
+                for run_id in reaped:
                     log.warning("run %d abandoned: its worker stopped renewing the lease", run_id)
+                self._house.record_system(
+                    SystemJob(
+                        "reap-abandoned",
+                        HOUSEKEEPING_EVERY,
+                        now,
+                        f"{len(reaped)} run(s) abandoned" if reaped else None,
+                    )
+                )
+                if self.config.clock.monotonic() >= next_prune:
+                    next_prune = self.config.clock.monotonic() + PRUNE_EVERY
+                    self._prune(now)
             except ReconcilerError as e:
                 log.warning("housekeeping: %s", e)
+
+    def _prune(self, now: datetime) -> None:
+        from reconciler.model.documents import Settings
+        from reconciler.planning.plan import SETTINGS_NAME
+
+        rec = self._house.get_object("Settings", SETTINGS_NAME)
+        history = (
+            Settings.model_validate_json(rec.body).spec.history
+            if rec
+            else Settings.model_validate(
+                {"apiVersion": "reconciler/v1", "kind": "Settings", "spec": {}}
+            ).spec.history
+        )
+        n = self._house.prune_history(history.keep_runs, history.keep_days, now)
+        if n:
+            log.info(
+                "pruned %d run(s) beyond history keepRuns %d / keepDays %d",
+                n,
+                history.keep_runs,
+                history.keep_days,
+            )
+        self._house.record_system(
+            SystemJob(
+                "prune-history",
+                PRUNE_EVERY,
+                now,
+                f"keepRuns {history.keep_runs}, keepDays {history.keep_days}: {n} pruned",
+            )
+        )
 
     def shutdown(self) -> bool:
         """Drain: stop firing and claiming, wait up to ``grace`` for running runs, cancel the

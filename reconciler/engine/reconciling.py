@@ -32,7 +32,7 @@ from typing import Literal
 from reconciler.clock import Clock
 from reconciler.errors import ReconcilerError, SourceError, StateConflict
 from reconciler.model.diagnostics import Diagnostic
-from reconciler.stores.base import ReconcileAttempt, StateStore
+from reconciler.stores.base import ReconcileAttempt, StateStore, SystemJob
 
 log = logging.getLogger("reconciler.reconcile")
 
@@ -134,7 +134,9 @@ class ReconcileLoop:
         *,
         backoff_first: float = 1.0,
         backoff_max: float = 300.0,
+        poll_seconds: float = 60.0,
     ) -> None:
+        self.poll_seconds = poll_seconds
         self.store = store
         self.repo = repo
         self.clock = clock
@@ -147,6 +149,19 @@ class ReconcileLoop:
         self.passes = 0
         self.last: PassResult | None = None
         self.last_error: str | None = None
+
+    def _record_pass(self, result: PassResult) -> None:
+        try:
+            self.store.record_system(
+                SystemJob(
+                    "reconcile",
+                    self.poll_seconds,
+                    self.clock.now(),
+                    f"{result.outcome}: {result.message}"[:500],
+                )
+            )
+        except ReconcilerError as e:
+            log.warning("cannot record the reconcile pass: %s", e)
 
     def request(self) -> None:
         self._requested.set()
@@ -194,6 +209,7 @@ class ReconcileLoop:
                 continue
             self.passes += 1
             delay = self.backoff_first
+            self._record_pass(result)
             self.last_error = None
             previous, self.last = self.last, result
             if previous is None or (previous.outcome, previous.revision) != (

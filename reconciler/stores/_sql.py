@@ -62,6 +62,7 @@ from reconciler.stores.base import (
     SlotEntry,
     StateInfo,
     StateStore,
+    SystemJob,
     Trigger,
     as_utc,
     check_literal,
@@ -245,6 +246,11 @@ MIGRATIONS: tuple[Migration, ...] = (
                 message TEXT)""",
             "CREATE INDEX rc_runs_active ON rc_runs (schedule, status) "
             "WHERE status IN ('queued', 'running')",
+            """CREATE TABLE rc_system (
+                name TEXT PRIMARY KEY,
+                every_seconds {INT} NOT NULL,
+                last_at {TS} NOT NULL,
+                detail TEXT)""",
         ),
     ),
 )
@@ -1448,3 +1454,53 @@ class SqlStore(ABC):
                     ],
                 )
         return True
+
+    def record_system(self, job: SystemJob) -> None:
+        """Record that a system job of the daemon ran (``schedules --system`` lists them)."""
+        with self._tx("write") as tx:
+            tx.run(
+                "INSERT INTO rc_system (name, every_seconds, last_at, detail) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET every_seconds = excluded.every_seconds, "
+                "last_at = excluded.last_at, detail = excluded.detail",
+                (job.name, int(job.every_seconds), self._ts(as_utc(job.last_at)), job.detail),
+            )
+
+    def list_system(self) -> list[SystemJob]:
+        with self._tx("read") as tx:
+            rows = tx.all(
+                "SELECT name, every_seconds, last_at, detail FROM rc_system ORDER BY name"
+            )
+        return [SystemJob(r[0], float(r[1]), self._dt(r[2]), r[3]) for r in rows]
+
+    def prune_history(self, keep_runs: int, keep_days: int, now: datetime) -> int:
+        """Delete finished runs older than ``keep_days`` and all but the newest ``keep_runs`` of
+        each schedule, with their host results, logs and ledger lines (the firing cursor, not
+        the ledger, is what keeps a slot from firing again), and skip lines older than
+        ``keep_days``. Drift records keep their state and lose the link to a deleted run.
+        Returns how many runs were deleted."""
+        cutoff = self._ts(as_utc(now) - timedelta(days=keep_days))
+        final = "status NOT IN ('queued', 'running')"
+        with self._tx("write") as tx:
+            rows = tx.all(
+                f"SELECT id FROM rc_runs WHERE {final} AND created_at < ? "
+                "UNION SELECT id FROM (SELECT id, ROW_NUMBER() OVER (PARTITION BY schedule "
+                f"ORDER BY id DESC) AS n FROM rc_runs WHERE schedule IS NOT NULL AND {final}) "
+                "AS ranked WHERE n > ?",
+                (cutoff, keep_runs),
+            )
+            ids = [int(r[0]) for r in rows]
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                tx.run(f"DELETE FROM rc_slots WHERE run_id IN ({marks})", chunk)
+                tx.run(f"DELETE FROM rc_host_results WHERE run_id IN ({marks})", chunk)
+                tx.run(f"DELETE FROM rc_run_logs WHERE run_id IN ({marks})", chunk)
+                tx.run(f"UPDATE rc_drift SET run_id = NULL WHERE run_id IN ({marks})", chunk)
+                tx.run(f"UPDATE rc_runs SET retry_of = NULL WHERE retry_of IN ({marks})", chunk)
+                tx.run(f"UPDATE rc_runs SET wait_for = NULL WHERE wait_for IN ({marks})", chunk)
+                tx.run(f"DELETE FROM rc_runs WHERE id IN ({marks})", chunk)
+            tx.run(
+                "DELETE FROM rc_slots WHERE run_id IS NULL AND COALESCE(until_slot, slot) < ?",
+                (cutoff,),
+            )
+        return len(ids)

@@ -285,6 +285,17 @@ class ReconcileAttempt:
     message: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class SystemJob:
+    """One of the daemon's own recurring jobs (reconcile, prune-history, reap-abandoned) and
+    when a replica last ran it."""
+
+    name: str
+    every_seconds: float
+    last_at: datetime
+    detail: str | None = None
+
+
 HeartbeatAnswer = Literal["ok", "cancel", "lost"]
 """What renewing a run's lease found: keep going, a cancel was requested, or the lease is no
 longer ours (the run was abandoned or finished by someone else: record nothing)."""
@@ -518,6 +529,9 @@ class StateStore(Protocol):
     def last_attempt(self) -> ReconcileAttempt | None: ...
     def queue_counts(self) -> dict[str, int]: ...
     def cancel_note(self, run_id: int) -> str | None: ...
+    def record_system(self, job: SystemJob) -> None: ...
+    def list_system(self) -> list[SystemJob]: ...
+    def prune_history(self, keep_runs: int, keep_days: int, now: datetime) -> int: ...
     def record_outcome(
         self,
         run_id: int,
