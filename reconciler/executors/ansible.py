@@ -103,6 +103,9 @@ def validate_request(request: RunRequest) -> str | None:
         return f"playbook {request.playbook!r} is outside the project directory"
     if not os.path.isfile(path):
         return f"playbook {request.playbook!r} not found in {request.project_dir}"
+    leak = playbooks.escape(root, request.playbook)
+    if leak is not None:  # checked again here: a plain directory may have changed since apply
+        return f"{leak}; nothing was run"
     for source in (request.trusted_vars, request.untrusted_vars, request.secrets):
         bad = [k for k in source if not _is_var_name(k)]
         if bad:

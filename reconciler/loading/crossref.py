@@ -32,7 +32,7 @@ from reconciler.model.documents import (
 from reconciler.model.inventory import Group, Server
 from reconciler.model.snapshot import Entry, EntryType
 from reconciler.model.targets import TargetIndex
-from reconciler.model.variables import VariableProblem, resolve
+from reconciler.model.variables import VariableProblem, reserved_name, resolve
 
 Loc = Sequence[str | int]
 Read = Callable[[str], bytes]
@@ -524,6 +524,16 @@ class CrossChecker:
         self._targets(ld, spec.targets)
         names = [v.name for v in spec.variables]
         for i, name in enumerate(names):
+            why = reserved_name(name)
+            if why is not None:
+                self.error(
+                    ld,
+                    ("spec", "variables", i, "name"),
+                    "var-reserved",
+                    f'variable "{name}" cannot be a prompt: {why}',
+                    "a caller (the command line, the API) may give a prompt its value, and a "
+                    "caller never sets Ansible's own variables; choose another name",
+                )
             if name in names[:i]:
                 self.error(
                     ld,

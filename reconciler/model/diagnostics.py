@@ -61,6 +61,8 @@ CODES: dict[str, str] = {
     "var-choice": "a value that is not among the variable's choices",
     "var-secret-literal": "a sensitive variable given as a literal instead of valueFrom",
     "var-definition": "a variable prompt that contradicts itself",
+    "var-reserved": "a variable named like one of Ansible's own (ansible_*, a magic variable), "
+    "or not a plain identifier, where a caller could give its value",
     # paths
     "playbook-missing": "the playbook does not exist at this revision",
     "path-escapes": "a path that is absolute or leaves the repository",
