@@ -1,4 +1,5 @@
-"""Repositories that Git allows but that are easy to misread: a tracked branch that is gone.
+"""Repositories that Git allows but that are easy to misread: a tracked branch that is gone,
+a bare repository, submodules.
 
 Each is a real repository made with the ``git`` CLI and read through the real CLI, as a
 subprocess where the exit path matters.
@@ -6,6 +7,7 @@ subprocess where the exit path matters.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -91,3 +93,52 @@ def test_a_detached_head_after_the_tracked_branch_was_deleted_is_an_error(
     git(plain, "branch", "-q", "-D", "main")
     line = one_line(cli("apply", str(plain), "--yes", "--state", str(tmp_path / "s2.sqlite")))
     assert 'branch "main" does not exist' in line, line
+
+
+def test_validate_reads_the_head_of_a_bare_repository_and_says_so(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo")
+    bare = tmp_path / "bare.git"
+    git(tmp_path, "clone", "-q", "--bare", str(repo), str(bare))
+    head = git(repo, "rev-parse", "HEAD")
+    done = cli("validate", str(bare))
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip() == (
+        f"ok: 6 documents, no problems (commit {head[:12]} of {bare}: HEAD, "
+        "as a bare repository has no working tree)"
+    )
+    # what it reads is HEAD: an error committed there is found
+    (repo / "templates" / "deploy-web.yaml").write_text("apiVersion: reconciler/v1\nkind: Bogus\n")
+    git(repo, "commit", "-q", "-am", "bogus")
+    git(bare, "fetch", "-q", str(repo), "+main:main")
+    done = cli("validate", str(bare), "--format", "json")
+    assert done.returncode == 1
+    codes = {d["code"] for d in json.loads(done.stdout)["diagnostics"]}
+    assert "kind-unknown" in codes
+    empty = tmp_path / "empty.git"
+    git(tmp_path, "init", "-q", "--bare", str(empty))
+    assert "has no commits yet" in one_line(cli("validate", str(empty)))
+
+
+def test_the_working_tree_skips_submodules_as_revisions_do(tmp_path: Path) -> None:
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    (sub / "bad.yaml").write_text("apiVersion: reconciler/v1\nkind: Bogus\nmetadata: {name: x}\n")
+    git(sub, "init", "-q", "-b", "main")
+    git(sub, "add", "-A")
+    git(sub, "commit", "-q", "-m", "sub")
+    repo = make_repo(tmp_path / "repo")
+    git(repo, "-c", "protocol.file.allow=always", "submodule", "-q", "add", str(sub), "vendor/sub")
+    git(repo, "commit", "-q", "-m", "add a submodule")
+    # and a repository cloned inside the work tree without being added
+    git(tmp_path, "clone", "-q", str(sub), str(repo / "scratch" / "clone"))
+    assert (repo / "vendor" / "sub" / "bad.yaml").exists()
+    worktree = cli("validate", str(repo), "--format", "json")
+    commit = cli("validate", str(repo), "--rev", "HEAD", "--format", "json")
+    assert (worktree.returncode, commit.returncode) == (0, 0), worktree.stdout
+    assert json.loads(worktree.stdout) == json.loads(commit.stdout)
+    assert "6 documents" in cli("validate", str(repo)).stderr
+    # a plain directory (no Git around it) is read as it is, nested clones and all
+    plain = tmp_path / "plain"
+    shutil.copytree(repo, plain, ignore=shutil.ignore_patterns(".git"), symlinks=True)
+    shutil.copytree(repo / "scratch" / "clone" / ".git", plain / "scratch" / "clone" / ".git")
+    assert cli("validate", str(plain)).returncode == 1

@@ -13,7 +13,7 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 import pygit2
 
@@ -211,6 +211,17 @@ class GitSource:
                     return ref
             raise RevisionNotFound(f'branch "{branch}" does not exist in {self.display}')
         return "HEAD"
+
+
+def repository_kind(path: str) -> Literal["bare", "worktree"] | None:
+    """Whether ``path`` is in a Git work tree or is a bare repository (None: neither)."""
+    try:
+        found = pygit2.discover_repository(path)
+        if found is None:
+            return None
+        return "bare" if pygit2.Repository(found).is_bare else "worktree"
+    except (pygit2.GitError, OSError, ValueError):
+        return None
 
 
 def default_cache_dir() -> str:
