@@ -1,5 +1,5 @@
 """Repositories that Git allows but that are easy to misread: a tracked branch that is gone,
-a bare repository, submodules.
+a bare repository, submodules, symlinks that lead nowhere.
 
 Each is a real repository made with the ``git`` CLI and read through the real CLI, as a
 subprocess where the exit path matters.
@@ -142,3 +142,46 @@ def test_the_working_tree_skips_submodules_as_revisions_do(tmp_path: Path) -> No
     shutil.copytree(repo, plain, ignore=shutil.ignore_patterns(".git"), symlinks=True)
     shutil.copytree(repo / "scratch" / "clone" / ".git", plain / "scratch" / "clone" / ".git")
     assert cli("validate", str(plain)).returncode == 1
+
+
+def test_yaml_symlinks_that_lead_nowhere_and_symlink_loops_are_warned_about(
+    tmp_path: Path,
+) -> None:
+    repo = make_repo(tmp_path / "repo")
+    os.symlink("missing.yaml", repo / "schedules" / "gone.yaml")
+    os.symlink("b.yml", repo / "a.yml")
+    os.symlink("a.yml", repo / "b.yml")
+    os.symlink("loop", repo / "loop")  # a loop by any name
+    os.symlink("nothing-here", repo / "notes.txt")  # not YAML: nobody would read it anyway
+    os.symlink("deploy-web-nightly.yaml", repo / "schedules" / "alias.yaml")  # fine
+    os.symlink("schedules", repo / "schedules.yaml")  # a directory named like YAML: fine
+    expected = [
+        ("a.yml", "symlink-loop"),
+        ("b.yml", "symlink-loop"),
+        ("loop", "symlink-loop"),
+        ("schedules/gone.yaml", "symlink-dangling"),
+    ]
+    worktree = cli("validate", str(repo), "--format", "json")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "links")
+    commit = cli("validate", str(repo), "--rev", "HEAD", "--format", "json")
+    for done in (worktree, commit):
+        assert done.returncode == 0, done.stdout
+        report = json.loads(done.stdout)
+        got = [(d["path"], d["code"]) for d in report["diagnostics"]]
+        assert got == expected, got
+        assert report["warnings"] == 4 and report["errors"] == 0
+        assert all(
+            (d["line"], d["column"], d["severity"]) == (1, 1, "warning")
+            for d in report["diagnostics"]
+        )
+    text = cli("validate", str(repo))
+    assert text.returncode == 0
+    assert (
+        'schedules/gone.yaml:1:1: warning[symlink-dangling]: symlink "schedules/gone.yaml" '
+        'points to "schedules/missing.yaml", which does not exist, so it is not read'
+    ) in text.stdout.splitlines()
+    assert (
+        'a.yml:1:1: warning[symlink-loop]: symlink "a.yml" leads back to itself ("b.yml") '
+        "and never reaches a file"
+    ) in text.stdout.splitlines()
