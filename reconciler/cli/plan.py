@@ -110,7 +110,8 @@ def plan(
             p = eng.plan_against_state(desired, store, now, window)
     if out:
         with open(out, "w", encoding="utf-8") as fh:
-            fh.write(planfile.dumps(p, repo))
+            # where runs find the repository, as apply records it: no credentials in the file
+            fh.write(planfile.dumps(p, eng.source_location(repo)))
     if fmt == "json":
         emit_json(p.to_json())
     else:

@@ -12,9 +12,11 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from reconciler.errors import SourceError
+from reconciler.errors import RevisionNotFound
 from reconciler.loading.loader import LoadResult
 from reconciler.model.desired import DesiredState
+from reconciler.model.documents import Settings
+from reconciler.model.settings import SettingsSpec
 from reconciler.planning.plan import (
     SOURCE_KIND,
     SOURCE_NAME,
@@ -69,17 +71,30 @@ def load_tracked(repo: str, rev: str | None, now: datetime) -> tuple[str, LoadRe
     from reconciler.engine.desired import load_repo, load_source
 
     source, result = load_repo(repo, rev, "head", now)
-    if rev is not None or source.git is None or result.desired is None:
+    if rev is not None or source.git is None:
         return source.description, result
-    branch = result.desired.settings.branch
+    # HEAD is only where the branch's name is read: a missing branch is an error, never HEAD
     try:
-        tracked = source.git.resolve(source.git.default_revision(branch))
-    except SourceError:
-        return source.description, result  # the branch does not exist (yet): use HEAD
+        tracked = source.git.resolve(source.git.default_revision(tracked_branch(result)))
+    except RevisionNotFound as e:
+        raise RevisionNotFound(
+            f"{e}, and it is the tracked branch (Settings branch, main unless set): create "
+            "it, name the branch to track in Settings branch, or give a revision with --rev"
+        ) from None
     if tracked != result.revision:
         source = source.at(tracked)
         result = load_source(source, now)
     return source.description, result
+
+
+def tracked_branch(result: LoadResult) -> str:
+    """The branch that Settings name (``main`` by default), also in a revision with errors."""
+    if result.desired is not None:
+        return result.desired.settings.branch
+    for ld in result.documents:
+        if ld.kind == "Settings" and isinstance(ld.doc, Settings):
+            return ld.doc.spec.branch
+    return SettingsSpec().branch
 
 
 def stored_objects(store: StateStore) -> dict[tuple[str, str], Stored]:

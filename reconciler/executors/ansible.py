@@ -582,7 +582,9 @@ class AnsibleExecutor:
 
     # ------------------------------------------------------------------ workers
     def _worker_env(self) -> dict[str, str]:
-        env = dict(os.environ)
+        # reconciler's own settings (a state URL with a password, Git credentials) are not
+        # Ansible's: no worker, playbook or module inherits them
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RECONCILER_")}
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (self.package_root, env.get("PYTHONPATH", "")) if p
         )

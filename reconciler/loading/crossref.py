@@ -93,7 +93,10 @@ def link_escapes(entry: Entry) -> bool:
 
 
 def resolve_repo_file(entries: Mapping[str, Entry], path: str) -> tuple[str | None, str]:
-    """Follow symlinks inside the repository; (final path, problem code or "")."""
+    """Follow symlinks inside the repository; (final path, problem code or "").
+
+    The problem is ``symlink-escapes``, ``symlink-loop`` (the links lead back to one already
+    followed) or ``playbook-missing`` (they lead to a path that does not exist)."""
     seen: set[str] = set()
     current = path
     while True:
@@ -113,7 +116,9 @@ def resolve_repo_file(entries: Mapping[str, Entry], path: str) -> tuple[str | No
             return None, "playbook-missing"
         if entry.type is not EntryType.SYMLINK:
             return current, ""
-        if link_escapes(entry) or current in seen:
+        if current in seen:
+            return None, "symlink-loop"
+        if link_escapes(entry):
             return None, "symlink-escapes"
         seen.add(current)
         nxt = normalize_repo_path(posixpath.dirname(current), entry.link_target or "")

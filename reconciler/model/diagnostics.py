@@ -67,6 +67,8 @@ CODES: dict[str, str] = {
     "playbook-missing": "the playbook does not exist at this revision",
     "path-escapes": "a path that is absolute or leaves the repository",
     "symlink-escapes": "a symlink that points outside the repository",
+    "symlink-loop": "a symlink that leads back to itself and never reaches a file",
+    "symlink-dangling": "a *.yaml symlink to a file that does not exist",
     # time
     "when-form": "when: must hold exactly one of at, every, daily, weekly, monthly, yearly, cron",
     "when-invalid": "a when: value that cannot be parsed (cron expression, time of day, duration)",
