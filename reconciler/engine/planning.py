@@ -140,8 +140,16 @@ def decision_lookup(store: StateStore) -> DecisionLookup:
 def plan_against_state(
     desired: DesiredState, store: StateStore, now: datetime, horizon: timedelta
 ) -> Plan:
-    serial = store.serial()
-    return make_plan(desired, stored_objects(store), decision_lookup(store), now, serial, horizon)
+    info = store.info()
+    return make_plan(
+        desired,
+        stored_objects(store),
+        decision_lookup(store),
+        now,
+        info.serial,
+        horizon,
+        info.revision,
+    )
 
 
 def plan_against_empty(desired: DesiredState, now: datetime, horizon: timedelta) -> Plan:
@@ -165,7 +173,15 @@ def plan_between(
         if c.action == "create"
     }
     plan = make_plan(desired, stored, lambda s, h: Decisions(), now, 0, horizon)
-    return Plan(plan.revision, 0, plan.created_at, plan.changes, plan.horizon, base.revision)
+    return Plan(
+        plan.revision,
+        0,
+        plan.created_at,
+        plan.changes,
+        plan.horizon,
+        base_revision=base.revision,
+        applied_revision=base.revision,
+    )
 
 
 def source_location(repo: str) -> str:

@@ -5,6 +5,8 @@ One change per (kind, name) that differs: ``create``, ``update``, ``delete`` or 
 impact: the state it will have (``active``, ``paused``, ``awaiting-approval``), the next fire
 times before and after, the slots it adds or drops within the horizon, and the servers it
 adds to or removes from its target set, also when only the Inventory or the template changed.
+A plan also knows the revision in force before it: applying records the new revision even
+when no object changes (a commit that only edits a playbook), so runs use that commit.
 
 Besides the documents, the state keeps one internal object, ``_Servers/all``: the resolved
 servers (Inventory documents merged, Ansible inventory files imported), so that a change of
@@ -179,6 +181,8 @@ class Plan:
     changes: tuple[Change, ...]
     horizon: timedelta = timedelta(days=7)
     base_revision: str | None = None  #: set for ``--base`` plans (two revisions, no state)
+    applied_revision: str | None = None
+    """The revision in force before the plan: the state's (``--base`` plans: the base)."""
 
     @property
     def summary(self) -> dict[str, int]:
@@ -200,7 +204,18 @@ class Plan:
 
     @property
     def empty(self) -> bool:
+        """No object changes (blocked ones do not count): what ``--detailed-exitcode`` says."""
         return not any(c.action != "blocked" for c in self.changes)
+
+    @property
+    def moves_revision(self) -> bool:
+        """Applying records a new revision, also when no object changes (a commit that only
+        edits a playbook must reach the runs)."""
+        return self.revision != self.applied_revision
+
+    @property
+    def nothing_to_apply(self) -> bool:
+        return self.empty and not self.moves_revision
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -208,6 +223,8 @@ class Plan:
             "changes": [c.to_json() for c in self.visible],
             "summary": self.summary,
             "base_serial": self.base_serial,
+            "applied_revision": self.applied_revision,
+            "revision_moves": self.moves_revision,
             "created_at": self.created_at.isoformat(),
         }
         if self.base_revision is not None:
@@ -365,7 +382,9 @@ class Planner:
             out[(SERVERS_KIND, SERVERS_NAME)] = (_digest(body), body)
         return out
 
-    def plan(self, revision: str | None, base_serial: int) -> Plan:
+    def plan(
+        self, revision: str | None, base_serial: int, applied_revision: str | None = None
+    ) -> Plan:
         desired = self.desired_objects()
         changes: list[Change] = []
         servers_changed = (
@@ -433,7 +452,14 @@ class Planner:
                 )
         order = {k: i for i, k in enumerate(KIND_ORDER)}
         changes.sort(key=lambda c: (order.get(c.kind, 99), c.name))
-        return Plan(revision, base_serial, self.now, tuple(changes), self.horizon)
+        return Plan(
+            revision,
+            base_serial,
+            self.now,
+            tuple(changes),
+            self.horizon,
+            applied_revision=applied_revision,
+        )
 
     def _stored_hash(self, kind: str, name: str) -> str | None:
         rec = self.stored.get((kind, name))
@@ -664,6 +690,9 @@ def make_plan(
     now: datetime,
     base_serial: int,
     horizon: timedelta = timedelta(days=7),
+    applied_revision: str | None = None,
 ) -> Plan:
-    """The plan that brings ``stored`` to ``desired``."""
-    return Planner(desired, stored, decisions, now, horizon).plan(desired.revision, base_serial)
+    """The plan that brings ``stored`` (applied from ``applied_revision``) to ``desired``."""
+    return Planner(desired, stored, decisions, now, horizon).plan(
+        desired.revision, base_serial, applied_revision
+    )
