@@ -107,7 +107,7 @@ def plan(
     elif eng.state_missing(state):  # nothing applied yet: plan without creating the state
         p = eng.plan_against_empty(desired, now, window)
     else:
-        with eng.open_state(state) as store:
+        with eng.open_state(state, readonly=True) as store:
             p = eng.plan_against_state(desired, store, now, window)
     if out:
         with open(out, "w", encoding="utf-8") as fh:
