@@ -76,11 +76,11 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return r
 
 
-@pytest.fixture
-def applied(repo: Path, tmp_path: Path) -> Path:
-    """A state with the example applied and one finished run with a log, in ``tmp/ro/``."""
-    state = tmp_path / "ro" / "state.sqlite"
-    done = reconciler(tmp_path, "apply", str(repo), "--yes", "--state", str(state))
+@pytest.fixture(scope="module")
+def applied_once(repo: Path) -> Path:
+    """A state with the example applied and one finished run with a log."""
+    state = repo.parent / "applied" / "state.sqlite"
+    done = reconciler(repo.parent, "apply", str(repo), "--yes", "--state", str(state))
     assert done.returncode == 0, done.stderr
     with open_store(state) as s:
         run = s.create_run(NewRun("motd", "cli", s.info().revision), NOW)
@@ -88,6 +88,15 @@ def applied(repo: Path, tmp_path: Path) -> Path:
         s.append_log(run.id, "PLAY [all] ok\n")
         s.finish_run(run.id, "succeeded", NOW)
     assert sorted(p.name for p in state.parent.iterdir()) == ["state.sqlite"]
+    return state
+
+
+@pytest.fixture
+def applied(applied_once: Path, tmp_path: Path) -> Path:
+    """A copy of that state of this test's own, alone in ``tmp/ro/``."""
+    state = tmp_path / "ro" / "state.sqlite"
+    state.parent.mkdir()
+    shutil.copyfile(applied_once, state)
     return state
 
 
