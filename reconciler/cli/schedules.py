@@ -28,7 +28,7 @@ def schedules(count: int, fmt: str, state: str | None) -> None:
 
     rows = []
     if not state_missing(state):  # a state that does not exist is not created by a listing
-        with open_state(state) as store:
+        with open_state(state, readonly=True) as store:
             rows = list_schedules(store, datetime.now(UTC), count)
     if fmt == "json":
         emit_json({"schedules": [r.to_json() for r in rows]})

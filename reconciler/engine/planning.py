@@ -12,7 +12,7 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from reconciler.errors import RevisionNotFound
+from reconciler.errors import RevisionNotFound, StateCorrupt, StateUnavailable
 from reconciler.loading.loader import LoadResult
 from reconciler.model.desired import DesiredState
 from reconciler.model.documents import Settings
@@ -24,6 +24,7 @@ from reconciler.planning.plan import (
     Decisions,
     Plan,
     Stored,
+    StoredObjectInvalid,
     make_plan,
 )
 from reconciler.stores.base import ObjectWrite, StateStore, open_store
@@ -56,11 +57,21 @@ def state_missing(value: str | None) -> bool:
     return path is not None and not path.exists()
 
 
-def open_state(value: str | None) -> StateStore:
+def open_state(value: str | None, *, readonly: bool = False) -> StateStore:
+    """Open the state (creating its directory and file unless ``readonly``).
+
+    ``readonly`` is for the commands that only read: they never write, and work on a state in
+    a directory that cannot be written."""
     url = state_url(value)
-    if "://" not in url and not url.startswith(("sqlite:", "postgres")):
-        Path(url).parent.mkdir(parents=True, exist_ok=True)
-    return open_store(url)
+    try:
+        return open_store(url, readonly=readonly)
+    except StateUnavailable as e:
+        if url != DEFAULT_STATE:
+            raise
+        raise StateUnavailable(
+            f"{e}; this is the default state, in the current directory: choose another "
+            "place with --state or RECONCILER_STATE"
+        ) from None
 
 
 def load_tracked(repo: str, rev: str | None, now: datetime) -> tuple[str, LoadResult]:
@@ -155,8 +166,19 @@ def decision_lookup(store: StateStore) -> DecisionLookup:
 def plan_against_state(
     desired: DesiredState, store: StateStore, now: datetime, horizon: timedelta
 ) -> Plan:
-    serial = store.serial()
-    return make_plan(desired, stored_objects(store), decision_lookup(store), now, serial, horizon)
+    info = store.info()
+    try:
+        return make_plan(
+            desired,
+            stored_objects(store),
+            decision_lookup(store),
+            now,
+            info.serial,
+            horizon,
+            info.revision,
+        )
+    except StoredObjectInvalid as e:
+        raise e.at(info.location) from None
 
 
 def plan_against_empty(desired: DesiredState, now: datetime, horizon: timedelta) -> Plan:
@@ -180,7 +202,15 @@ def plan_between(
         if c.action == "create"
     }
     plan = make_plan(desired, stored, lambda s, h: Decisions(), now, 0, horizon)
-    return Plan(plan.revision, 0, plan.created_at, plan.changes, plan.horizon, base.revision)
+    return Plan(
+        plan.revision,
+        0,
+        plan.created_at,
+        plan.changes,
+        plan.horizon,
+        base_revision=base.revision,
+        applied_revision=base.revision,
+    )
 
 
 def source_location(repo: str) -> str:
@@ -192,7 +222,15 @@ def source_location(repo: str) -> str:
 
 def applied_source(store: StateStore) -> str | None:
     rec = store.get_object(SOURCE_KIND, SOURCE_NAME)
-    return str(json.loads(rec.body)["location"]) if rec else None
+    if rec is None:
+        return None
+    location = json.loads(rec.body).get("location")
+    if not isinstance(location, str):
+        raise StateCorrupt(
+            f"the state {store.info().location} is damaged: the applied {SOURCE_KIND} "
+            f'"{SOURCE_NAME}" names no repository location; apply the repository again'
+        )
+    return location
 
 
 def apply_plan(store: StateStore, plan: Plan, now: datetime, source: str | None = None) -> int:
