@@ -50,7 +50,7 @@ def status(fmt: str, state: str | None) -> None:
     from reconciler.engine.status import status_json
 
     _need_state(state)
-    with open_state(state) as store:
+    with open_state(state, readonly=True) as store:
         data = status_json(store, _now())
     if fmt == "json":
         emit_json(data)
@@ -98,7 +98,7 @@ def slots(schedule: str | None, since: str | None, limit: int, fmt: str, state: 
 
     start = _instant(since, "--since")
     _need_state(state)
-    with open_state(state) as store:
+    with open_state(state, readonly=True) as store:
         if (
             schedule is not None
             and store.get_object("Schedule", schedule) is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -61,7 +62,8 @@ def _load(repo: str, rev: str | None, fmt: str, now: datetime) -> tuple[str, Des
 @click.option(
     "--detailed-exitcode",
     is_flag=True,
-    help="Exit 0 when there are no changes, 2 when there are, 1 on error.",
+    help="Exit 0 when no object changes (also when only the revision moves), 2 when some "
+    "do, 1 on error.",
 )
 @click.option(
     "--horizon", default="7d", show_default=True, help="How far ahead to compare fire times."
@@ -106,11 +108,12 @@ def plan(
     elif eng.state_missing(state):  # nothing applied yet: plan without creating the state
         p = eng.plan_against_empty(desired, now, window)
     else:
-        with eng.open_state(state) as store:
+        with eng.open_state(state, readonly=True) as store:
             p = eng.plan_against_state(desired, store, now, window)
     if out:
         with open(out, "w", encoding="utf-8") as fh:
-            fh.write(planfile.dumps(p, repo))
+            # where runs find the repository, as apply records it: no credentials in the file
+            fh.write(planfile.dumps(p, eng.source_location(repo)))
     if fmt == "json":
         emit_json(p.to_json())
     else:
@@ -167,26 +170,32 @@ def apply(
             except OSError as e:
                 raise PlanFileError(f"cannot read {plan_file}: {e.strerror}") from None
             p, source = planfile.loads(text, plan_file)
-            current = store.serial()
-            if current != p.base_serial:
+            info = store.info()
+            if info.serial != p.base_serial:
                 raise StateConflict(
                     f"{plan_file} was made against state serial {p.base_serial}, but the state "
-                    f"is now at serial {current}: something was applied since. Make a new plan."
+                    f"is now at serial {info.serial}: something was applied since. Make a new "
+                    "plan."
                 )
+            # the state is the one the plan was made from, so its revision is the one in force
+            p = replace(p, applied_revision=info.revision)
             where = plan_file
         else:
             source = repo
             p = eng.plan_against_state(desired, store, now, timedelta(days=7))
         if fmt == "text":
             render_plan(p, sys.stdout.isatty(), where)
-        if p.empty:
+        if p.nothing_to_apply:  # a new commit is applied even when no object changes
             if fmt == "json":
                 emit_json({**p.to_json(), "applied": False, "serial": p.base_serial})
             else:
                 click.echo("Nothing to apply.")
             ctx.exit(0)
         if not yes and plan_file is None:
-            click.confirm("\nApply these changes?", abort=True)
+            click.confirm(
+                "\nApply these changes?" if not p.empty else "\nRecord the new revision?",
+                abort=True,
+            )
         serial = eng.apply_plan(store, p, now, source)
         if fmt == "json":
             emit_json({**p.to_json(), "applied": True, "serial": serial})

@@ -97,6 +97,14 @@ def render_change(c: Change, colour: bool) -> list[str]:
     return lines
 
 
+def revision_move(plan: Plan) -> str:
+    """How the applied revision moves (call only when it does)."""
+    after = plan.revision[:12] if plan.revision else "the working tree"
+    if plan.applied_revision is None:
+        return f"{'commit ' if plan.revision else ''}{after} becomes the applied revision"
+    return f"the applied revision moves from {plan.applied_revision[:12]} to {after}"
+
+
 def plan_lines(plan: Plan, colour: bool, where: str) -> list[str]:
     """The text form of a plan, line by line (pure: the golden tests compare it)."""
     visible = plan.visible
@@ -106,7 +114,10 @@ def plan_lines(plan: Plan, colour: bool, where: str) -> list[str]:
         intro = f"Plan for {printable(where)} against state serial {plan.base_serial}"
     lines = [intro + ":"]
     if not visible and plan.empty:
-        lines += ["", "No changes. The state matches the desired state."]
+        if plan.moves_revision:
+            lines += ["", "No changes to objects; " + revision_move(plan) + "."]
+        else:
+            lines += ["", "No changes. The state matches the desired state."]
         return lines
     for c in visible:
         lines.append("")

@@ -204,7 +204,7 @@ def runs(
     if not _applied(state):
         found = []
     else:
-        with open_state(state) as store:
+        with open_state(state, readonly=True) as store:
             found = store.list_runs(
                 schedule=schedule,
                 status=status,  # type: ignore[arg-type]
@@ -237,7 +237,7 @@ def runs_show(ctx: click.Context, run_id: int, fmt: str, state: str | None) -> N
 
     state = state or ctx.obj.get("state")
     _need_state(state)
-    with open_state(state) as store:
+    with open_state(state, readonly=True) as store:
         r = store.get_run(run_id)
     if r is None:
         raise click.ClickException(f"no run {run_id}")
@@ -256,7 +256,7 @@ def logs(run_id: int, follow: bool, state: str | None) -> None:
     from reconciler.engine.planning import open_state
 
     _need_state(state)
-    with open_state(state) as store:
+    with open_state(state, readonly=True) as store:
         if store.get_run(run_id) is None:
             raise click.ClickException(f"no run {run_id}")
         offset = 0
@@ -288,7 +288,7 @@ def drift(server: str | None, template: str | None, fmt: str, state: str | None)
     if not _applied(state):
         found = []
     else:
-        with open_state(state) as store:
+        with open_state(state, readonly=True) as store:
             found = store.list_drift(server=server, template=template, latest=True)
     if fmt == "json":
         emit_json(

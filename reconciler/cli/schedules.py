@@ -35,7 +35,7 @@ def schedules(count: int, system: bool, fmt: str, state: str | None) -> None:
     jobs = []
     now = datetime.now(UTC)
     if not state_missing(state):  # a state that does not exist is not created by a listing
-        with open_state(state) as store:
+        with open_state(state, readonly=True) as store:
             rows = list_schedules(store, now, count)
             if system:
                 jobs = store.list_system()

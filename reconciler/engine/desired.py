@@ -2,7 +2,8 @@
 
 Called by the CLI (validate, plan, apply) and the daemon. A local directory that is not a Git
 repository is read as it is; a Git repository is read at a revision (``--rev``) or, for
-``validate``, from its working tree.
+``validate``, from its working tree (without the repositories inside it, which a revision does
+not hold either), or at HEAD when it is bare.
 """
 
 from __future__ import annotations
@@ -54,7 +55,16 @@ def open_snapshot(repo: str, rev: str | None, default: Default) -> Source:
     if rev is None and default == "worktree":
         from reconciler.sources.directory import DirectorySnapshot
 
-        return Source(DirectorySnapshot(repo), f"working tree of {repo}")
+        kind = git.repository_kind(repo)
+        if kind != "bare":
+            # in a Git work tree, repositories inside it (submodules) are skipped, as a
+            # revision skips them; a plain directory is read as it is
+            snapshot = DirectorySnapshot(repo, skip_repositories=kind == "worktree")
+            return Source(snapshot, f"working tree of {repo}")
+        src = git.GitSource(repo, listing_cache=cache)
+        snap = src.snapshot("HEAD")
+        how = "HEAD, as a bare repository has no working tree"
+        return Source(snap, f"commit {snap.revision[:12]} of {repo}: {how}", src)
     try:
         src = git.GitSource(repo, listing_cache=cache)
     except SourceError:

@@ -12,9 +12,11 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from reconciler.errors import SourceError
+from reconciler.errors import RevisionNotFound, StateCorrupt, StateUnavailable
 from reconciler.loading.loader import LoadResult
 from reconciler.model.desired import DesiredState
+from reconciler.model.documents import Settings
+from reconciler.model.settings import SettingsSpec
 from reconciler.planning.plan import (
     SOURCE_KIND,
     SOURCE_NAME,
@@ -22,6 +24,7 @@ from reconciler.planning.plan import (
     Decisions,
     Plan,
     Stored,
+    StoredObjectInvalid,
     make_plan,
 )
 from reconciler.stores.base import ObjectWrite, StateStore, open_store
@@ -54,11 +57,21 @@ def state_missing(value: str | None) -> bool:
     return path is not None and not path.exists()
 
 
-def open_state(value: str | None) -> StateStore:
+def open_state(value: str | None, *, readonly: bool = False) -> StateStore:
+    """Open the state (creating its directory and file unless ``readonly``).
+
+    ``readonly`` is for the commands that only read: they never write, and work on a state in
+    a directory that cannot be written."""
     url = state_url(value)
-    if "://" not in url and not url.startswith(("sqlite:", "postgres")):
-        Path(url).parent.mkdir(parents=True, exist_ok=True)
-    return open_store(url)
+    try:
+        return open_store(url, readonly=readonly)
+    except StateUnavailable as e:
+        if url != DEFAULT_STATE:
+            raise
+        raise StateUnavailable(
+            f"{e}; this is the default state, in the current directory: choose another "
+            "place with --state or RECONCILER_STATE"
+        ) from None
 
 
 def load_tracked(repo: str, rev: str | None, now: datetime) -> tuple[str, LoadResult]:
@@ -69,17 +82,30 @@ def load_tracked(repo: str, rev: str | None, now: datetime) -> tuple[str, LoadRe
     from reconciler.engine.desired import load_repo, load_source
 
     source, result = load_repo(repo, rev, "head", now)
-    if rev is not None or source.git is None or result.desired is None:
+    if rev is not None or source.git is None:
         return source.description, result
-    branch = result.desired.settings.branch
+    # HEAD is only where the branch's name is read: a missing branch is an error, never HEAD
     try:
-        tracked = source.git.resolve(source.git.default_revision(branch))
-    except SourceError:
-        return source.description, result  # the branch does not exist (yet): use HEAD
+        tracked = source.git.resolve(source.git.default_revision(tracked_branch(result)))
+    except RevisionNotFound as e:
+        raise RevisionNotFound(
+            f"{e}, and it is the tracked branch (Settings branch, main unless set): create "
+            "it, name the branch to track in Settings branch, or give a revision with --rev"
+        ) from None
     if tracked != result.revision:
         source = source.at(tracked)
         result = load_source(source, now)
     return source.description, result
+
+
+def tracked_branch(result: LoadResult) -> str:
+    """The branch that Settings name (``main`` by default), also in a revision with errors."""
+    if result.desired is not None:
+        return result.desired.settings.branch
+    for ld in result.documents:
+        if ld.kind == "Settings" and isinstance(ld.doc, Settings):
+            return ld.doc.spec.branch
+    return SettingsSpec().branch
 
 
 def stored_objects(store: StateStore) -> dict[tuple[str, str], Stored]:
@@ -140,8 +166,19 @@ def decision_lookup(store: StateStore) -> DecisionLookup:
 def plan_against_state(
     desired: DesiredState, store: StateStore, now: datetime, horizon: timedelta
 ) -> Plan:
-    serial = store.serial()
-    return make_plan(desired, stored_objects(store), decision_lookup(store), now, serial, horizon)
+    info = store.info()
+    try:
+        return make_plan(
+            desired,
+            stored_objects(store),
+            decision_lookup(store),
+            now,
+            info.serial,
+            horizon,
+            info.revision,
+        )
+    except StoredObjectInvalid as e:
+        raise e.at(info.location) from None
 
 
 def plan_against_empty(desired: DesiredState, now: datetime, horizon: timedelta) -> Plan:
@@ -165,7 +202,15 @@ def plan_between(
         if c.action == "create"
     }
     plan = make_plan(desired, stored, lambda s, h: Decisions(), now, 0, horizon)
-    return Plan(plan.revision, 0, plan.created_at, plan.changes, plan.horizon, base.revision)
+    return Plan(
+        plan.revision,
+        0,
+        plan.created_at,
+        plan.changes,
+        plan.horizon,
+        base_revision=base.revision,
+        applied_revision=base.revision,
+    )
 
 
 def source_location(repo: str) -> str:
@@ -177,7 +222,15 @@ def source_location(repo: str) -> str:
 
 def applied_source(store: StateStore) -> str | None:
     rec = store.get_object(SOURCE_KIND, SOURCE_NAME)
-    return str(json.loads(rec.body)["location"]) if rec else None
+    if rec is None:
+        return None
+    location = json.loads(rec.body).get("location")
+    if not isinstance(location, str):
+        raise StateCorrupt(
+            f"the state {store.info().location} is damaged: the applied {SOURCE_KIND} "
+            f'"{SOURCE_NAME}" names no repository location; apply the repository again'
+        )
+    return location
 
 
 def apply_plan(store: StateStore, plan: Plan, now: datetime, source: str | None = None) -> int:

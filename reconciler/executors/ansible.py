@@ -103,6 +103,9 @@ def validate_request(request: RunRequest) -> str | None:
         return f"playbook {request.playbook!r} is outside the project directory"
     if not os.path.isfile(path):
         return f"playbook {request.playbook!r} not found in {request.project_dir}"
+    leak = playbooks.escape(root, request.playbook)
+    if leak is not None:  # checked again here: a plain directory may have changed since apply
+        return f"{leak}; nothing was run"
     for source in (request.trusted_vars, request.untrusted_vars, request.secrets):
         bad = [k for k in source if not _is_var_name(k)]
         if bad:
@@ -579,7 +582,9 @@ class AnsibleExecutor:
 
     # ------------------------------------------------------------------ workers
     def _worker_env(self) -> dict[str, str]:
-        env = dict(os.environ)
+        # reconciler's own settings (a state URL with a password, Git credentials) are not
+        # Ansible's: no worker, playbook or module inherits them
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RECONCILER_")}
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (self.package_root, env.get("PYTHONPATH", "")) if p
         )

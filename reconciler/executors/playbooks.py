@@ -11,10 +11,16 @@ playbooks. A templated ``check_mode`` value (``"{{ ... }}"``) counts as "may run
 Paths that are templated cannot be followed; they are reported as unknown so the caller can say
 so. The inspection is best effort by nature (dynamic includes); the runtime findings of the
 check-mode run complement it.
+
+:func:`escape` is the containment check a run makes on its own copy of the repository before
+ansible-playbook starts: a state applied from a plain directory runs the directory as it is at
+run time, so a symlink added since ``validate`` ran, or an import edited to an absolute path,
+could otherwise run code from outside the repository.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -28,6 +34,7 @@ _NS = ("", "ansible.builtin.", "ansible.legacy.")
 _INCLUDE_TASKS = {f"{p}{n}" for p in _NS for n in ("import_tasks", "include_tasks", "include")}
 _INCLUDE_ROLE = {f"{p}{n}" for p in _NS for n in ("import_role", "include_role")}
 _IMPORT_PLAYBOOK = {f"{p}import_playbook" for p in _NS}
+_INCLUDE_VARS = {f"{p}include_vars" for p in _NS}
 _MAX_FILES = 200
 
 
@@ -66,6 +73,11 @@ def _check_mode_value(value: Any) -> str | None:
     return None
 
 
+def _quoted(path: str) -> str:
+    """A path for a one-line message: quoted, control characters and undecodable bytes escaped."""
+    return json.dumps(path, ensure_ascii=False).encode("utf-8", "backslashreplace").decode()
+
+
 def _is_templated(value: Any) -> bool:
     return isinstance(value, str) and ("{{" in value or "{%" in value)
 
@@ -76,12 +88,35 @@ class _Walker:
         self.found: list[RealTask] = []
         self.unknown: list[str] = []
         self.visited: set[str] = set()
+        #: references (with a literal path) that lead outside the project, one line each
+        self.escapes: list[str] = []
+
+    def _inside(self, real: str) -> bool:
+        return real == self.root or real.startswith(self.root + os.sep)
+
+    def _leaves(self, target: str, where: str, what: str) -> bool:
+        """Whether ``target`` (a joined path) resolves outside the project; recorded if so."""
+        if self._inside(os.path.realpath(target)):
+            return False
+        shown = os.path.normpath(target)
+        if self._inside(shown):
+            shown = os.path.relpath(shown, self.root)
+        where_ = _quoted(self._rel(where))[1:-1]
+        self.escapes.append(f"{where_}: {what} {_quoted(shown)} leads outside the repository")
+        return True
+
+    def _vars_files(self, entries: Any, where: str, base: str, what: str) -> None:
+        """Check literal vars file paths (a list of paths, or of first-found lists)."""
+        for entry in entries if isinstance(entries, list) else [entries]:
+            for target in entry if isinstance(entry, list) else [entry]:
+                if isinstance(target, str) and not _is_templated(target):
+                    self._leaves(os.path.join(base, target), where, what)
 
     def _load(self, path: str) -> Any:
         real = os.path.realpath(path)
         if real in self.visited or len(self.visited) > _MAX_FILES:
             return None
-        if not (real == self.root or real.startswith(self.root + os.sep)):
+        if not self._inside(real):
             self.unknown.append(f"{path}: outside the project")
             return None
         self.visited.add(real)
@@ -106,9 +141,12 @@ class _Walker:
             for key in _IMPORT_PLAYBOOK:
                 target = play.get(key)
                 if isinstance(target, str) and not _is_templated(target):
-                    self.playbook(os.path.join(base, target))
+                    joined = os.path.join(base, target)
+                    if not self._leaves(joined, path, "import_playbook"):
+                        self.playbook(joined)
                 elif target is not None:
                     self.unknown.append(f"{self._rel(path)}: import_playbook {target!r}")
+            self._vars_files(play.get("vars_files"), path, base, "vars_files")
             forced = _check_mode_value(play.get("check_mode"))
             for key in TASK_LISTS:
                 self.tasks(play.get(key), path, base, forced)
@@ -122,6 +160,10 @@ class _Walker:
     def role(self, name: Any, where: str, base: str, forced: str | None) -> None:
         if not isinstance(name, str) or _is_templated(name):
             self.unknown.append(f"{self._rel(where)}: role {name!r}")
+            return
+        # Ansible takes a path as a role name too
+        climbs = os.path.isabs(name) or ".." in name.split("/")
+        if climbs and self._leaves(os.path.join(base, name), where, "role"):
             return
         for roles_dir in (os.path.join(base, "roles"), os.path.join(self.root, "roles")):
             main = os.path.join(roles_dir, name, "tasks")
@@ -155,13 +197,20 @@ class _Walker:
             if include is not None:
                 target = include.get("file") if isinstance(include, dict) else include
                 if isinstance(target, str) and not _is_templated(target):
-                    self.task_file(os.path.join(base, target), mine)
+                    joined = os.path.join(base, target)
+                    if not self._leaves(joined, path, "include"):
+                        self.task_file(joined, mine)
                 else:
                     self.unknown.append(f"{self._rel(path)}: include {target!r}")
                 continue
             if role is not None:
                 self.role(role.get("name") if isinstance(role, dict) else role, path, base, mine)
                 continue
+            varsfile = next((task[k] for k in _INCLUDE_VARS if k in task), None)
+            if varsfile is not None:
+                if isinstance(varsfile, dict):
+                    varsfile = varsfile.get("file") or varsfile.get("dir")
+                self._vars_files(varsfile, path, base, "include_vars")
             if mine == "false":
                 self.found.append(RealTask(name, self._rel(path), "check_mode: false"))
             elif mine == "templated":
@@ -173,7 +222,45 @@ def real_tasks(project_dir: str, playbook: str) -> tuple[list[RealTask], list[st
     followed (templated includes, missing roles, unreadable files)."""
     walker = _Walker(project_dir)
     walker.playbook(os.path.join(walker.root, playbook))
-    return walker.found, walker.unknown
+    return walker.found, walker.unknown + walker.escapes
+
+
+def _symlink_escape(root: str) -> str | None:
+    """The first symlink under ``root`` (in sorted order) that resolves outside it."""
+    for top, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in sorted([*dirs, *files]):
+            path = os.path.join(top, name)
+            if not os.path.islink(path):
+                continue
+            real = os.path.realpath(path)
+            if not (real == root or real.startswith(root + os.sep)):
+                rel = os.path.relpath(path, root)
+                target = _quoted(os.readlink(path))
+                return f"symlink {_quoted(rel)} points outside the repository ({target})"
+    return None
+
+
+def escape(project_dir: str, playbook: str) -> str | None:
+    """What in the project leads outside it, as one line naming the path, or None.
+
+    Every symlink of the project, wherever it is (``ansible.cfg``, ``roles/``, ``library/``
+    are found without an import), must resolve inside it; so must the playbook and every file
+    it imports or includes with a literal path: ``import_playbook``, ``import_tasks``/
+    ``include_tasks``, roles given as a path, ``vars_files`` and ``include_vars``. Templated
+    paths cannot be followed statically.
+    """
+    root = os.path.realpath(project_dir)
+    link = _symlink_escape(root)
+    if link is not None:
+        return link
+    path = os.path.join(root, playbook)
+    real = os.path.realpath(path)
+    if not (real == root or real.startswith(root + os.sep)):
+        return f"playbook {_quoted(playbook)} leads outside the repository (to {_quoted(real)})"
+    walker = _Walker(root)
+    walker.playbook(path)
+    return walker.escapes[0] if walker.escapes else None
 
 
 def describe(tasks: Iterable[RealTask]) -> str:

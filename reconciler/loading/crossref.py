@@ -32,7 +32,7 @@ from reconciler.model.documents import (
 from reconciler.model.inventory import Group, Server
 from reconciler.model.snapshot import Entry, EntryType
 from reconciler.model.targets import TargetIndex
-from reconciler.model.variables import VariableProblem, resolve
+from reconciler.model.variables import VariableProblem, reserved_name, resolve
 
 Loc = Sequence[str | int]
 Read = Callable[[str], bytes]
@@ -93,7 +93,10 @@ def link_escapes(entry: Entry) -> bool:
 
 
 def resolve_repo_file(entries: Mapping[str, Entry], path: str) -> tuple[str | None, str]:
-    """Follow symlinks inside the repository; (final path, problem code or "")."""
+    """Follow symlinks inside the repository; (final path, problem code or "").
+
+    The problem is ``symlink-escapes``, ``symlink-loop`` (the links lead back to one already
+    followed) or ``playbook-missing`` (they lead to a path that does not exist)."""
     seen: set[str] = set()
     current = path
     while True:
@@ -113,7 +116,9 @@ def resolve_repo_file(entries: Mapping[str, Entry], path: str) -> tuple[str | No
             return None, "playbook-missing"
         if entry.type is not EntryType.SYMLINK:
             return current, ""
-        if link_escapes(entry) or current in seen:
+        if current in seen:
+            return None, "symlink-loop"
+        if link_escapes(entry):
             return None, "symlink-escapes"
         seen.add(current)
         nxt = normalize_repo_path(posixpath.dirname(current), entry.link_target or "")
@@ -524,6 +529,16 @@ class CrossChecker:
         self._targets(ld, spec.targets)
         names = [v.name for v in spec.variables]
         for i, name in enumerate(names):
+            why = reserved_name(name)
+            if why is not None:
+                self.error(
+                    ld,
+                    ("spec", "variables", i, "name"),
+                    "var-reserved",
+                    f'variable "{name}" cannot be a prompt: {why}',
+                    "a caller (the command line, the API) may give a prompt its value, and a "
+                    "caller never sets Ansible's own variables; choose another name",
+                )
             if name in names[:i]:
                 self.error(
                     ld,

@@ -9,6 +9,7 @@ positions only when a cross-document check reports a problem in it.
 from __future__ import annotations
 
 import marshal
+import posixpath
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from typing import Protocol
 
 import yaml
 
-from reconciler.loading.crossref import CrossChecker, Loc
+from reconciler.loading.crossref import CrossChecker, Loc, normalize_repo_path, resolve_repo_file
 from reconciler.loading.documents import LoadedDocument, load_document, rejected_identity
 from reconciler.loading.yamlparse import ParsedDocument, locate, parse
 from reconciler.model.desired import DesiredState
@@ -197,6 +198,37 @@ def load_file(path: str, data: bytes) -> FileResult:
     return FileResult(tuple(docs), tuple(diags), tuple(rejected))
 
 
+def broken_links(
+    entries: Mapping[str, Entry], links: Iterable[Entry], sink: DiagnosticSink
+) -> None:
+    """Warn about symlinks that can never be read: a loop (by any name), and a ``*.yaml``
+    link to nothing. Either is skipped, and a file someone meant to be read is not; a link
+    that leaves the repository is an error of the cross-document checks instead."""
+    folders: set[str] | None = None
+    for link in links:
+        target = link.link_target or ""
+        final, problem = resolve_repo_file(entries, link.path)
+        if problem == "symlink-loop":
+            sink.warning(
+                Position(link.path),
+                "symlink-loop",
+                f'symlink "{link.path}" leads back to itself ("{target}") and never reaches a file',
+                "point it at a file or folder of the repository, or delete it",
+            )
+        elif final is None and problem == "playbook-missing" and is_yaml(link.path):
+            to = normalize_repo_path(posixpath.dirname(link.path), target) or target
+            if folders is None:
+                folders = {p.rsplit("/", i)[0] for p in entries for i in range(1, p.count("/") + 1)}
+            if to in folders:
+                continue  # a folder named like a YAML file
+            sink.warning(
+                Position(link.path),
+                "symlink-dangling",
+                f'symlink "{link.path}" points to "{to}", which does not exist, so it is not read',
+                "commit the file it names, point it at one that exists, or delete it",
+            )
+
+
 class _Locator:
     """Positions fields of loaded documents by parsing their file again, once, on demand."""
 
@@ -270,7 +302,7 @@ class Loader:
         ]
         # Symlinked YAML files are not read through the link: a link inside the repository
         # names a file that is read under its own path; one that leaves it is an error that
-        # the cross-document pass reports.
+        # the cross-document pass reports; one that leads nowhere is warned about below.
         # Settings first: its exclude globs decide which other files are read.
         first = [e for e in yaml_entries if e.path in SETTINGS_FILES]
         results, hits = self._results(snapshot, first)
@@ -294,6 +326,9 @@ class Loader:
             rejected.update(r.rejected)
             sink.extend(r.diagnostics)
             documents.extend(r.documents)
+        links = [e for e in entries.values() if e.type is EntryType.SYMLINK]
+        if links:
+            broken_links(entries, [e for e in links if not excluded(e.path, patterns)], sink)
         # A Settings document outside reconciler.yaml still applies its excludes.
         late = [
             d.doc.spec.exclude

@@ -61,10 +61,14 @@ CODES: dict[str, str] = {
     "var-choice": "a value that is not among the variable's choices",
     "var-secret-literal": "a sensitive variable given as a literal instead of valueFrom",
     "var-definition": "a variable prompt that contradicts itself",
+    "var-reserved": "a variable named like one of Ansible's own (ansible_*, a magic variable), "
+    "or not a plain identifier, where a caller could give its value",
     # paths
     "playbook-missing": "the playbook does not exist at this revision",
     "path-escapes": "a path that is absolute or leaves the repository",
     "symlink-escapes": "a symlink that points outside the repository",
+    "symlink-loop": "a symlink that leads back to itself and never reaches a file",
+    "symlink-dangling": "a *.yaml symlink to a file that does not exist",
     # time
     "when-form": "when: must hold exactly one of at, every, daily, weekly, monthly, yearly, cron",
     "when-invalid": "a when: value that cannot be parsed (cron expression, time of day, duration)",

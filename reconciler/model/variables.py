@@ -4,12 +4,20 @@ Pure. Values are merged in order: template defaults, then schedule values (from 
 caller values (CLI ``--var`` or the API). Git values are trusted; caller values are data that
 Ansible must never template (the executor marks them ``!unsafe``). Sensitive values are never
 literals in Git: a schedule gives them as ``{valueFrom: ...}`` and they are resolved at run time.
+
+``!unsafe`` stops Jinja, not Ansible itself: a caller value named ``ansible_connection`` or
+``ansible_ssh_common_args`` is read by the connection plugin as an option (a ``ProxyCommand``
+runs on the controller). So a caller value may never name one of Ansible's own variables,
+whatever ``allowNewVariables`` says: :func:`reserved_name` is that rule, and the loader applies
+it to template prompts too, since callers give prompts their values.
 """
 
 from __future__ import annotations
 
 import json
+import keyword
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +26,95 @@ from reconciler.model.common import SecretRef
 from reconciler.model.diagnostics import did_you_mean
 from reconciler.model.schedule import secret_ref
 from reconciler.model.template import JobTemplateSpec, VariablePrompt
+
+#: Variables that ansible-core (2.19) sets itself for every host and task, beside the
+#: ``ansible_*`` ones (refused by prefix): a value of the same name would replace Ansible's.
+MAGIC_VARIABLES = frozenset(
+    {
+        "environment",
+        "group_names",
+        "groups",
+        "hostvars",
+        "inventory_dir",
+        "inventory_file",
+        "inventory_hostname",
+        "inventory_hostname_short",
+        "omit",
+        "play_hosts",
+        "playbook_dir",
+        "role_name",
+        "role_names",
+        "role_path",
+        "role_uuid",
+        "vars",
+    }
+)
+
+#: Names that templates give a meaning: the globals of Ansible's Jinja environment, which a
+#: variable would shadow, and the names Jinja itself reserves (constants, loop and macro names).
+TEMPLATE_NAMES = frozenset(
+    {
+        # Ansible's template globals
+        "cycler",
+        "dict",
+        "joiner",
+        "lipsum",
+        "lookup",
+        "namespace",
+        "now",
+        "omit",
+        "q",
+        "query",
+        "range",
+        "undef",
+        # Jinja
+        "true",
+        "false",
+        "none",
+        "loop",
+        "self",
+        "super",
+        "caller",
+        "varargs",
+        "kwargs",
+    }
+)
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def reserved_name(name: str) -> str | None:
+    """Why a value from outside Git may not have this name, or None when it may.
+
+    A name must be a plain ASCII identifier, and not one of Ansible's own: ``ansible_*`` in any
+    case (connection, privilege escalation, interpreter, facts), ``_*`` (Ansible's internals),
+    a magic variable, a name of Ansible's templates or Jinja, or a Python keyword. Playbook
+    keywords (``name``, ``port``, ``strategy``...) are not refused: Ansible never reads them
+    from variables.
+    """
+    if not _IDENTIFIER.fullmatch(name):
+        return (
+            "it is not a plain identifier (ASCII letters, digits and _, not starting with a digit)"
+        )
+    if name.lower().startswith("ansible_"):
+        return (
+            "names beginning with ansible_ are Ansible's own "
+            "(connection, privilege escalation, interpreter, facts)"
+        )
+    if name.startswith("_"):
+        return "names beginning with _ are Ansible's internal variables"
+    if name in MAGIC_VARIABLES:
+        return "it is a magic variable that Ansible sets itself"
+    if name in TEMPLATE_NAMES:
+        return "it has a meaning of its own in Ansible's templates"
+    if keyword.iskeyword(name):
+        return "it is a Python keyword"
+    return None
+
+
+def _shown(name: str) -> str:
+    """A name as a message shows it: quoted, with control characters escaped."""
+    return json.dumps(name, ensure_ascii=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +246,16 @@ def resolve(
             out.trusted[p.name] = p.default
     for source, values in (("schedule", schedule_values or {}), ("caller", caller_values or {})):
         for name, value in values.items():
+            why = reserved_name(name) if source == "caller" else None
+            if why is not None:
+                out.problems.append(
+                    VariableProblem(
+                        "var-reserved",
+                        name,
+                        f"variable {_shown(name)} cannot come from outside Git: {why}",
+                    )
+                )
+                continue
             prompt = declared.get(name)
             if prompt is None and not template.allow_new_variables:
                 out.problems.append(

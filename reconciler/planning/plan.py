@@ -5,6 +5,8 @@ One change per (kind, name) that differs: ``create``, ``update``, ``delete`` or 
 impact: the state it will have (``active``, ``paused``, ``awaiting-approval``), the next fire
 times before and after, the slots it adds or drops within the horizon, and the servers it
 adds to or removes from its target set, also when only the Inventory or the template changed.
+A plan also knows the revision in force before it: applying records the new revision even
+when no object changes (a commit that only edits a playbook), so runs use that commit.
 
 Besides the documents, the state keeps one internal object, ``_Servers/all``: the resolved
 servers (Inventory documents merged, Ansible inventory files imported), so that a change of
@@ -19,8 +21,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import islice
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
+from pydantic import BaseModel, ValidationError
+
+from reconciler.errors import StateCorrupt
 from reconciler.model.common import Targets
 from reconciler.model.desired import DesiredState
 from reconciler.model.documents import Inventory, JobTemplate, Schedule, Settings
@@ -37,6 +42,41 @@ SOURCE_KIND, SOURCE_NAME = "_Source", "repository"
 SERVERS_NAME = "all"
 SETTINGS_NAME = "settings"
 KIND_ORDER = ("Settings", "Inventory", "Policy", "Channel", "JobTemplate", "Schedule", SERVERS_KIND)
+
+
+class StoredObjectInvalid(StateCorrupt):
+    """An applied object whose body is not a valid document of its kind (edited by hand)."""
+
+    def __init__(self, kind: str, name: str, detail: str, where: str | None = None) -> None:
+        self.kind, self.name, self.detail = kind, name, detail
+        state = f"the state {where}" if where else "the state"
+        super().__init__(
+            f'{state} is damaged: the applied {kind} "{name}" is not a valid {kind} ({detail}); '
+            "restore the state from a backup, or apply again to a new one"
+        )
+
+    def at(self, where: str) -> StoredObjectInvalid:
+        """The same error, naming the state it is in."""
+        return StoredObjectInvalid(self.kind, self.name, self.detail, where)
+
+
+_Doc = TypeVar("_Doc", bound=BaseModel)
+
+
+def _problem(e: Exception) -> str:
+    if isinstance(e, ValidationError) and e.errors():
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        return f"{where}: {first['msg']}" if where else str(first["msg"])
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+def stored_document(model: type[_Doc], kind: str, name: str, body: str) -> _Doc:
+    """The body of an applied object as its model; StoredObjectInvalid when it is not one."""
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as e:
+        raise StoredObjectInvalid(kind, name, _problem(e)) from None
 
 
 class Stored:
@@ -179,6 +219,8 @@ class Plan:
     changes: tuple[Change, ...]
     horizon: timedelta = timedelta(days=7)
     base_revision: str | None = None  #: set for ``--base`` plans (two revisions, no state)
+    applied_revision: str | None = None
+    """The revision in force before the plan: the state's (``--base`` plans: the base)."""
 
     @property
     def summary(self) -> dict[str, int]:
@@ -200,7 +242,18 @@ class Plan:
 
     @property
     def empty(self) -> bool:
+        """No object changes (blocked ones do not count): what ``--detailed-exitcode`` says."""
         return not any(c.action != "blocked" for c in self.changes)
+
+    @property
+    def moves_revision(self) -> bool:
+        """Applying records a new revision, also when no object changes (a commit that only
+        edits a playbook must reach the runs)."""
+        return self.revision != self.applied_revision
+
+    @property
+    def nothing_to_apply(self) -> bool:
+        return self.empty and not self.moves_revision
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -208,6 +261,8 @@ class Plan:
             "changes": [c.to_json() for c in self.visible],
             "summary": self.summary,
             "base_serial": self.base_serial,
+            "applied_revision": self.applied_revision,
+            "revision_moves": self.moves_revision,
             "created_at": self.created_at.isoformat(),
         }
         if self.base_revision is not None:
@@ -261,12 +316,15 @@ class ResolvedInventory:
 
     @classmethod
     def from_body(cls, body: str) -> ResolvedInventory:
-        data = json.loads(body)
-        return cls(
-            {n: Server.model_validate(s) for n, s in data.get("servers", {}).items()},
-            {n: Group.model_validate(g) for n, g in data.get("roles", {}).items()},
-            {n: Group.model_validate(g) for n, g in data.get("environments", {}).items()},
-        )
+        try:
+            data = json.loads(body)
+            return cls(
+                {n: Server.model_validate(s) for n, s in data.get("servers", {}).items()},
+                {n: Group.model_validate(g) for n, g in data.get("roles", {}).items()},
+                {n: Group.model_validate(g) for n, g in data.get("environments", {}).items()},
+            )
+        except (ValueError, TypeError, AttributeError) as e:  # ValidationError is a ValueError
+            raise StoredObjectInvalid(SERVERS_KIND, SERVERS_NAME, _problem(e)) from None
 
 
 def _digest(body: str) -> str:
@@ -305,10 +363,10 @@ def _world_before(stored: Mapping[tuple[str, str], Stored]) -> _World:
     else:  # a state written before the server list was kept: merge the Inventory bodies
         for (kind, _), rec in stored.items():
             if kind == "Inventory":
-                for s in Inventory.model_validate_json(rec.body).spec.servers:
+                for s in stored_document(Inventory, kind, rec.name, rec.body).spec.servers:
                     servers.setdefault(s.name, s)
     templates = {
-        name: JobTemplate.model_validate_json(rec.body)
+        name: stored_document(JobTemplate, kind, name, rec.body)
         for (kind, name), rec in stored.items()
         if kind == "JobTemplate"
     }
@@ -316,7 +374,11 @@ def _world_before(stored: Mapping[tuple[str, str], Stored]) -> _World:
         name: rec.content_hash for (kind, name), rec in stored.items() if kind == "JobTemplate"
     }
     settings = stored.get(("Settings", SETTINGS_NAME))
-    tz = Settings.model_validate_json(settings.body).spec.timezone if settings else "UTC"
+    tz = (
+        stored_document(Settings, "Settings", SETTINGS_NAME, settings.body).spec.timezone
+        if settings
+        else "UTC"
+    )
     return _World(servers, templates, digests, tz)
 
 
@@ -365,7 +427,9 @@ class Planner:
             out[(SERVERS_KIND, SERVERS_NAME)] = (_digest(body), body)
         return out
 
-    def plan(self, revision: str | None, base_serial: int) -> Plan:
+    def plan(
+        self, revision: str | None, base_serial: int, applied_revision: str | None = None
+    ) -> Plan:
         desired = self.desired_objects()
         changes: list[Change] = []
         servers_changed = (
@@ -421,7 +485,7 @@ class Planner:
             else:
                 impact = None
                 if kind == "Schedule":
-                    old = Schedule.model_validate_json(rec.body)
+                    old = stored_document(Schedule, kind, name, rec.body)
                     trig = self._upcoming(old, self.before.timezone)
                     impact = ScheduleImpact(
                         state="deleted",
@@ -433,7 +497,14 @@ class Planner:
                 )
         order = {k: i for i, k in enumerate(KIND_ORDER)}
         changes.sort(key=lambda c: (order.get(c.kind, 99), c.name))
-        return Plan(revision, base_serial, self.now, tuple(changes), self.horizon)
+        return Plan(
+            revision,
+            base_serial,
+            self.now,
+            tuple(changes),
+            self.horizon,
+            applied_revision=applied_revision,
+        )
 
     def _stored_hash(self, kind: str, name: str) -> str | None:
         rec = self.stored.get((kind, name))
@@ -555,7 +626,7 @@ class Planner:
                 state_reason=reason,
                 impact=impact,
             )
-        old = Schedule.model_validate_json(rec.body)
+        old = stored_document(Schedule, "Schedule", name, rec.body)
         fields = tuple(diff(json.loads(rec.body), json.loads(body)))
         before_servers = self.before.targets_of(old)
         before_next = self._upcoming(old, self.before.timezone)
@@ -664,6 +735,9 @@ def make_plan(
     now: datetime,
     base_serial: int,
     horizon: timedelta = timedelta(days=7),
+    applied_revision: str | None = None,
 ) -> Plan:
-    """The plan that brings ``stored`` to ``desired``."""
-    return Planner(desired, stored, decisions, now, horizon).plan(desired.revision, base_serial)
+    """The plan that brings ``stored`` (applied from ``applied_revision``) to ``desired``."""
+    return Planner(desired, stored, decisions, now, horizon).plan(
+        desired.revision, base_serial, applied_revision
+    )

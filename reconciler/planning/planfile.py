@@ -63,6 +63,7 @@ def dumps(plan: Plan, source: str | None) -> str:
         "source": source,
         "revision": plan.revision,
         "base_serial": plan.base_serial,
+        "applied_revision": plan.applied_revision,
         "created_at": plan.created_at.isoformat(),
         "horizon_seconds": int(plan.horizon.total_seconds()),
         "changes": [_change(c) for c in plan.changes],
@@ -91,6 +92,7 @@ def loads(text: str, where: str) -> tuple[Plan, str | None]:
             created_at=datetime.fromisoformat(data["created_at"]),
             changes=tuple(_unchange(c) for c in data["changes"]),
             horizon=timedelta(seconds=int(data["horizon_seconds"])),
+            applied_revision=data.get("applied_revision"),
         )
     except (KeyError, TypeError, ValueError) as e:
         raise PlanFileError(f"{where} is damaged: {e}") from None

@@ -2,7 +2,8 @@
 
 Files are listed as they are on disk, ``.git`` and other VCS folders skipped; each file's
 Git blob SHA is computed from its contents, so unchanged files hit the parse cache just as
-committed ones do.
+committed ones do. In a Git work tree, folders that are repositories of their own (submodules,
+nested clones) are skipped as well: a commit holds them as a link, not as files.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ SKIP_DIRS = {".git", ".hg", ".svn", ".venv", "venv", "__pycache__", "node_module
 class DirectorySnapshot:
     """The files below ``root`` as they are now."""
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], skip_repositories: bool = False) -> None:
         self.root = Path(root)
+        self.skip_repositories = skip_repositories
         if not self.root.is_dir():
             raise SourceError(f"{self.root} is not a directory")
         self._data: dict[str, bytes] = {}
@@ -52,7 +54,7 @@ class DirectorySnapshot:
                 if os.path.islink(full):
                     target = os.readlink(full)
                     out[rel] = Entry(rel, git_blob_id(target.encode()), EntryType.SYMLINK, target)
-                else:
+                elif not (self.skip_repositories and os.path.lexists(os.path.join(full, ".git"))):
                     keep.append(d)
             dirnames[:] = keep
             for f in filenames:

@@ -2,7 +2,11 @@
 
 The only module that imports pygit2. A revision is read without a checkout: the tree is
 listed (path, blob SHA, mode) and blobs are read on demand. Remote URLs are cloned once into a
-cache directory and fetched on each use. Credentials in URLs never appear in messages.
+cache directory and fetched on each use.
+
+Credentials are used, never kept: the clone cache is keyed by the URL without them, its
+``origin`` holds that URL only, and a remote that asks for a user and password gets them from
+where the user gave them (:class:`_Credentials`). They never appear in messages either.
 """
 
 from __future__ import annotations
@@ -11,11 +15,14 @@ import hashlib
 import marshal
 import os
 import re
-from collections.abc import Iterable, Mapping
+import shutil
+import subprocess
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 import pygit2
+from pygit2.enums import CredentialType
 
 from reconciler.errors import RevisionNotFound, SourceError, SourceUnavailable
 from reconciler.model.snapshot import Entry, EntryType
@@ -25,6 +32,11 @@ _TREE_MODE = 0o040000
 _COMMIT_MODE = 0o160000  # submodule
 _EXEC_MODE = 0o100755
 _URL_RE = re.compile(r"^[a-z][a-z0-9+.-]*://|^[^/@\s]+@[^:/\s]+:")
+_USERINFO_RE = re.compile(r"^([a-z][a-z0-9+.-]*://)([^/@\s]*)@", re.IGNORECASE)
+_REDACTED = "***"
+#: Where a run (or any command) finds the user and password of a private HTTP remote.
+USERNAME_ENV = "RECONCILER_GIT_USERNAME"
+PASSWORD_ENV = "RECONCILER_GIT_PASSWORD"
 
 
 def is_url(repo: str) -> bool:
@@ -34,6 +46,113 @@ def is_url(repo: str) -> bool:
 def redact(url: str) -> str:
     """``https://user:token@host/x`` -> ``https://***@host/x``."""
     return re.sub(r"(?<=://)[^/@\s]+@", "***@", url)
+
+
+def without_credentials(url: str) -> str:
+    """``https://user:token@host/x`` (or its redacted form) -> ``https://host/x``."""
+    return _USERINFO_RE.sub(r"\1", url, count=1)
+
+
+def url_credentials(url: str) -> tuple[str | None, str | None]:
+    """The user and password written into a URL (``(None, None)`` when there are none)."""
+    from urllib.parse import unquote
+
+    m = _USERINFO_RE.match(url)
+    if m is None or m.group(2) in ("", _REDACTED):
+        return None, None
+    user, sep, password = m.group(2).partition(":")
+    return unquote(user) or None, unquote(password) if sep else None
+
+
+class _NoCredentials(Exception):
+    """Raised from the credentials callback when every source was offered (or none exists)."""
+
+
+class _Credentials(pygit2.RemoteCallbacks):
+    """Answers a remote's request for a user and password, trying each source once, in order:
+
+    1. the URL as the user wrote it (``https://user:token@host/repo.git`` on the command line);
+    2. ``$RECONCILER_GIT_USERNAME`` / ``$RECONCILER_GIT_PASSWORD``;
+    3. Git's credential helpers (``git credential fill``, with terminal prompts off).
+
+    Nothing is written back: no helper is told to store (or forget) what worked.
+    """
+
+    def __init__(self, location: str) -> None:
+        super().__init__()
+        self.location = location
+        self.offered: list[str] = []
+        self.wants_key = False
+        self._offers: Iterator[tuple[str, str, str]] = self._sources()
+
+    def credentials(
+        self, url: str, username_from_url: str | None, allowed_types: CredentialType
+    ) -> pygit2.UserPass:
+        if not allowed_types & CredentialType.USERPASS_PLAINTEXT:
+            self.wants_key = True  # an SSH key: not something reconciler can give
+            raise _NoCredentials
+        for where, user, password in self._offers:
+            self.offered.append(where)
+            return pygit2.UserPass(user, password)
+        raise _NoCredentials
+
+    def _sources(self) -> Iterator[tuple[str, str, str]]:
+        user, password = url_credentials(self.location)
+        if password is not None:
+            yield "the URL", user or "", password
+        env_password = os.environ.get(PASSWORD_ENV)
+        if env_password:
+            env_user = os.environ.get(USERNAME_ENV) or user or "git"
+            yield f"${PASSWORD_ENV}", env_user, env_password
+        helped = credential_fill(without_credentials(self.location), user)
+        if helped is not None:
+            yield "a Git credential helper", *helped
+
+    def failure(self, display: str) -> str:
+        """Why a fetch that needed credentials failed, and where to give them (one line)."""
+        how = (
+            f"give them in ${USERNAME_ENV} and ${PASSWORD_ENV}, through a Git credential "
+            "helper (git config credential.helper), or in the URL"
+        )
+        if self.wants_key:
+            return (
+                f"cannot fetch {display}: the remote asks for an SSH key, which reconciler "
+                "cannot give; use its https:// URL with a user and password or token"
+            )
+        if not self.offered:
+            return (
+                f"cannot fetch {display}: the remote asks for credentials and none were "
+                f"given; {how}"
+            )
+        return (
+            f"cannot fetch {display}: the remote refused the credentials from "
+            f"{' and '.join(self.offered)}; {how}"
+        )
+
+
+def credential_fill(url: str, user: str | None) -> tuple[str, str] | None:
+    """What Git's credential helpers answer for ``url``, or None (no helper, no answer)."""
+    request = f"url={url}\n" + (f"username={user}\n" if user else "") + "\n"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECONCILER_")}
+    env["GIT_TERMINAL_PROMPT"] = "0"  # a helper may answer; nobody is asked at a terminal
+    try:
+        done = subprocess.run(
+            ["git", "credential", "fill"],
+            input=request,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if done.returncode != 0:
+        return None
+    answer = dict(line.partition("=")[::2] for line in done.stdout.splitlines() if "=" in line)
+    if not answer.get("password"):
+        return None
+    return answer.get("username") or user or "git", answer["password"]
 
 
 class ListingCache(Protocol):
@@ -151,7 +270,12 @@ class GitSource:
         self.display = redact(location)
         if is_url(location):
             base = Path(cache_dir or default_cache_dir()) / "repos"
-            self._path = base / hashlib.sha256(location.encode()).hexdigest()[:24]
+            # one clone per repository, whatever credentials the URL carries (or had redacted)
+            self.remote_url = without_credentials(location)
+            self._path = base / _cache_key(self.remote_url)
+            if self.remote_url != location:
+                # older versions cloned under the URL as given, credentials and all
+                shutil.rmtree(base / _cache_key(location), ignore_errors=True)
             self.repo = self._clone_or_fetch(base)
         else:
             found = pygit2.discover_repository(location)
@@ -166,13 +290,20 @@ class GitSource:
                     self.subdir = rel.replace(os.sep, "/")
 
     def _clone_or_fetch(self, base: Path) -> pygit2.Repository:
+        callbacks = _Credentials(self.location)
         try:
             if (self._path / "HEAD").exists():
                 repo = pygit2.Repository(str(self._path))
-                repo.remotes["origin"].fetch(["+refs/heads/*:refs/heads/*"])
+                if repo.remotes["origin"].url != self.remote_url:
+                    repo.remotes.set_url("origin", self.remote_url)  # never a URL with a password
+                repo.remotes["origin"].fetch(["+refs/heads/*:refs/heads/*"], callbacks=callbacks)
                 return repo
             base.mkdir(parents=True, exist_ok=True)
-            return pygit2.clone_repository(self.location, str(self._path), bare=True)
+            return pygit2.clone_repository(
+                self.remote_url, str(self._path), bare=True, callbacks=callbacks
+            )
+        except _NoCredentials:
+            raise SourceError(callbacks.failure(self.display)) from None
         except (pygit2.GitError, KeyError, OSError) as e:
             message = redact(str(e)).replace(self.location, self.display)
             raise SourceUnavailable(f"cannot fetch {self.display}: {message}") from None
@@ -216,6 +347,21 @@ class GitSource:
                     return ref
             raise RevisionNotFound(f'branch "{branch}" does not exist in {self.display}')
         return "HEAD"
+
+
+def _cache_key(url: str) -> str:
+    return hashlib.sha256(url.encode()).hexdigest()[:24]
+
+
+def repository_kind(path: str) -> Literal["bare", "worktree"] | None:
+    """Whether ``path`` is in a Git work tree or is a bare repository (None: neither)."""
+    try:
+        found = pygit2.discover_repository(path)
+        if found is None:
+            return None
+        return "bare" if pygit2.Repository(found).is_bare else "worktree"
+    except (pygit2.GitError, OSError, ValueError):
+        return None
 
 
 def default_cache_dir() -> str:

@@ -291,11 +291,14 @@ class SqlStore(ABC):
     _lock_row = ""  # PostgreSQL: " FOR UPDATE"
     _skip_locked = ""  # PostgreSQL: " FOR UPDATE SKIP LOCKED"
 
-    def __init__(self, *, lock_timeout: float, log_cap: int) -> None:
+    def __init__(self, *, lock_timeout: float, log_cap: int, readonly: bool = False) -> None:
         if log_cap < 0:
             raise ValueError("log_cap must not be negative")
         self.lock_timeout = lock_timeout
         self.log_cap = log_cap
+        self.readonly = readonly
+        """Opened for a caller that only reads: every write fails with StateUnavailable (the
+        schema is still created or upgraded on open, where the backend can)."""
         self._schema_version = 0
 
     # -- what a backend provides
@@ -391,25 +394,63 @@ class SqlStore(ABC):
 
     # -- conversions
 
-    @staticmethod
-    def _dt(value: Any) -> datetime:
+    def _damaged(self, what: str, value: Any, expected: str) -> StateCorrupt:
+        """A row edited by hand (or damaged): one line naming the row and the bad value."""
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        return StateCorrupt(
+            f"the state {self._location()} is damaged: {what} holds {shown}, which is not "
+            f"{expected}; restore the state from a backup, or apply again to a new one"
+        )
+
+    def _dt(self, value: Any, what: str = "a row") -> datetime:
         if isinstance(value, str):
-            return datetime.fromisoformat(value)
+            try:
+                parsed = datetime.fromisoformat(value)
+            except ValueError:
+                raise self._damaged(what, value, "an instant with its UTC offset") from None
+            if parsed.tzinfo is UTC:  # what this store writes
+                return parsed
+            if parsed.utcoffset() is None:
+                raise self._damaged(what, value, "an instant with its UTC offset")
+            return parsed.astimezone(UTC)
         if isinstance(value, datetime):
             return value if value.tzinfo is UTC else value.astimezone(UTC)
-        raise StateCorrupt(f"the state holds {value!r} where an instant was expected")
+        raise self._damaged(what, value, "an instant with its UTC offset")
 
-    def _odt(self, value: Any) -> datetime | None:
-        return None if value is None else self._dt(value)
+    def _odt(self, value: Any, what: str = "a row") -> datetime | None:
+        return None if value is None else self._dt(value, what)
+
+    def _json_of(self, value: Any, what: str, kind: type = dict) -> Any:
+        try:
+            data = json.loads(value)
+        except (TypeError, ValueError):
+            data = None
+        if not isinstance(data, kind):
+            raise self._damaged(what, value, f"a JSON {'object' if kind is dict else 'list'}")
+        return data
 
     def _object(self, r: tuple[Any, ...]) -> ObjectRecord:
-        dt = self._dt
+        what = f'the applied {r[0]} "{r[1]}"'
         return ObjectRecord(
-            r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7], r[8], dt(r[9]), dt(r[10])
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            r[4],
+            bool(r[5]),
+            r[6],
+            r[7],
+            r[8],
+            self._dt(r[9], what),
+            self._dt(r[10], what),
         )
 
     def _run(self, r: tuple[Any, ...], hosts: tuple[HostResult, ...] = ()) -> RunRecord:
-        odt = self._odt
+        what = f"run {r[0]}"
+
+        def odt(value: Any) -> datetime | None:
+            return self._odt(value, what)
+
         return RunRecord(
             id=RunId(r[0]),
             schedule=r[1],
@@ -418,12 +459,12 @@ class SqlStore(ABC):
             slot=odt(r[4]),
             status=r[5],
             commit=r[6],
-            created_at=self._dt(r[7]),
+            created_at=self._dt(r[7], what),
             not_before=odt(r[8]),
             started_at=odt(r[9]),
             finished_at=odt(r[10]),
-            variables=json.loads(r[11]),
-            targets=json.loads(r[12]),
+            variables=self._json_of(r[11], what),
+            targets=self._json_of(r[12], what),
             simulate=bool(r[13]),
             message=r[14],
             requested_by=r[15],
@@ -461,7 +502,7 @@ class SqlStore(ABC):
         return StateInfo(
             serial=row[0],
             revision=row[1],
-            applied_at=self._odt(row[2]),
+            applied_at=self._odt(row[2], "rc_meta.applied_at"),
             schema_version=row[3],
             backend=self.backend,
             location=self._location(),
@@ -473,11 +514,17 @@ class SqlStore(ABC):
     # -- applied objects
 
     def get_object(self, kind: str, name: str) -> ObjectRecord | None:
+        """One applied object; its body is checked to be a JSON object (StateCorrupt naming
+        the object when it is not). Listings leave that to their callers, which parse the
+        bodies anyway: checking 100,000 of them here would double the time of a listing."""
         with self._tx("read") as tx:
             row = tx.one(
                 f"SELECT {_OBJ_COLS} FROM rc_objects WHERE kind = ? AND name = ?", (kind, name)
             )
-        return None if row is None else self._object(row)
+        if row is None:
+            return None
+        self._json_of(row[3], f'the applied {row[0]} "{row[1]}"')
+        return self._object(row)
 
     def list_objects(self, kind: str | None = None) -> list[ObjectRecord]:
         with self._tx("read") as tx:
@@ -623,7 +670,12 @@ class SqlStore(ABC):
                 "FROM rc_revisions ORDER BY serial DESC LIMIT ?",
                 (limit,),
             )
-        return [HistoryEntry(r[0], r[1], self._dt(r[2]), r[3], r[4], r[5], r[6]) for r in rows]
+        return [
+            HistoryEntry(
+                r[0], r[1], self._dt(r[2], f"rc_revisions row {r[0]}"), r[3], r[4], r[5], r[6]
+            )
+            for r in rows
+        ]
 
     # -- slot ledger
 
@@ -1034,8 +1086,8 @@ class SqlStore(ABC):
                 r[1],
                 None if r[2] is None else RunId(r[2]),
                 r[3],
-                json.loads(r[4]),
-                self._dt(r[5]),
+                self._json_of(r[4], f"the drift of {r[0]} for {r[1]}"),
+                self._dt(r[5], f"the drift of {r[0]} for {r[1]}"),
             )
             for r in rows
         ]
@@ -1082,11 +1134,12 @@ class SqlStore(ABC):
     # -- API keys
 
     def _api_key(self, r: tuple[Any, ...]) -> ApiKey:
+        what = f'the API key "{r[0]}"'
         return ApiKey(
             r[0],
             r[1],
-            tuple(json.loads(r[2])),
-            tuple(json.loads(r[3])),
+            tuple(self._json_of(r[2], what, list)),
+            tuple(self._json_of(r[3], what, list)),
             r[4],
             self._dt(r[5]),
             self._odt(r[6]),

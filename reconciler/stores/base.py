@@ -566,6 +566,7 @@ def open_store(
     *,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     log_cap: int = DEFAULT_LOG_CAP,
+    readonly: bool = False,
 ) -> StateStore:
     """Open (creating or upgrading) the state at ``url``.
 
@@ -573,14 +574,16 @@ def open_store(
     ``sqlite:relative/path``, a bare path, or ``postgresql://...`` / ``postgres://...``.
     The default location is the caller's choice. ``lock_timeout`` bounds how long a writer
     waits for another writer before giving up with StateConflict; ``log_cap`` is the maximum
-    size of one run's log in bytes.
+    size of one run's log in bytes. ``readonly`` is for callers that only read: the state
+    must exist at the latest schema, nothing is created or upgraded, every write fails with
+    StateUnavailable, and a SQLite state in a directory nobody may write can be read.
     """
     text = str(url)
     scheme = text.split(":", 1)[0].lower() if re.match(r"^[a-z][a-z0-9+.-]*:", text, re.I) else ""
     if scheme in ("postgresql", "postgres"):
         from reconciler.stores.postgres import PostgresStore
 
-        return PostgresStore(text, lock_timeout=lock_timeout, log_cap=log_cap)
+        return PostgresStore(text, lock_timeout=lock_timeout, log_cap=log_cap, readonly=readonly)
     if scheme == "sqlite":
         path = text[len("sqlite:") :]
         if path.startswith("//"):
@@ -600,7 +603,7 @@ def open_store(
         )
     from reconciler.stores.sqlite import SqliteStore
 
-    return SqliteStore(Path(text), lock_timeout=lock_timeout, log_cap=log_cap)
+    return SqliteStore(Path(text), lock_timeout=lock_timeout, log_cap=log_cap, readonly=readonly)
 
 
 def check_literal(value: str, allowed: Any, what: str) -> None:

@@ -7,6 +7,10 @@ StateConflict. Workers claim runs with ``FOR UPDATE SKIP LOCKED``. Schema migrat
 transaction-scoped advisory lock. Every transaction is all or nothing: a connection that dies
 mid-way leaves nothing applied (StateUnavailable; the next call reconnects).
 
+For a caller that only reads (``readonly=True``) every transaction after the schema check (and
+the migration a new or older schema gets, as on every open) is read-only
+(``default_transaction_read_only``), so a bug can never write.
+
 Instants are ``timestamptz``; the session time zone is UTC. Tables live in the connection's
 current schema (``search_path``), all prefixed ``rc_``, so a database can be shared.
 """
@@ -73,8 +77,9 @@ class PostgresStore(SqlStore):
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
         log_cap: int = DEFAULT_LOG_CAP,
         migrate_to: int | None = None,
+        readonly: bool = False,
     ) -> None:
-        super().__init__(lock_timeout=lock_timeout, log_cap=log_cap)
+        super().__init__(lock_timeout=lock_timeout, log_cap=log_cap, readonly=readonly)
         self._url = url
         self._shown = redact(url)
         try:
@@ -86,6 +91,8 @@ class PostgresStore(SqlStore):
         try:
             self._connection()
             self._migrate(migrate_to)
+            if readonly:
+                self._connection().execute("SET default_transaction_read_only = on")
         except BaseException:
             self.close()
             raise
@@ -113,6 +120,8 @@ class PostgresStore(SqlStore):
             conn = psycopg.connect(make_conninfo("", **params), autocommit=True)
             conn.execute("SET TIME ZONE 'UTC'")
             conn.execute(f"SET lock_timeout = '{int(self.lock_timeout * 1000)}ms'")
+            if self.readonly and self._schema_version:  # reconnecting after the migration
+                conn.execute("SET default_transaction_read_only = on")
         except psycopg.Error as e:
             raise StateUnavailable(
                 f"cannot reach the PostgreSQL state at {self._shown}: {self._clean(str(e))}"
@@ -165,6 +174,10 @@ class PostgresStore(SqlStore):
                 raise StateConflict(
                     f"another writer holds the state at {self._shown}; gave up waiting after "
                     f"{self.lock_timeout:g} s ({self._clean(str(e))})"
+                ) from e
+            except psycopg.errors.ReadOnlySqlTransaction as e:
+                raise StateUnavailable(
+                    f"cannot write the state at {self._shown}: it was opened for reading only"
                 ) from e
             except psycopg.errors.IntegrityError as e:
                 raise StateConflict(

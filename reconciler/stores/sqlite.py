@@ -5,6 +5,14 @@ processes queue on SQLite's single write lock for at most ``lock_timeout`` secon
 timeout) and then fail with StateConflict; readers never block in WAL mode. ``synchronous=FULL``:
 a committed slot or apply survives a power cut (at most once must hold after a crash too).
 
+Reading only (``readonly=True``, for the commands that only read): the file must exist; the
+connection runs with ``PRAGMA query_only`` and works in a directory nobody may write. There
+SQLite cannot create the WAL index beside the file, so when no write-ahead log is there either
+(then no writer has the state open, and none can start in that directory) the file is read as
+``immutable``; a log without its index is refused with one line. A state at an older schema is
+upgraded first by a short writing connection, as any open does, or refused with one line when
+its file cannot be written.
+
 Instants are stored as fixed-width UTC ISO-8601 text (``2025-01-31T02:30:00.000000+00:00``), which
 sorts and compares like the instants themselves. The file carries SQLite's ``application_id``
 ``0x52434E31`` ("RCN1") besides the ``rc_meta`` header.
@@ -12,6 +20,7 @@ sorts and compares like the instants themselves. The file carries SQLite's ``app
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 import threading
@@ -22,7 +31,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from reconciler.errors import StateConflict, StateCorrupt, StateError, StateUnavailable
-from reconciler.stores._sql import Mode, SqlStore, Tx
+from reconciler.stores._sql import LATEST_VERSION, Mode, SqlStore, Tx
 from reconciler.stores.base import DEFAULT_LOCK_TIMEOUT, DEFAULT_LOG_CAP
 
 APPLICATION_ID = 0x52434E31
@@ -70,8 +79,9 @@ class SqliteStore(SqlStore):
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
         log_cap: int = DEFAULT_LOG_CAP,
         migrate_to: int | None = None,
+        readonly: bool = False,
     ) -> None:
-        super().__init__(lock_timeout=lock_timeout, log_cap=log_cap)
+        super().__init__(lock_timeout=lock_timeout, log_cap=log_cap, readonly=readonly)
         self.path = Path(path)
         self._lock = threading.RLock()
         self._key = os.path.realpath(self.path)
@@ -80,16 +90,16 @@ class SqliteStore(SqlStore):
                 self._check_header()
             _OPEN[self._key] = _OPEN.get(self._key, 0) + 1
         self._registered = True
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn: sqlite3.Connection | None = sqlite3.connect(
-                self.path,
-                timeout=lock_timeout,
-                isolation_level=None,
-                check_same_thread=False,
-            )
-        except (OSError, sqlite3.Error) as e:
-            raise StateUnavailable(f"cannot open the state {self.path}: {e}") from e
+        self._conn: sqlite3.Connection | None = None
+        if readonly:
+            self._conn = self._connect_for_reading()
+            self._upgrade_for_reading(migrate_to)
+        else:
+            self._make_directory()
+            try:
+                self._conn = self._connect(self.path)
+            except (OSError, sqlite3.Error) as e:
+                raise StateUnavailable(self._cannot("open", str(e))) from e
         try:
             with self._translate():
                 conn = self._conn
@@ -103,6 +113,8 @@ class SqliteStore(SqlStore):
                     )
             # Check (and create or upgrade) before anything writes to a file that may not be ours.
             self._migrate(migrate_to)
+            if readonly:
+                return
             with self._translate():
                 if app == 0:
                     conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
@@ -115,12 +127,100 @@ class SqliteStore(SqlStore):
             self.close()
             raise
 
+    def _connect(self, target: Path | str, uri: bool = False) -> sqlite3.Connection:
+        return sqlite3.connect(
+            target,
+            timeout=self.lock_timeout,
+            isolation_level=None,
+            check_same_thread=False,
+            uri=uri,
+        )
+
+    def _make_directory(self) -> None:
+        """Create the state's directory, or say in one line why it cannot be."""
+        parent = self.path.parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            blocker = next((p for p in (parent, *parent.parents) if p.is_file()), parent)
+            raise StateUnavailable(
+                f"cannot create the state {self.path}: {blocker} is a file, not a directory"
+            ) from None
+        except OSError as e:
+            raise StateUnavailable(
+                f"cannot create the state {self.path}: cannot create its directory {parent} "
+                f"({_reason(e)})"
+            ) from None
+
+    def _connect_for_reading(self) -> sqlite3.Connection:
+        if not self.path.exists():
+            raise StateUnavailable(f"there is no state at {self.path}")
+        try:
+            return self._reader(self.path)
+        except sqlite3.OperationalError as e:
+            if "unable to open" not in str(e) and "readonly" not in str(e):
+                raise StateUnavailable(self._cannot("read", str(e))) from e
+            first = e
+        wal, shm = Path(f"{self.path}-wal"), Path(f"{self.path}-shm")
+        if not wal.exists() and not _writable(self.path.parent):
+            # No write-ahead log: no writer has the state open, and none can start in a
+            # directory it cannot write, so reading the file as it is cannot miss a write.
+            try:
+                return self._reader(self.path.absolute().as_uri() + "?immutable=1", uri=True)
+            except sqlite3.Error as e:
+                raise StateUnavailable(self._cannot("read", str(e))) from e
+        if wal.exists() and not shm.exists():
+            raise StateUnavailable(
+                f"cannot read the state {self.path}: its write-ahead log {wal.name} is there "
+                "without its index, which cannot be made in that directory; open the state "
+                "once where it can be written"
+            ) from first
+        raise StateUnavailable(self._cannot("read", str(first))) from first
+
+    def _upgrade_for_reading(self, target: int | None) -> None:
+        """Bring an older schema up to date with a writing connection, then read again."""
+        try:
+            with self._tx("read") as tx:
+                current = self._schema_of(tx)
+        except BaseException:
+            self.close()
+            raise
+        if current >= (LATEST_VERSION if target is None else target):
+            return
+        self.close()
+        try:
+            SqliteStore(self.path, lock_timeout=self.lock_timeout, migrate_to=target).close()
+        except StateUnavailable as e:
+            raise StateUnavailable(
+                f"{e}; it was written by an older version of reconciler and must be upgraded "
+                "before it can be read"
+            ) from None
+        self._conn = self._connect_for_reading()
+
+    def _reader(self, target: Path | str, uri: bool = False) -> sqlite3.Connection:
+        """A connection that never writes, opened as far as the WAL index (which may fail)."""
+        conn = self._connect(target, uri)
+        try:
+            conn.execute("PRAGMA query_only = ON")
+            conn.execute("PRAGMA schema_version").fetchone()
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _cannot(self, verb: str, text: str) -> str:
+        """One line for a file SQLite could not open or write, saying why when we can tell."""
+        why = _unwritable(self.path)
+        if why is not None and verb != "read":
+            return f"cannot write the state {self.path}: {why}"
+        return f"cannot {verb} the state {self.path}: {text}"
+
     def _check_header(self) -> None:
         try:
             with self.path.open("rb") as f:
                 head = f.read(len(_MAGIC))
-        except FileNotFoundError:
-            return
+        except (FileNotFoundError, NotADirectoryError):
+            return  # nothing there yet (a file in the way of its directory is said later)
         except IsADirectoryError as e:
             raise StateUnavailable(f"cannot open the state {self.path}: it is a directory") from e
         except OSError as e:
@@ -181,6 +281,12 @@ class SqliteStore(SqlStore):
                     f"another process is writing the state {self.path}; gave up waiting after "
                     f"{self.lock_timeout:g} s"
                 ) from e
+            if self.readonly and "readonly" in text:  # query_only refused a write
+                raise StateUnavailable(
+                    f"cannot write the state {self.path}: it was opened for reading only"
+                ) from e
+            if "readonly" in text or "unable to open" in text:
+                raise StateUnavailable(self._cannot("use", text)) from e
             raise StateUnavailable(f"cannot use the state {self.path}: {text}") from e
         except sqlite3.IntegrityError as e:
             raise StateConflict(f"the state {self.path} refused the write: {e}") from e
@@ -202,3 +308,27 @@ class SqliteStore(SqlStore):
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+
+
+def _reason(e: OSError) -> str:
+    if e.errno == errno.EROFS:
+        return "read-only file system"
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    return e.strerror or str(e)
+
+
+def _writable(path: Path) -> bool:
+    return os.access(path, os.W_OK)
+
+
+def _unwritable(path: Path) -> str | None:
+    """Why the state file or its directory cannot be written, or None when both can."""
+    for p, what in ((path, "the file"), (path.parent, "its directory")):
+        if p.exists() and not _writable(p):
+            try:
+                ro = bool(os.statvfs(p).f_flag & os.ST_RDONLY)
+            except OSError:
+                ro = False
+            return f"{what} {p} is {'on a read-only file system' if ro else 'not writable'}"
+    return None

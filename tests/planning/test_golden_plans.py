@@ -40,6 +40,9 @@ def _spec(case_dir: Path) -> dict[str, Any]:
 
 
 def _unmanaged(store: StateStore, items: list[dict[str, str]], now: datetime) -> None:
+    """Write ``items`` as someone else would, keeping the applied revision where it is."""
+    if not items:
+        return
     writes = []
     for item in items:
         body = json.dumps(
@@ -57,7 +60,8 @@ def _unmanaged(store: StateStore, items: list[dict[str, str]], now: datetime) ->
         )
         digest = hashlib.sha256(body.encode()).hexdigest()
         writes.append(ObjectWrite(item["kind"], item["name"], digest, body, False, "active"))
-    store.apply_changes(store.serial(), None, writes, [], now, "created outside Git")
+    info = store.info()
+    store.apply_changes(info.serial, info.revision, writes, [], now, "created outside Git")
 
 
 def render_case(case: str, tmp_path: Path, store: StateStore) -> str:
