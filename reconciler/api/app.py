@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -34,6 +34,14 @@ class Health:
 
     firing_behind: Callable[[], float | None]
     """Seconds the firing loop is behind its earliest due fire time (None: not firing here)."""
+
+
+class ApiError(Exception):
+    """An answer other than 2xx, rendered as ``{"error": {"code", "message"}}``."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
 
 
 def error(status: int, code: str, message: str) -> JSONResponse:
@@ -98,7 +106,26 @@ def create_app(open_store: Callable[[], StateStore], clock: Clock, health: Healt
             return error(503, "firing-behind", f"firing is {behind:.0f} s behind its fire times")
         return JSONResponse({"status": "ok"})
 
-    @app.get("/api/status", summary="Applied and attempted revisions, replicas, the run queue")
+    def reader(request: Request) -> None:
+        """Every /api read needs a read (or approve) key: header X-API-Key or ?key=."""
+        from reconciler.engine.keys import authenticate, may_read
+
+        presented = request.headers.get("x-api-key") or request.query_params.get("key")
+        key = authenticate(store(), presented)
+        if key is None:
+            raise ApiError(401, "unauthorized", "a valid API key is required (X-API-Key)")
+        if not may_read(key):
+            raise ApiError(403, "forbidden", f"API key {key.name} has no read scope")
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> Response:
+        return error(exc.status, exc.code, exc.message)
+
+    @app.get(
+        "/api/status",
+        summary="Applied and attempted revisions, replicas, the run queue",
+        dependencies=[Depends(reader)],
+    )
     def status() -> dict[str, Any]:
         from reconciler.engine.status import status_json
 

@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("reconciler.cli.daemon_cmds:status", "Applied revision, replicas and queue."),
     "slots": ("reconciler.cli.daemon_cmds:slots", "The slot ledger: every due slot's fate."),
     "cancel": ("reconciler.cli.daemon_cmds:cancel", "Cancel a queued or running run."),
+    "api-key": ("reconciler.cli.api_keys:api_key", "Create, list and revoke API keys."),
 }
 
 

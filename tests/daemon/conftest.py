@@ -124,6 +124,28 @@ class Serve:
             env["RECONCILER_TEST_FAKE_EXECUTOR"] = fake
         self.log = repo.parent / f"serve-{time.monotonic_ns()}.log"
         self._fh = self.log.open("w")
+        # a read key for the API (made through the CLI, as a user would)
+        made = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "reconciler",
+                "api-key",
+                "create",
+                f"t{time.monotonic_ns()}",
+                "--scope",
+                "read",
+                "--state",
+                state,
+                "--format",
+                "json",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=env,
+        )
+        self.key = str(json.loads(made.stdout)["secret"])
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -153,8 +175,12 @@ class Serve:
                 time.sleep(0.05)
         assert self.url, self.log.read_text()
 
-    def get(self, path: str) -> dict[str, object]:
-        with urllib.request.urlopen(self.url + path, timeout=5) as r:
+    def get(self, path: str, key: str | None = "") -> dict[str, object]:
+        """GET ``path`` with the read key (``key=None``: without one)."""
+        req = urllib.request.Request(self.url + path)
+        if key is not None:
+            req.add_header("X-API-Key", key or self.key)
+        with urllib.request.urlopen(req, timeout=5) as r:
             data: dict[str, object] = json.load(r)
             return data
 

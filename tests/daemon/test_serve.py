@@ -6,10 +6,12 @@ restart no slot is recorded twice and none is missing. The fake executor (the te
 from __future__ import annotations
 
 import itertools
+import json
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -27,7 +29,14 @@ def test_serve_applies_a_new_commit_within_a_second_fires_it_and_drains_on_sigte
     s = Serve(repo, state, "--workers", "2", "--poll", "1h")
     serves.append(s)
     until(lambda: s.get("/api/status")["applied"]["revision"] is not None, 20, "the first apply")  # type: ignore[index]
-    assert s.get("/healthz") == {"status": "ok"}
+    assert s.get("/healthz", key=None) == {"status": "ok"}
+    for bad in (None, "rk_wrong"):
+        try:
+            s.get("/api/status", key=bad)
+            raise AssertionError("/api/status answered without a valid key")
+        except urllib.error.HTTPError as e:
+            assert e.code == 401
+            assert json.load(e)["error"]["code"] == "unauthorized"
     # a commit adds an every-second schedule: the watcher sees the ref move
     (repo / "schedules" / "tick.yaml").write_text(schedule("tick", "{every: 1s}"))
     git(repo, "add", "-A")
