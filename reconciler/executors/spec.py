@@ -82,7 +82,8 @@ def target_host(
 ) -> TargetHost:
     """A server of the Inventory as a run host: role vars, then environment vars, then host
     vars (later wins, as in Ansible where host vars beat group vars), ``host`` as
-    ``ansible_host``."""
+    ``ansible_host``; a local-connection server without ``ansible_python_interpreter`` runs
+    modules with the controller's Python."""
     merged: dict[str, Any] = {}
     for role in server.roles:
         group = (roles or {}).get(role)
@@ -95,6 +96,11 @@ def target_host(
     merged.update(server.vars)
     if server.host:
         merged["ansible_host"] = server.host
+    if merged.get("ansible_connection") == "local" and "ansible_python_interpreter" not in merged:
+        # Ansible gives its implicit localhost the controller's Python; a server that says
+        # ``ansible_connection: local`` is the same machine and gets the same, instead of
+        # interpreter discovery (which finds broken shims such as pyenv's python3.13).
+        merged["ansible_python_interpreter"] = "{{ ansible_playbook_python }}"
     return TargetHost(
         name=server.name,
         vars=merged,

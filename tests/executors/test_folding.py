@@ -185,3 +185,20 @@ def test_the_worker_sends_every_event_the_parent_folds_or_logs() -> None:
     assert wanted({"event": "runner_item_on_ok", "stdout": ""})
     assert wanted({"event": "playbook_on_stats", "stdout": ""})
     assert wanted({"event": "verbose", "stdout": "ERROR! bad"})
+
+
+def test_a_local_connection_server_without_an_interpreter_gets_the_controllers_python() -> None:
+    from reconciler.executors.spec import target_host
+    from reconciler.model.inventory import Server
+
+    local = target_host(Server(name="a", host="127.0.0.1", vars={"ansible_connection": "local"}))
+    assert local.vars["ansible_python_interpreter"] == "{{ ansible_playbook_python }}"
+    chosen = target_host(
+        Server(
+            name="b",
+            vars={"ansible_connection": "local", "ansible_python_interpreter": "/usr/bin/python3"},
+        )
+    )
+    assert chosen.vars["ansible_python_interpreter"] == "/usr/bin/python3"
+    ssh = target_host(Server(name="c", host="10.0.0.1"))
+    assert "ansible_python_interpreter" not in ssh.vars
