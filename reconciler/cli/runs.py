@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
 import time
 from datetime import UTC, datetime
@@ -86,25 +84,11 @@ def run(
             secrets[name] = eng.resolve_secret(ref)
         untrusted = {k: v for k, v in resolved.untrusted.items()}
         if not wait:
-            payload = json.dumps({"secrets": secrets, "untrusted": untrusted})
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "reconciler.engine.detached",
-                    str(record.id),
-                    "--state",
-                    state_url(state),
-                ],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-                text=True,
+            from reconciler.engine import detached
+
+            detached.start(
+                record.id, state_url(state), secrets, untrusted, eng.secret_env_names(store)
             )
-            assert proc.stdin is not None
-            proc.stdin.write(payload)
-            proc.stdin.close()
             if fmt == "json":
                 emit_json({"run": {"id": record.id, "status": record.status}})
             else:

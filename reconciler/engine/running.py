@@ -9,6 +9,7 @@ only to the executor: never to the store, the log or the process list.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -145,6 +146,33 @@ def resolve_secret(ref: SecretRef) -> str:
         raise ExecutionError(f"cannot read secret file {src.file}: {e.strerror}") from None
 
 
+_SECRET_SOURCES = ("valueFrom", "secretFrom", "userFrom", "passwordFrom")
+
+
+def _env_references(value: Any, into: set[str]) -> None:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key in _SECRET_SOURCES and isinstance(item, dict):
+                env = item.get("env")
+                if isinstance(env, str):
+                    into.add(env)
+            _env_references(item, into)
+    elif isinstance(value, list):
+        for item in value:
+            _env_references(item, into)
+
+
+def secret_env_names(store: StateStore) -> frozenset[str]:
+    """Every environment variable that a ``valueFrom``, ``secretFrom``, ``userFrom`` or
+    ``passwordFrom`` of the applied state names: no process of any run may receive one, so
+    one schedule's secret never reaches another's playbook either."""
+    names: set[str] = set()
+    for rec in store.list_objects():
+        with contextlib.suppress(ValueError):
+            _env_references(json.loads(rec.body), names)
+    return frozenset(names)
+
+
 def checkout(location: str, revision: str | None, into: Path) -> Path:
     """Write the files of ``revision`` (or the directory itself) into ``into``."""
     from reconciler.sources import git
@@ -271,6 +299,7 @@ def execute_run(
             secrets=dict(secrets),
             forks=template.spec.forks,
             timeout=template.spec.timeout.total_seconds(),
+            hidden_env=secret_env_names(store),
         )
 
         def on_log(text: str) -> None:

@@ -17,6 +17,8 @@ What it guarantees (see ``docs/execution.md`` and the measured pitfalls in the r
   outside Git tagged ``!unsafe`` (keys and nested values too); host vars from outside Git as
   ``{"__ansible_unsafe": ...}`` in the JSON inventory; ``env/settings`` written by hand;
 - secrets as YAML through a FIFO passed as ``-e @fifo``: never on disk, in argv or the env;
+- ansible-playbook's environment is the job's ``environment`` (chosen by the parent, see
+  :mod:`reconciler.executors.environment`), never the one the worker inherited;
 - the inventory is built from the given hosts only; no ``limit`` is ever passed;
 - SIGTERM (cancel) or the timeout: SIGTERM to the ansible-playbook process group, ``kill_grace``
   seconds, then SIGKILL; the worker is a child subreaper, so afterwards every remaining
@@ -466,6 +468,10 @@ def main(stdin: IO[str] | None = None) -> int:
             protocol.write(line + "\n")
 
     job = WorkerJob.from_json((stdin or sys.stdin).read())
+    # what ansible-playbook inherits (runner copies os.environ): the parent's choice, never
+    # the environment this worker was started (or its zygote was started) with
+    os.environ.clear()
+    os.environ.update(job.environment)
     redact = Redactor(job.secrets)
     workdir = tempfile.mkdtemp(prefix="rcx-", dir=job.workdir_root)
     try:
