@@ -406,6 +406,12 @@ def run_job(job: WorkerJob, workdir: str, emit: Callable[[dict[str, Any]], None]
         emit(redact(slim))
         return False  # nothing under artifacts/job_events
 
+    # TMPDIR of ansible-playbook and of the modules it runs here: a module killed by a cancel or
+    # a timeout leaves its payload directory (ansible_*_payload_*) behind, so it goes in a
+    # directory of this run, removed at the end. Sticky and world-writable like /tmp (outside
+    # the 0700 work directory), for modules that become another user.
+    mod_tmp = tempfile.mkdtemp(prefix="rcx-tmp-", dir=job.workdir_root)
+    os.chmod(mod_tmp, 0o1777)
     envvars = {
         "PATH": job.venv_bin + os.pathsep + os.environ.get("PATH", "/usr/bin:/bin"),
         "ANSIBLE_NOCOLOR": "1",
@@ -415,6 +421,7 @@ def run_job(job: WorkerJob, workdir: str, emit: Callable[[dict[str, Any]], None]
         "ANSIBLE_PIPELINING": "True",
         "ANSIBLE_RETRY_FILES_ENABLED": "False",
         "ANSIBLE_HOST_KEY_CHECKING": "True",
+        "TMPDIR": mod_tmp,
     }
     try:
         runner = ansible_runner.run(
@@ -442,6 +449,7 @@ def run_job(job: WorkerJob, workdir: str, emit: Callable[[dict[str, Any]], None]
         sweep()
         if not cp_dir.startswith(workdir):
             shutil.rmtree(cp_dir, ignore_errors=True)
+        shutil.rmtree(mod_tmp, ignore_errors=True)
     if stopper.reason is not None:
         status = stopper.reason
     return {
