@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -44,16 +45,16 @@ def start(
 
 
 def main(argv: list[str] | None = None) -> int:
+    # first of all: from here on a signal (SIGTERM is how users stop a background run) cancels
+    # the run, whenever it arrives: execute_run looks at `stop` between its steps
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda *_: stop.set())
     ap = argparse.ArgumentParser(prog="reconciler-run-worker")
     ap.add_argument("run_id", type=int)
     ap.add_argument("--state", required=True)
     args = ap.parse_args(argv)
     payload = json.loads(sys.stdin.read() or "{}")
-
-    def stop(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt  # execute_run cancels the run and records it as cancelled
-
-    signal.signal(signal.SIGTERM, stop)
     from reconciler.engine.planning import open_state
     from reconciler.engine.running import execute_run
     from reconciler.executors.ansible import AnsibleExecutor
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                 payload.get("secrets", {}),
                 payload.get("untrusted", {}),
                 lambda: datetime.now(UTC),
+                cancel=stop,
             )
     return 0 if final.status == "succeeded" else 1
 

@@ -9,7 +9,7 @@ import hashlib
 import json
 import os
 from collections import defaultdict
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from reconciler.errors import SourceError
@@ -55,10 +55,16 @@ def state_missing(value: str | None) -> bool:
 
 
 def open_state(value: str | None) -> StateStore:
+    """Open the state; runs whose process is gone are reaped on the way (see
+    :func:`reconciler.engine.running.reap_runs`), so every command sees them ``abandoned``."""
+    from reconciler.engine.running import reap_runs
+
     url = state_url(value)
     if "://" not in url and not url.startswith(("sqlite:", "postgres")):
         Path(url).parent.mkdir(parents=True, exist_ok=True)
-    return open_store(url)
+    store = open_store(url)
+    reap_runs(store, datetime.now(UTC))
+    return store
 
 
 def load_tracked(repo: str, rev: str | None, now: datetime) -> tuple[str, LoadResult]:

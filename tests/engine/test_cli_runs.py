@@ -301,10 +301,10 @@ def _reap_children() -> None:
             pass
 
 
-def _below_me() -> dict[int, tuple[bytes, bytes]]:
-    """cmdline and environ of every process below this one."""
+def _below_me(before: set[int]) -> dict[int, tuple[bytes, bytes]]:
+    """cmdline and environ of every process below this one that is not in ``before``."""
     out: dict[int, tuple[bytes, bytes]] = {}
-    for pid in descendants(os.getpid()):
+    for pid in set(descendants(os.getpid())) - before:
         with contextlib.suppress(OSError):
             out[pid] = (
                 Path(f"/proc/{pid}/cmdline").read_bytes(),
@@ -320,6 +320,7 @@ def test_a_background_run_inherits_no_variable_that_git_names_as_a_secret(
     # example-repo names REGISTRY_TOKEN (a schedule's valueFrom) and OPS_WEBHOOK_SECRET (a
     # channel's secretFrom): set where `reconciler run` runs, as they would be for the daemon
     secrets = {n: f"{n}-{os.urandom(6).hex()}" for n in ("REGISTRY_TOKEN", "OPS_WEBHOOK_SECRET")}
+    before = set(descendants(os.getpid()))  # what other tests left (multiprocessing's helper)
     _subreaper(True)
     try:
         started = subprocess.run(
@@ -333,11 +334,11 @@ def test_a_background_run_inherits_no_variable_that_git_names_as_a_secret(
         assert started.returncode == 0, started.stderr
         run_id = started.stdout.split()[1]
         deadline = time.monotonic() + 60
-        procs = _below_me()
+        procs = _below_me(before)
         while not any(c == b"sleep\x0041\x00" for c, _ in procs.values()):
             assert time.monotonic() < deadline, "the playbook never started"
             time.sleep(0.1)
-            procs = _below_me()
+            procs = _below_me(before)
         detached = [p for p, (c, _) in procs.items() if b"reconciler.engine.detached" in c]
         assert detached and any(b"ansible-playbook" in c for c, _ in procs.values())
         for name, value in secrets.items():
@@ -348,26 +349,26 @@ def test_a_background_run_inherits_no_variable_that_git_names_as_a_secret(
             assert time.monotonic() < deadline
             time.sleep(0.3)
         assert cli.json("runs", "show", run_id)["status"] == "cancelled"
-        while descendants(os.getpid()):
+        while _below_me(before):
             _reap_children()
-            assert time.monotonic() < deadline, _below_me()
+            assert time.monotonic() < deadline, _below_me(before)
             time.sleep(0.1)
     finally:
-        _stop_below_me()
+        _stop_below_me(before)
         _subreaper(False)
 
 
-def _stop_below_me() -> None:
-    """After a failure: SIGTERM what is left below this process (a detached run cancels its
-    run), SIGKILL it after 20 s, and reap it."""
+def _stop_below_me(before: set[int]) -> None:
+    """After a failure: SIGTERM what the test left below this process (a detached run cancels
+    its run), SIGKILL it after 20 s, and reap it."""
     end = time.monotonic() + 20
-    for pid in descendants(os.getpid()):
+    for pid in _below_me(before):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-    while descendants(os.getpid()) and time.monotonic() < end:
+    while _below_me(before) and time.monotonic() < end:
         _reap_children()
         time.sleep(0.1)
-    for pid in descendants(os.getpid()):
+    for pid in _below_me(before):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     time.sleep(0.2)
