@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
 import time
 from datetime import UTC, datetime
@@ -75,36 +73,34 @@ def run(
 
     targets = Targets(servers=list(servers), roles=list(roles), environments=list(envs))
     _need_state(state)
-    with open_state(state) as store:
+    # from here on SIGINT, SIGTERM and SIGHUP end a run that exists in `cancelled`
+    with eng.cancel_on_signals() as stop, open_state(state) as store:
         tmpl = eng.applied_template(store, template)
         values = eng.parse_vars(tmpl, pairs)
         record, resolved = eng.prepare_run(
             store, template, targets, values, simulate, "cli", _now(), requested_by="cli"
         )
-        secrets = {k: str(v) for k, v in resolved.secret_values.items()}
-        for name, ref in resolved.secrets.items():
-            secrets[name] = eng.resolve_secret(ref)
+        try:
+            secrets = {k: str(v) for k, v in resolved.secret_values.items()}
+            for name, ref in resolved.secrets.items():
+                secrets[name] = eng.resolve_secret(ref)
+        except Exception as e:  # the run exists: it must not stay queued
+            store.finish_run(record.id, "failed", _now(), str(e))
+            raise
         untrusted = {k: v for k, v in resolved.untrusted.items()}
+        if not wait and stop.is_set():
+            store.finish_run(record.id, "cancelled", _now(), "cancelled before it started")
+            if fmt == "json":
+                emit_json({"run": {"id": record.id, "status": "cancelled"}})
+            else:
+                click.echo(f"run {record.id} cancelled")
+            ctx.exit(EXIT_CODES["cancelled"])
         if not wait:
-            payload = json.dumps({"secrets": secrets, "untrusted": untrusted})
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "reconciler.engine.detached",
-                    str(record.id),
-                    "--state",
-                    state_url(state),
-                ],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-                text=True,
+            from reconciler.engine import detached
+
+            detached.start(
+                record.id, state_url(state), secrets, untrusted, eng.secret_env_names(store)
             )
-            assert proc.stdin is not None
-            proc.stdin.write(payload)
-            proc.stdin.close()
             if fmt == "json":
                 emit_json({"run": {"id": record.id, "status": record.status}})
             else:
@@ -129,6 +125,7 @@ def run(
                 untrusted,
                 _now,
                 on_progress=_progress_printer() if tty else None,
+                cancel=stop,
             )
     if fmt == "json":
         emit_json(eng.run_json(final))

@@ -191,7 +191,7 @@ class Daemon:
             try:
                 self._beat()
                 now = self.config.clock.now()
-                reaped = self._house.abandon_expired(now)
+                reaped = self._house.reap_runs(now)
                 for run_id in reaped:
                     log.warning("run %d abandoned: its worker stopped renewing the lease", run_id)
                 self._house.record_system(

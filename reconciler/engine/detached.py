@@ -1,30 +1,60 @@
 """Execute one queued run in a process of its own: ``python -m reconciler.engine.detached``.
 
-``reconciler run`` without ``--wait`` starts this in a new session and writes the run's
-caller values and secrets to its stdin (never argv, environment or disk), so the run goes on
-after the command returns.
+``reconciler run`` without ``--wait`` starts this with :func:`start`, in a new session, and
+writes the run's caller values and secrets to its stdin (never argv, environment or disk), so
+the run goes on after the command returns. Its environment is the command's, without any
+variable that Git names as a secret (``valueFrom: {env: ...}`` and the like) or that holds one.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
+import subprocess
 import sys
+import threading
+from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
+from typing import Any
+
+from reconciler.executors.environment import scrubbed_environment
+
+
+def start(
+    run_id: int,
+    state: str,
+    secrets: Mapping[str, str],
+    untrusted: Mapping[str, Any],
+    hidden_env: Collection[str],
+) -> None:
+    """Start the process that executes the queued run ``run_id``; returns at once."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reconciler.engine.detached", str(run_id), "--state", state],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        text=True,
+        env=scrubbed_environment(os.environ, hidden_env, secrets.values()),
+    )
+    assert proc.stdin is not None
+    proc.stdin.write(json.dumps({"secrets": dict(secrets), "untrusted": dict(untrusted)}))
+    proc.stdin.close()
 
 
 def main(argv: list[str] | None = None) -> int:
+    # first of all: from here on a signal (SIGTERM is how users stop a background run) cancels
+    # the run, whenever it arrives: execute_run looks at `stop` between its steps
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda *_: stop.set())
     ap = argparse.ArgumentParser(prog="reconciler-run-worker")
     ap.add_argument("run_id", type=int)
     ap.add_argument("--state", required=True)
     args = ap.parse_args(argv)
     payload = json.loads(sys.stdin.read() or "{}")
-
-    def stop(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt  # execute_run cancels the run and records it as cancelled
-
-    signal.signal(signal.SIGTERM, stop)
     from reconciler.engine.planning import open_state
     from reconciler.engine.running import execute_run
     from reconciler.executors.ansible import AnsibleExecutor
@@ -41,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                 payload.get("secrets", {}),
                 payload.get("untrusted", {}),
                 lambda: datetime.now(UTC),
+                cancel=stop,
             )
     return 0 if final.status == "succeeded" else 1
 

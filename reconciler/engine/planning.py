@@ -9,10 +9,10 @@ import hashlib
 import json
 import os
 from collections import defaultdict
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from reconciler.errors import RevisionNotFound, StateCorrupt, StateUnavailable
+from reconciler.errors import RevisionNotFound, StateCorrupt, StateError, StateUnavailable
 from reconciler.loading.loader import LoadResult
 from reconciler.model.desired import DesiredState
 from reconciler.model.documents import Settings
@@ -61,10 +61,15 @@ def open_state(value: str | None, *, readonly: bool = False) -> StateStore:
     """Open the state (creating its directory and file unless ``readonly``).
 
     ``readonly`` is for the commands that only read: they never write, and work on a state in
-    a directory that cannot be written."""
+    a directory that cannot be written. Runs whose process is gone are reaped on the way (see
+    :func:`reconciler.engine.running.reap_runs`), so every command sees them ``abandoned``; a
+    reading command does that through a short writable connection when the state can be
+    written, and leaves it to the next writer when it cannot."""
+    from reconciler.engine.running import reap_runs
+
     url = state_url(value)
     try:
-        return open_store(url, readonly=readonly)
+        store = open_store(url, readonly=readonly)
     except StateUnavailable as e:
         if url != DEFAULT_STATE:
             raise
@@ -72,6 +77,18 @@ def open_state(value: str | None, *, readonly: bool = False) -> StateStore:
             f"{e}; this is the default state, in the current directory: choose another "
             "place with --state or RECONCILER_STATE"
         ) from None
+    if not readonly:
+        reap_runs(store, datetime.now(UTC))
+        return store
+    try:
+        writer = open_store(url)
+    except StateError:
+        return store
+    try:
+        reap_runs(writer, datetime.now(UTC))
+    finally:
+        writer.close()
+    return store
 
 
 def load_tracked(repo: str, rev: str | None, now: datetime) -> tuple[str, LoadResult]:

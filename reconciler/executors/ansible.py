@@ -40,6 +40,7 @@ from typing import Any
 import reconciler
 from reconciler.errors import ExecutionError
 from reconciler.executors import playbooks
+from reconciler.executors.environment import bootstrap_environment, exposes, run_environment
 from reconciler.executors.folding import (
     PhaseResult,
     drift_summary,
@@ -286,6 +287,7 @@ class AnsibleRunHandle:
             check=check,
             diff=diff,
             venv_bin=ex.venv_bin,
+            environment=run_environment(os.environ, req.hidden_env, req.secrets.values()),
             workdir_root=ex.workdir_root,
             keep_workdir=ex.keep_workdir,
         )
@@ -293,7 +295,7 @@ class AnsibleRunHandle:
         with self._proc_lock:
             if self._stop_reason is not None:
                 return _PhaseRun(fold_events([], names, check=check), self._stop_reason, None)
-            proc = ex._spawn_worker()
+            proc = ex._spawn_worker(req)
             self._proc = proc
         watchdog = threading.Timer(remaining + 1.0, self._stop, ("timed-out",))
         watchdog.daemon = True
@@ -551,7 +553,8 @@ class AnsibleExecutor:
 
     ``prefork`` (default): workers are forked from a long-lived *zygote* that has
     ``ansible_runner`` already imported (see :mod:`reconciler.executors.zygote`), started on
-    the first run (or by :meth:`prestart`) with the environment of that moment, and ended by
+    the first run (or by :meth:`prestart`) with the bootstrap environment of that moment (see
+    :mod:`reconciler.executors.environment`: never this process's whole environment), and ended by
     :meth:`close` (also on garbage collection, at interpreter exit, and when this process
     dies). Without it, or if the zygote cannot be used, each worker is started afresh with
     ``python -m reconciler.executors.worker``. Either way: one worker process per
@@ -581,24 +584,27 @@ class AnsibleExecutor:
         weakref.finalize(self, _close_zygotes, self._zygotes)
 
     # ------------------------------------------------------------------ workers
-    def _worker_env(self) -> dict[str, str]:
-        # reconciler's own settings (a state URL with a password, Git credentials) are not
-        # Ansible's: no worker, playbook or module inherits them
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RECONCILER_")}
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (self.package_root, env.get("PYTHONPATH", "")) if p
-        )
-        return env
+    def _worker_env(self, request: RunRequest | None = None) -> dict[str, str]:
+        """What the zygote or a worker started afresh is started with: never the whole
+        environment of this process, which may hold the secrets it resolves."""
+        hidden = request.hidden_env if request else frozenset()
+        secrets = request.secrets.values() if request else ()
+        return bootstrap_environment(os.environ, self.package_root, hidden, secrets)
 
-    def _zygote(self) -> Zygote | None:
+    def _zygote(self, request: RunRequest | None = None) -> Zygote | None:
         with self._zygote_lock:
             if self._closed or not self.prefork:
                 return None
             if self._zygotes and self._zygotes[-1].alive():
-                return self._zygotes[-1]
+                current = self._zygotes[-1]
+                if request is not None and exposes(
+                    current.env, request.hidden_env, request.secrets.values()
+                ):
+                    return None  # started before this secret was known: a fresh worker
+                return current
             _close_zygotes(self._zygotes)
             try:
-                zygote = Zygote(self.python, self._worker_env())
+                zygote = Zygote(self.python, self._worker_env(request))
             except ZygoteError:
                 return None
             self._zygotes.append(zygote)
@@ -616,8 +622,8 @@ class AnsibleExecutor:
                 return self._zygotes[-1].pid
             return None
 
-    def _spawn_worker(self) -> _Worker:
-        zygote = self._zygote()
+    def _spawn_worker(self, request: RunRequest) -> _Worker:
+        zygote = self._zygote(request)
         if zygote is not None:
             try:
                 return zygote.spawn()
@@ -630,7 +636,7 @@ class AnsibleExecutor:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 start_new_session=True,
-                env=self._worker_env(),
+                env=self._worker_env(request),
                 text=True,
                 encoding="utf-8",
                 errors="replace",

@@ -141,6 +141,10 @@ class RunRequest:
     ``allow_real_tasks_in_simulation`` lets a simulation run a playbook that has
     ``check_mode: false`` tasks (they then really run); by default such a simulation is refused.
     ``recheck``: after remediation, check the remediated hosts again to confirm the fix.
+    ``hidden_env``: environment variables that no process of the run may receive, whatever
+    their name (the engine gives every variable a ``valueFrom`` of the applied state names);
+    a variable holding one of ``secrets`` is never passed either (see
+    :mod:`reconciler.executors.environment`).
     """
 
     run_id: str
@@ -158,6 +162,7 @@ class RunRequest:
     timeout: float = 3600.0
     kill_grace: float = 5.0
     allow_real_tasks_in_simulation: bool = False
+    hidden_env: frozenset[str] = frozenset()
 
     def effective_hosts(self) -> tuple[TargetHost, ...]:
         return self.hosts or (localhost_target(),)
@@ -283,7 +288,10 @@ class Executor(Protocol):
 
 @dataclass(frozen=True)
 class WorkerJob:
-    """One ansible-playbook invocation, as the worker reads it from stdin (JSON)."""
+    """One ansible-playbook invocation, as the worker reads it from stdin (JSON).
+
+    ``environment`` is what ansible-playbook is started with (runner adds its own variables):
+    the worker makes it its ``os.environ``; the worker's own environment has less still."""
 
     run_id: str
     phase: Phase
@@ -299,6 +307,7 @@ class WorkerJob:
     check: bool
     diff: bool
     venv_bin: str
+    environment: Mapping[str, str] = field(repr=False)
     workdir_root: str | None = None
     keep_workdir: bool = False
 

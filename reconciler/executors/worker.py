@@ -17,6 +17,8 @@ What it guarantees (see ``docs/execution.md`` and the measured pitfalls in the r
   outside Git tagged ``!unsafe`` (keys and nested values too); host vars from outside Git as
   ``{"__ansible_unsafe": ...}`` in the JSON inventory; ``env/settings`` written by hand;
 - secrets as YAML through a FIFO passed as ``-e @fifo``: never on disk, in argv or the env;
+- ansible-playbook's environment is the job's ``environment`` (chosen by the parent, see
+  :mod:`reconciler.executors.environment`), never the one the worker inherited;
 - the inventory is built from the given hosts only; no ``limit`` is ever passed;
 - SIGTERM (cancel) or the timeout: SIGTERM to the ansible-playbook process group, ``kill_grace``
   seconds, then SIGKILL; the worker is a child subreaper, so afterwards every remaining
@@ -404,6 +406,12 @@ def run_job(job: WorkerJob, workdir: str, emit: Callable[[dict[str, Any]], None]
         emit(redact(slim))
         return False  # nothing under artifacts/job_events
 
+    # TMPDIR of ansible-playbook and of the modules it runs here: a module killed by a cancel or
+    # a timeout leaves its payload directory (ansible_*_payload_*) behind, so it goes in a
+    # directory of this run, removed at the end. Sticky and world-writable like /tmp (outside
+    # the 0700 work directory), for modules that become another user.
+    mod_tmp = tempfile.mkdtemp(prefix="rcx-tmp-", dir=job.workdir_root)
+    os.chmod(mod_tmp, 0o1777)
     envvars = {
         "PATH": job.venv_bin + os.pathsep + os.environ.get("PATH", "/usr/bin:/bin"),
         "ANSIBLE_NOCOLOR": "1",
@@ -413,6 +421,7 @@ def run_job(job: WorkerJob, workdir: str, emit: Callable[[dict[str, Any]], None]
         "ANSIBLE_PIPELINING": "True",
         "ANSIBLE_RETRY_FILES_ENABLED": "False",
         "ANSIBLE_HOST_KEY_CHECKING": "True",
+        "TMPDIR": mod_tmp,
     }
     try:
         runner = ansible_runner.run(
@@ -440,6 +449,7 @@ def run_job(job: WorkerJob, workdir: str, emit: Callable[[dict[str, Any]], None]
         sweep()
         if not cp_dir.startswith(workdir):
             shutil.rmtree(cp_dir, ignore_errors=True)
+        shutil.rmtree(mod_tmp, ignore_errors=True)
     if stopper.reason is not None:
         status = stopper.reason
     return {
@@ -466,6 +476,10 @@ def main(stdin: IO[str] | None = None) -> int:
             protocol.write(line + "\n")
 
     job = WorkerJob.from_json((stdin or sys.stdin).read())
+    # what ansible-playbook inherits (runner copies os.environ): the parent's choice, never
+    # the environment this worker was started (or its zygote was started) with
+    os.environ.clear()
+    os.environ.update(job.environment)
     redact = Redactor(job.secrets)
     workdir = tempfile.mkdtemp(prefix="rcx-", dir=job.workdir_root)
     try:

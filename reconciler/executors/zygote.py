@@ -306,6 +306,7 @@ class Zygote:
     """The parent's handle on one zygote process; :meth:`spawn` forks a worker from it."""
 
     def __init__(self, python: str, env: Mapping[str, str]) -> None:
+        self.env = dict(env)  # what it was started with (it holds no hidden variable)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self.proc = subprocess.Popen(

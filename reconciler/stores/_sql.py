@@ -327,6 +327,22 @@ class SqlStore(ABC):
         """An aware instant as the database stores it (PostgreSQL: as is)."""
         return value
 
+    # -- run locks: how a backend may tell that the process running a run is gone. SQLite
+    # holds a lock per claimed run until the run is finished or the store closed; PostgreSQL
+    # has none (its connections come and go), so only the lease tells there.
+
+    def _hold_run(self, run_id: int) -> bool:
+        """Take the lock of a run this store is claiming; True when it was not held yet."""
+        return False
+
+    def _release_run(self, run_id: int) -> None:
+        """Release the lock of a run this store finished (or gave up claiming)."""
+        return None
+
+    def _process_gone(self, run_id: int, worker: str) -> bool:
+        """True only when the process that claimed ``run_id`` is known to have ended."""
+        return False
+
     # -- lifecycle
 
     def __enter__(self) -> StateStore:
@@ -856,6 +872,7 @@ class SqlStore(ABC):
             )
             if row is None:
                 return None
+            self._hold_run(row[0])
             tx.run(
                 "UPDATE rc_runs SET status = 'running', worker = ?, lease_expires = ?, "
                 "started_at = ? WHERE id = ? AND status = 'queued'",
@@ -872,12 +889,15 @@ class SqlStore(ABC):
         now = as_utc(now, "now")
         ts = self._ts(now)
         with self._tx("write") as tx:
+            held = self._hold_run(run_id)
             taken = tx.run(
                 "UPDATE rc_runs SET status = 'running', worker = ?, lease_expires = ?, "
                 "started_at = ? WHERE id = ? AND status = 'queued'",
                 (worker_id, self._ts(now + timedelta(seconds=lease_seconds)), ts, run_id),
             )
             if not taken:
+                if held:
+                    self._release_run(run_id)
                 return None
             rows = tx.all(f"SELECT {_RUN_COLS} FROM rc_runs WHERE id = ?", (run_id,))
             return self._with_hosts(tx, rows)[0]
@@ -903,17 +923,50 @@ class SqlStore(ABC):
             )
             return self._with_hosts(tx, rows)
 
-    def abandon_expired(self, now: datetime) -> list[RunId]:
-        """Mark every running run whose lease expired as ``abandoned``; return their ids."""
+    def reap_runs(self, now: datetime) -> list[RunId]:
+        """Mark ``abandoned`` every running run whose process is gone; return their ids.
+
+        Gone means: its lease expired before ``now`` (its worker stopped renewing it), or, on
+        SQLite, it was claimed on this machine (worker ``host:pid``) and its run lock is free:
+        the store that claims a run holds that lock until it finishes the run or closes, and
+        the kernel frees it when the process dies, SIGKILL included. Any command that opens the
+        state may call this (the daemon does too); it writes only when there is a run to reap.
+        """
         ts = self._ts(as_utc(now, "now"))
-        with self._tx("write") as tx:
+        with self._tx("read") as tx:
             rows = tx.all(
-                "UPDATE rc_runs SET status = 'abandoned', finished_at = ?, lease_expires = NULL, "
-                "message = COALESCE(message, 'its worker stopped renewing the lease') "
-                "WHERE status = 'running' AND lease_expires < ? RETURNING id",
-                (ts, ts),
+                "SELECT id, worker, lease_expires < ? FROM rc_runs WHERE status = 'running' "
+                "ORDER BY id",
+                (ts,),
             )
-        return sorted(RunId(r[0]) for r in rows)
+        expired = any(bool(r[2]) for r in rows)
+        gone = [
+            (int(r[0]), str(r[1]))
+            for r in rows
+            if not r[2] and r[1] and self._process_gone(r[0], r[1])
+        ]
+        if not expired and not gone:
+            return []
+        reaped: list[RunId] = []
+        with self._tx("write") as tx:
+            if expired:
+                rows = tx.all(
+                    "UPDATE rc_runs SET status = 'abandoned', finished_at = ?, "
+                    "lease_expires = NULL, "
+                    "message = COALESCE(message, 'its worker stopped renewing the lease') "
+                    "WHERE status = 'running' AND lease_expires < ? RETURNING id",
+                    (ts, ts),
+                )
+                reaped += [RunId(r[0]) for r in rows]
+            for run_id, worker in gone:
+                rows = tx.all(
+                    "UPDATE rc_runs SET status = 'abandoned', finished_at = ?, "
+                    "lease_expires = NULL, message = COALESCE(message, ?) "
+                    "WHERE id = ? AND status = 'running' AND worker = ? RETURNING id",
+                    (ts, f"its process ({worker}) ended before the run did", run_id, worker),
+                )
+                reaped += [RunId(r[0]) for r in rows]
+        return sorted(reaped)
 
     def finish_run(
         self,
@@ -938,6 +991,7 @@ class SqlStore(ABC):
             params.append(worker_id)
         with self._tx("write") as tx:
             n = tx.run(sql, params)
+        self._release_run(run_id)
         return n == 1
 
     def set_host_results(self, run_id: int, results: Sequence[HostResult]) -> None:
@@ -1467,6 +1521,7 @@ class SqlStore(ABC):
                 (status, self._ts(as_utc(now, "now")), message, run_id, worker_id),
             )
             if n != 1:
+                self._release_run(run_id)
                 return False
             if hosts:
                 tx.many(
@@ -1506,6 +1561,7 @@ class SqlStore(ABC):
                         for d in drift
                     ],
                 )
+        self._release_run(run_id)
         return True
 
     def record_system(self, job: SystemJob) -> None:

@@ -48,7 +48,8 @@ RunStatus = Literal[
 ]
 """``queued`` waits for a worker; ``running`` is leased by one; the rest are final:
 ``succeeded``/``failed`` (playbook outcome), ``cancelled`` (by a user), ``timed-out`` (over its
-timeout), ``abandoned`` (its worker's lease expired), ``skipped`` (never executed)."""
+timeout), ``abandoned`` (its process ended without finishing it: its lease expired or its run
+lock is free, see :meth:`StateStore.reap_runs`), ``skipped`` (never executed)."""
 
 FINAL_STATUSES: frozenset[str] = frozenset(
     {"succeeded", "failed", "cancelled", "timed-out", "abandoned", "skipped"}
@@ -474,7 +475,7 @@ class StateStore(Protocol):
         self, run_id: int, worker_id: str, lease_seconds: float, now: datetime
     ) -> bool: ...
     def expired_runs(self, now: datetime) -> list[RunRecord]: ...
-    def abandon_expired(self, now: datetime) -> list[RunId]: ...
+    def reap_runs(self, now: datetime) -> list[RunId]: ...
     def finish_run(
         self,
         run_id: int,

@@ -16,13 +16,24 @@ its file cannot be written.
 Instants are stored as fixed-width UTC ISO-8601 text (``2025-01-31T02:30:00.000000+00:00``), which
 sorts and compares like the instants themselves. The file carries SQLite's ``application_id``
 ``0x52434E31`` ("RCN1") besides the ``rc_meta`` header.
+
+Run locks: beside the database, ``<file>-runlocks`` holds one lock per running run (an
+open-file-description byte-range lock on the byte at the run's id), taken by the store that
+claims the run and kept until it finishes the run or closes. The kernel frees it when the
+process dies, however it dies, so :meth:`~reconciler.stores._sql.SqlStore.reap_runs` can tell
+at once that a run claimed on this machine lost its process. The file holds no data; it must
+not be deleted while runs are running.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
+import re
+import socket
 import sqlite3
+import struct
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -36,6 +47,16 @@ from reconciler.stores.base import DEFAULT_LOCK_TIMEOUT, DEFAULT_LOG_CAP
 
 APPLICATION_ID = 0x52434E31
 _MAGIC = b"SQLite format 3\x00"
+_FLOCK = struct.Struct("hhqqi4x")  # struct flock of 64-bit Linux
+_WORKER = re.compile(r"^(?P<host>[^:/]+):(?P<pid>\d+)(?:[:/].*)?$")
+
+
+def _byte_lock(fd: int, command: int, kind: int, offset: int) -> int:
+    """``fcntl`` with an OFD lock request on the one byte at ``offset``; the resulting
+    ``l_type`` (F_UNLCK from F_OFD_GETLK: no other open file holds a lock there)."""
+    out = fcntl.fcntl(fd, command, _FLOCK.pack(kind, os.SEEK_SET, offset, 1, 0))
+    return int(_FLOCK.unpack(out)[0])
+
 
 # Files this process has open through SQLite, with a count. POSIX record locks belong to the
 # process, and closing *any* descriptor of a file drops all of them: reading the header of a
@@ -84,6 +105,9 @@ class SqliteStore(SqlStore):
         super().__init__(lock_timeout=lock_timeout, log_cap=log_cap, readonly=readonly)
         self.path = Path(path)
         self._lock = threading.RLock()
+        self._locks_path = Path(f"{self.path}-runlocks")
+        self._locks_fd: int | None = None
+        self._held: set[int] = set()
         self._key = os.path.realpath(self.path)
         with _OPEN_LOCK:
             if not _OPEN.get(self._key):
@@ -235,6 +259,10 @@ class SqliteStore(SqlStore):
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+            if self._locks_fd is not None:
+                os.close(self._locks_fd)  # releases the locks of runs we did not finish
+                self._locks_fd = None
+            self._held.clear()
             if getattr(self, "_registered", False):
                 self._registered = False
                 with _OPEN_LOCK:
@@ -243,6 +271,56 @@ class SqliteStore(SqlStore):
                         _OPEN[self._key] = left
                     else:
                         _OPEN.pop(self._key, None)
+
+    # -- run locks (see the module docstring)
+
+    def _locks(self, create: bool) -> int | None:
+        if self._locks_fd is None:
+            try:
+                flags = os.O_RDWR | os.O_CREAT if create else os.O_RDONLY
+                self._locks_fd = os.open(self._locks_path, flags | os.O_CLOEXEC, 0o644)
+            except FileNotFoundError:
+                return None
+            except PermissionError:  # a file of another user: a read lock needs no more
+                self._locks_fd = os.open(self._locks_path, os.O_RDONLY | os.O_CLOEXEC)
+        return self._locks_fd
+
+    def _hold_run(self, run_id: int) -> bool:
+        with self._lock:
+            if run_id in self._held:
+                return False
+            try:
+                fd = self._locks(create=True)
+                assert fd is not None
+                _byte_lock(fd, fcntl.F_OFD_SETLK, fcntl.F_RDLCK, run_id)
+            except OSError as e:
+                raise StateUnavailable(
+                    f"cannot take the lock of run {run_id} in {self._locks_path}: {e.strerror}"
+                ) from e
+            self._held.add(run_id)
+            return True
+
+    def _release_run(self, run_id: int) -> None:
+        with self._lock:
+            if run_id in self._held and self._locks_fd is not None:
+                _byte_lock(self._locks_fd, fcntl.F_OFD_SETLK, fcntl.F_UNLCK, run_id)
+            self._held.discard(run_id)
+
+    def _process_gone(self, run_id: int, worker: str) -> bool:
+        # ``host:pid`` (reconciler run) or ``host:pid:replica/wN/claim`` (a serve worker)
+        m = _WORKER.match(worker)
+        if m is None or m["host"] != socket.gethostname():
+            return False  # claimed elsewhere: only its lease can tell
+        with self._lock:
+            if run_id in self._held:
+                return False
+            try:
+                fd = self._locks(create=False)
+                if fd is None:
+                    return False  # no run ever took a lock here (an older version)
+                return _byte_lock(fd, fcntl.F_OFD_GETLK, fcntl.F_WRLCK, run_id) == fcntl.F_UNLCK
+            except OSError:
+                return False
 
     def _location(self) -> str:
         return str(self.path)

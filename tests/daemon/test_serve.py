@@ -137,8 +137,11 @@ def test_sigkill_then_restart_records_no_slot_twice_and_none_missing(
             gaps = [b - a for a, b in itertools.pairwise(slots)]
             assert set(gaps) == {timedelta(seconds=1)}, f"t{i} misses a slot: {set(gaps)}"
         runs = store.list_runs(limit=10_000)
-        # the runs the killed replica held stay running until their lease runs out; none is
-        # ever run twice (one run per slot)
         per_slot = [(r.schedule, r.slot) for r in runs if r.slot]
         assert len(per_slot) == len(set(per_slot))
+        # the runs the killed replica was executing were abandoned by the new replica at
+        # once (their run locks were free), not after the lease, and never run again
+        assert not [r for r in runs if r.status == "running"]
+        abandoned = [r for r in runs if r.status == "abandoned"]
+        assert abandoned and all("ended before the run did" in (r.message or "") for r in abandoned)
     assert "Traceback" not in first.log.read_text() + second.log.read_text()

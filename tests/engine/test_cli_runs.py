@@ -7,9 +7,11 @@ local connection, so every run is a real ansible-playbook run on this machine.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -18,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.executors.worker import descendants
 from tests.gitutil import git
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -279,3 +282,94 @@ def test_a_background_run_stopped_with_sigterm_is_cancelled_and_leaves_no_proces
 def _sleepers() -> list[str]:
     out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
     return [line for line in out.splitlines() if "sleep 41" in line and "ps -eo" not in line]
+
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def _subreaper(on: bool) -> None:
+    """While on, processes orphaned below this one (a detached run once its command has
+    returned) are re-parented to it, so they stay visible as descendants."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0)
+
+
+def _reap_children() -> None:
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+            pass
+
+
+def _below_me(before: set[int]) -> dict[int, tuple[bytes, bytes]]:
+    """cmdline and environ of every process below this one that is not in ``before``."""
+    out: dict[int, tuple[bytes, bytes]] = {}
+    for pid in set(descendants(os.getpid())) - before:
+        with contextlib.suppress(OSError):
+            out[pid] = (
+                Path(f"/proc/{pid}/cmdline").read_bytes(),
+                Path(f"/proc/{pid}/environ").read_bytes(),
+            )
+    return out
+
+
+def test_a_background_run_inherits_no_variable_that_git_names_as_a_secret(
+    applied: tuple[Cli, Path],
+) -> None:
+    cli, _ = applied
+    # example-repo names REGISTRY_TOKEN (a schedule's valueFrom) and OPS_WEBHOOK_SECRET (a
+    # channel's secretFrom): set where `reconciler run` runs, as they would be for the daemon
+    secrets = {n: f"{n}-{os.urandom(6).hex()}" for n in ("REGISTRY_TOKEN", "OPS_WEBHOOK_SECRET")}
+    before = set(descendants(os.getpid()))  # what other tests left (multiprocessing's helper)
+    _subreaper(True)
+    try:
+        started = subprocess.run(
+            [PY, "-m", "reconciler", "run", "slow"],
+            env={**cli.env, **secrets},
+            cwd=cli.tmp,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert started.returncode == 0, started.stderr
+        run_id = started.stdout.split()[1]
+        deadline = time.monotonic() + 60
+        procs = _below_me(before)
+        while not any(c == b"sleep\x0041\x00" for c, _ in procs.values()):
+            assert time.monotonic() < deadline, "the playbook never started"
+            time.sleep(0.1)
+            procs = _below_me(before)
+        detached = [p for p, (c, _) in procs.items() if b"reconciler.engine.detached" in c]
+        assert detached and any(b"ansible-playbook" in c for c, _ in procs.values())
+        for name, value in secrets.items():
+            leaked = [c for c, e in procs.values() if value.encode() in e or value.encode() in c]
+            assert leaked == [], (name, leaked)
+        os.kill(detached[0], signal.SIGTERM)
+        while cli.json("runs", "show", run_id)["status"] in ("queued", "running"):
+            assert time.monotonic() < deadline
+            time.sleep(0.3)
+        assert cli.json("runs", "show", run_id)["status"] == "cancelled"
+        while _below_me(before):
+            _reap_children()
+            assert time.monotonic() < deadline, _below_me(before)
+            time.sleep(0.1)
+    finally:
+        _stop_below_me(before)
+        _subreaper(False)
+
+
+def _stop_below_me(before: set[int]) -> None:
+    """After a failure: SIGTERM what the test left below this process (a detached run cancels
+    its run), SIGKILL it after 20 s, and reap it."""
+    end = time.monotonic() + 20
+    for pid in _below_me(before):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    while _below_me(before) and time.monotonic() < end:
+        _reap_children()
+        time.sleep(0.1)
+    for pid in _below_me(before):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    time.sleep(0.2)
+    _reap_children()

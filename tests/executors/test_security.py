@@ -5,14 +5,16 @@ from __future__ import annotations
 import os
 import stat
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from reconciler.executors.ansible import AnsibleExecutor
 from reconciler.executors.spec import Progress, RunRequest, TargetHost
+from reconciler.executors.worker import descendants
 
-from .conftest import LOCAL_VARS, write_project
+from .conftest import LOCAL_VARS, local_hosts, write_project
 
 USES_VARS = """
 - hosts: all
@@ -192,3 +194,80 @@ def test_a_secret_never_lands_on_disk_in_argv_env_logs_or_events(tmp_path: Path)
     )
     assert again.status == "succeeded", again.message
     assert list(clean_root.iterdir()) == []
+
+
+ENV_PLAYBOOK = """
+- hosts: all
+  gather_facts: false
+  tasks:
+    - name: use the secret
+      ansible.builtin.debug:
+        msg: "token is {{ api_token }}"
+    - name: a module process writes its environment, then sleeps for the pollers
+      ansible.builtin.shell: "cat /proc/$PPID/environ > {{ out_dir }}/module.environ; sleep 1"
+      changed_when: false
+"""
+
+
+def _environ_scan(
+    pids_of: Callable[[], list[int]], seen: dict[int, bytes], stop: threading.Event
+) -> None:
+    while not stop.is_set():
+        for pid in pids_of():
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+                environ = Path(f"/proc/{pid}/environ").read_bytes()
+            except OSError:
+                continue
+            seen[pid] = seen.get(pid, b"") + cmdline + b"\n" + environ + b"\n"
+        stop.wait(0.02)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("prefork", [True, False], ids=["zygote", "fresh-worker"])
+def test_a_secret_in_the_environment_of_the_resolving_process_reaches_no_child_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefork: bool
+) -> None:
+    # The process that resolves `valueFrom: {env: ...}` has the secret in its environment
+    # (the daemon, `reconciler run`): what it starts must not inherit it.
+    secret = "env-S3cret-" + os.urandom(6).hex()
+    monkeypatch.setenv("RECONCILER_TEST_TOKEN", secret)
+    project = write_project(tmp_path / "p", {"site.yml": ENV_PLAYBOOK})
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    workroot = tmp_path / "work"
+    workroot.mkdir(mode=0o700)
+    me = os.getpid()
+    seen: dict[int, bytes] = {}
+    stop = threading.Event()
+    scanner = threading.Thread(target=_environ_scan, args=(lambda: descendants(me), seen, stop))
+    with AnsibleExecutor(workdir_root=str(workroot), prefork=prefork) as executor:
+        scanner.start()
+        try:
+            handle = executor.start(
+                RunRequest(
+                    run_id="env",
+                    project_dir=str(project),
+                    playbook="site.yml",
+                    hosts=local_hosts("localhost"),
+                    trusted_vars={"out_dir": str(out_dir)},
+                    secrets={"api_token": secret},
+                )
+            )
+            outcome = handle.wait(120)
+        finally:
+            stop.set()
+            scanner.join()
+        zygote_pid = executor.zygote_pid
+        if prefork:
+            assert zygote_pid is not None
+            seen[zygote_pid] = Path(f"/proc/{zygote_pid}/environ").read_bytes()
+    assert outcome.status == "succeeded", outcome.message
+    assert "token is ********" in handle.log_text()  # it reached Ansible (by the FIFO)
+    module_env = (out_dir / "module.environ").read_bytes()
+    assert b"PATH=" in module_env  # control: the module's environment was written
+    assert secret.encode() not in module_env
+    kinds = b"".join(seen.values())
+    assert b"ansible-playbook" in kinds and b"sleep" in kinds  # control: the pollers saw them
+    leaked = [pid for pid, text in seen.items() if secret.encode() in text]
+    assert leaked == [], [seen[p].split(b"\n")[0] for p in leaked]

@@ -33,3 +33,16 @@ def apply_many(url: str, tag: str, count: int, ready: Any, start: Any, results: 
         results.put((tag, "error", repr(e)))
     finally:
         store.close()
+
+
+def claim_and_wait(url: str, run_id: int, results: Any) -> None:
+    """Claim ``run_id`` as this process (``host:pid``), say so, then wait to be killed."""
+    import os
+    import socket
+    import time
+
+    store = open_store(url, lock_timeout=30)
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    claimed = store.claim_run(run_id, worker, 30, NOW)
+    results.put(("claimed" if claimed else "not claimed", worker))
+    time.sleep(120)

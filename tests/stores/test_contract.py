@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
+import signal
+import socket
 import sqlite3
 import threading
 import time
@@ -621,12 +624,60 @@ def test_leases_are_renewed_by_their_worker_and_expired_ones_are_abandoned(
     assert store.renew_lease(a.id, "w2", 30, t) is False  # not its run
     t2 = NOW + timedelta(seconds=40)
     assert [r.id for r in store.expired_runs(t2)] == [b.id]
-    assert store.abandon_expired(t2) == [b.id]
+    assert store.reap_runs(t2) == [b.id]
     gone = store.get_run(b.id)
     assert gone is not None and gone.status == "abandoned" and gone.finished_at == t2
     assert "lease" in (gone.message or "")
     assert store.renew_lease(b.id, "w2", 30, t2) is False
-    assert store.abandon_expired(t2) == []
+    assert store.reap_runs(t2) == []
+
+
+def test_a_run_whose_process_died_is_reaped_at_once_on_sqlite_and_by_its_lease_elsewhere(
+    state_url: str, backend: str
+) -> None:
+    with open_store(state_url) as s:
+        run = s.create_run(cli_run(), NOW)
+        done = s.create_run(cli_run(), NOW)
+        foreign = s.create_run(cli_run(), NOW)
+    assert run is not None and done is not None and foreign is not None
+    ctx = multiprocessing.get_context("spawn")
+    results = ctx.Queue()
+    child = ctx.Process(target=_procs.claim_and_wait, args=(state_url, run.id, results))
+    child.start()
+    reaper = open_store(state_url, lock_timeout=10)  # any command that opens the state
+    try:
+        outcome, worker = results.get(timeout=60)
+        assert outcome == "claimed"
+        assert reaper.reap_runs(NOW) == []  # its process is alive and its lease valid
+        # a run finished by its worker, and one claimed on another machine
+        me = f"{socket.gethostname()}:{os.getpid()}"
+        assert reaper.claim_run(done.id, me, 30, NOW) is not None
+        assert reaper.finish_run(done.id, "succeeded", NOW, worker_id=me)
+        with open_store(state_url) as elsewhere:
+            assert elsewhere.claim_run(foreign.id, "other-host:4242", 30, NOW) is not None
+        assert child.pid is not None
+        os.kill(child.pid, signal.SIGKILL)
+        child.join(30)
+        after = reaper.reap_runs(NOW)
+        if backend == "sqlite":  # its run lock went with the process
+            assert after == [run.id]
+            dead = reaper.get_run(run.id)
+            assert dead is not None and dead.status == "abandoned" and dead.finished_at == NOW
+            assert worker in (dead.message or "") and "ended" in (dead.message or "")
+        else:  # PostgreSQL keeps no lock per run: the lease tells
+            assert after == []
+        later = NOW + timedelta(seconds=31)
+        assert reaper.reap_runs(later) == (
+            [foreign.id] if backend == "sqlite" else [run.id, foreign.id]
+        )
+        kept = reaper.get_run(done.id)
+        assert kept is not None and kept.status == "succeeded"
+        assert reaper.reap_runs(later) == []
+    finally:
+        if child.is_alive():
+            child.kill()
+        child.join(30)
+        reaper.close()
 
 
 def test_finishing_a_run_is_final_and_only_its_worker_may_finish_it(store: StateStore) -> None:
