@@ -131,11 +131,13 @@ def cancel(run_id: int, fmt: str, state: str | None) -> None:
 
     _need_state(state)
     with open_state(state) as store:
-        rec = store.request_cancel(run_id, _now(), "reconciler cancel")
-        if rec is None:
+        before = store.get_run(run_id)
+        if before is None:
             raise click.ClickException(f"no run {run_id}")
-        if rec.status not in ("cancelled", "running"):
-            raise click.ClickException(f"run {run_id} already ended: {rec.status}")
+        if before.status not in ("queued", "running"):
+            raise click.ClickException(f"run {run_id} already ended: {before.status}")
+        rec = store.request_cancel(run_id, _now(), "reconciler cancel")
+        assert rec is not None
         if fmt == "json":
             emit_json({"run": run_json(rec), "cancel_requested": rec.status == "running"})
         elif rec.status == "cancelled":

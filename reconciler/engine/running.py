@@ -99,8 +99,14 @@ def prepare_run(
     requested_by: str | None = None,
     schedule: Schedule | None = None,
     slot: datetime | None = None,
+    *,
+    not_before: datetime | None = None,
+    claim: bool = False,
 ) -> tuple[RunRecord, ResolvedVariables]:
-    """Validate a request against the applied state and queue it; raises UsageError."""
+    """Validate a request against the applied state and queue it; raises UsageError.
+
+    ``claim``: the run is created claimed by this process (it executes it itself, and no
+    daemon worker may take it); ``not_before``: a one-off for that instant (``run --at``)."""
     template = applied_template(store, template_name)
     if not template.spec.enabled:
         raise UsageError(f'template "{template_name}" is disabled (enabled: false in Git)')
@@ -126,6 +132,10 @@ def prepare_run(
             slot=slot,
             variables={**resolved.public(), **dict.fromkeys(sensitive, "")},
             sensitive=sensitive,
+            untrusted=frozenset(resolved.untrusted),
+            not_before=not_before,
+            claim_by=worker_id() if claim else None,
+            claim_seconds=LEASE_SECONDS,
             targets=effective.model_dump(),
             simulate=simulate,
             requested_by=requested_by,
@@ -257,7 +267,10 @@ def execute_run(
         final = store.get_run(run.id)
         assert final is not None
         return final
-    claimed = store.claim_run(run.id, me, lease_seconds, clock())
+    if run.status == "running" and run.worker == me:
+        claimed: RunRecord | None = run  # created claimed (prepare_run(claim=True))
+    else:
+        claimed = store.claim_run(run.id, me, lease_seconds, clock())
     if claimed is None:
         raise ExecutionError(f"run {run.id} is not queued any more")
     lease = Lease(me, lease_seconds, stop, threading.Event())

@@ -61,15 +61,17 @@ def _variables(
             raise ExecutionError(f'schedule "{run.schedule}" is not applied any more')
         schedule_values = Schedule.model_validate_json(rec.body).spec.variables
     else:
+        # only what the caller gave is theirs (data); defaults come from Git again
+        for k in run.untrusted:
+            if k in run.variables:
+                caller[k] = run.variables[k]
         for k, v in run.variables.items():
-            if v == SENSITIVE_PLACEHOLDER or v == "":
-                prompt = template_spec.prompt(k)
-                if prompt is not None and prompt.sensitive:
-                    raise ExecutionError(
-                        f'variable "{k}" is sensitive: a value given by a caller is never '
-                        "stored, so this queued run cannot be executed by another process"
-                    )
-            caller[k] = v
+            prompt = template_spec.prompt(k)
+            if prompt is not None and prompt.sensitive and v in (SENSITIVE_PLACEHOLDER, ""):
+                raise ExecutionError(
+                    f'variable "{k}" is sensitive: a value given by a caller is never '
+                    "stored, so this queued run cannot be executed by another process"
+                )
     resolved = resolve(template_spec, schedule_values, caller)
     if resolved.problems:
         raise ExecutionError("; ".join(p.message for p in resolved.problems))

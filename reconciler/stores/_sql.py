@@ -225,6 +225,7 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE rc_runs ADD COLUMN wait_for {INT}",
             "ALTER TABLE rc_runs ADD COLUMN cancel_requested {BOOL} NOT NULL DEFAULT FALSE",
             "ALTER TABLE rc_runs ADD COLUMN cancel_by TEXT",
+            "ALTER TABLE rc_runs ADD COLUMN untrusted TEXT NOT NULL DEFAULT '[]'",
             """CREATE TABLE rc_cursors (
                 schedule TEXT PRIMARY KEY,
                 last_slot {TS} NOT NULL,
@@ -263,7 +264,7 @@ _OBJ_COLS = (
 _RUN_COLS = (
     "id, schedule, template, trigger_kind, slot, status, commit_sha, created_at, not_before, "
     "started_at, finished_at, variables, targets, simulate, message, requested_by, retry_of, "
-    "worker, lease_expires, log_size, log_truncated"
+    "worker, lease_expires, log_size, log_truncated, untrusted"
 )
 _SLOT_COLS = "schedule, slot, run_id, skip_reason, detail, recorded_at, until_slot, slot_count"
 _HOST_COLS = "run_id, server, status, ok, changed, failed, unreachable, skipped, drifted"
@@ -489,6 +490,7 @@ class SqlStore(ABC):
             lease_expires=odt(r[18]),
             log_size=r[19],
             log_truncated=bool(r[20]),
+            untrusted=tuple(self._json_of(r[21], what, list)),
             hosts=hosts,
         )
 
@@ -761,15 +763,17 @@ class SqlStore(ABC):
         ts = self._ts(as_utc(now, "now"))
         try:
             with self._tx("write") as tx:
-                run_id = self._insert_run(tx, run, ts)
+                run_id = self._insert_run(tx, run, ts, now)
                 r = tx.one(f"SELECT {_RUN_COLS} FROM rc_runs WHERE id = ?", (run_id,))
                 assert r is not None
         except _SlotTaken:
             return None
         return self._run(r)
 
-    def _insert_run(self, tx: Tx, run: NewRun, ts: Any) -> int:
-        """Insert ``run`` (and its ledger row when it is for a slot); raises _SlotTaken."""
+    def _insert_run(self, tx: Tx, run: NewRun, ts: Any, now: datetime) -> int:
+        """Insert ``run`` (and its ledger row when it is for a slot); raises _SlotTaken. With
+        ``claim_by`` it is inserted already claimed (running, leased), so no worker of a daemon
+        can take a run that the submitting process executes itself."""
         check_literal(run.trigger, Trigger, "trigger")
         takes_slot = run.trigger in ("schedule", "catch-up")
         if takes_slot and (run.schedule is None or run.slot is None):
@@ -783,8 +787,8 @@ class SqlStore(ABC):
         row = tx.one(
             "INSERT INTO rc_runs (schedule, template, trigger_kind, slot, status, "
             "commit_sha, created_at, not_before, variables, targets, simulate, message, "
-            "requested_by, retry_of, wait_for, finished_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            "requested_by, retry_of, wait_for, finished_at, untrusted) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (
                 run.schedule,
                 run.template,
@@ -802,6 +806,7 @@ class SqlStore(ABC):
                 run.retry_of,
                 run.wait_for,
                 ts if final else None,
+                _json(sorted(run.untrusted)),
             ),
         )
         assert row is not None
@@ -815,6 +820,18 @@ class SqlStore(ABC):
             )
             if n != 1:
                 raise _SlotTaken
+        if run.claim_by is not None and run.status == "queued":
+            tx.run(
+                "UPDATE rc_runs SET status = 'running', worker = ?, lease_expires = ?, "
+                "started_at = ? WHERE id = ?",
+                (
+                    run.claim_by,
+                    self._ts(as_utc(now) + timedelta(seconds=run.claim_seconds)),
+                    ts,
+                    run_id,
+                ),
+            )
+            self._hold_run(run_id)
         return run_id
 
     def get_run(self, run_id: int) -> RunRecord | None:
@@ -1332,7 +1349,7 @@ class SqlStore(ABC):
                     if e.run is not None:
                         tx.run("SAVEPOINT rc_fire")
                         try:
-                            created.append(self._insert_run(tx, e.run, ts))
+                            created.append(self._insert_run(tx, e.run, ts, now))
                             tx.run("RELEASE SAVEPOINT rc_fire")
                         except _SlotTaken:
                             tx.run("ROLLBACK TO SAVEPOINT rc_fire")

@@ -208,6 +208,11 @@ class NewRun:
     """Overlap ``queue``: not claimable while this run is queued or running."""
     status: Literal["queued", "failed"] = "queued"
     """``failed``: recorded final at once (a slot whose owner lost ``run``: the run says why)."""
+    untrusted: frozenset[str] = frozenset()
+    """Names among ``variables`` that came from outside Git (CLI, API): data, never templated."""
+    claim_by: str | None = None
+    """Insert it claimed by this worker (``reconciler run`` executing its own run)."""
+    claim_seconds: float = 120.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,6 +346,8 @@ class RunRecord:
     lease_expires: datetime | None
     log_size: int
     log_truncated: bool
+    untrusted: tuple[str, ...] = ()
+    """Names of ``variables`` that came from outside Git: passed to Ansible as data only."""
     hosts: tuple[HostResult, ...] = ()
 
 

@@ -145,3 +145,57 @@ def test_sigkill_then_restart_records_no_slot_twice_and_none_missing(
         abandoned = [r for r in runs if r.status == "abandoned"]
         assert abandoned and all("ended before the run did" in (r.message or "") for r in abandoned)
     assert "Traceback" not in first.log.read_text() + second.log.read_text()
+
+
+def _cli(state: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "reconciler", *args, "--state", state],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+
+
+def test_run_queues_for_a_live_daemon_run_at_waits_and_cancel_stops_a_running_run(
+    tmp_path: Path, serves: list[Serve]
+) -> None:
+    repo = make_repo(tmp_path, {"idle": schedule("idle", '{cron: "0 3 * * *"}')})
+    state = str(tmp_path / "state.sqlite")
+    s = Serve(repo, state, "--workers", "2", "--poll", "1h", fake="5")
+    serves.append(s)
+    until(lambda: s.get("/api/status")["applied"]["revision"] is not None, 20, "the first apply")  # type: ignore[index]
+    until(lambda: s.get("/api/status")["replicas"], 20, "the replica row")
+    done = _cli(state, "run", "ping", "--var", "greeting=hi", "--wait", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    run = json.loads(done.stdout)
+    assert run["status"] == "succeeded" and run["trigger"] == "cli"
+    with open_store(state) as store:
+        rec = store.get_run(run["id"])
+        assert rec is not None and rec.worker and "/w" in rec.worker  # a daemon worker ran it
+        assert rec.untrusted == ("greeting",)
+    # --at: queued now, not claimed before its time
+    at = datetime.now().astimezone() + timedelta(seconds=3)
+    queued = _cli(state, "run", "ping", "--at", at.isoformat(), "--format", "json")
+    assert queued.returncode == 0, queued.stderr
+    later = json.loads(queued.stdout)["run"]["id"]
+    with open_store(state) as store:
+        until(lambda: store.get_run(later).status == "succeeded", 30, "the --at run")  # type: ignore[union-attr]
+        rec = store.get_run(later)
+        assert rec is not None and rec.started_at is not None and rec.started_at >= at
+    # cancel a running run: its worker stops it within a few seconds
+    bg = _cli(state, "run", "ping", "--format", "json")
+    rid = json.loads(bg.stdout)["run"]["id"]
+    with open_store(state) as store:
+        until(lambda: store.get_run(rid).status == "running", 20, "the run to start")  # type: ignore[union-attr]
+    stopped = _cli(state, "cancel", str(rid))
+    assert stopped.returncode == 0, stopped.stderr
+    with open_store(state) as store:
+        until(lambda: store.get_run(rid).status == "cancelled", 10, "the cancel")  # type: ignore[union-attr]
+        assert "reconciler cancel" in (store.get_run(rid).message or "")  # type: ignore[union-attr]
+    again = _cli(state, "cancel", str(rid))
+    assert again.returncode == 1 and "already ended" in again.stderr
+    bad = _cli(state, "run", "ping", "--at", "2026-12-01T02:00:00")
+    assert bad.returncode == 1 and "offset" in bad.stderr and "Traceback" not in bad.stderr
+    s.signal(signal.SIGTERM)
+    assert s.wait(60) == 0
