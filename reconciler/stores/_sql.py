@@ -290,6 +290,10 @@ class SqlStore(ABC):
 
     backend: Literal["sqlite", "postgresql"]
     _lock_row = ""  # PostgreSQL: " FOR UPDATE"
+    #: PostgreSQL judges leases by the database's clock (``now()``), so clock skew between
+    #: replicas cannot make one abandon another's live run; SQLite (one machine's file) by the
+    #: instant the caller passes.
+    _db_clock = False
     _skip_locked = ""  # PostgreSQL: " FOR UPDATE SKIP LOCKED"
 
     def __init__(self, *, lock_timeout: float, log_cap: int, readonly: bool = False) -> None:
@@ -343,6 +347,18 @@ class SqlStore(ABC):
     def _process_gone(self, run_id: int, worker: str) -> bool:
         """True only when the process that claimed ``run_id`` is known to have ended."""
         return False
+
+    def _lease_until(self, now: datetime, seconds: float) -> tuple[str, Any]:
+        """SQL for "``seconds`` from now" and its parameter."""
+        if self._db_clock:
+            return "now() + make_interval(secs => ?)", float(seconds)
+        return "?", self._ts(as_utc(now, "now") + timedelta(seconds=seconds))
+
+    def _now_sql(self, now: datetime) -> tuple[str, list[Any]]:
+        """SQL for "now" in lease comparisons and its parameters."""
+        if self._db_clock:
+            return "now()", []
+        return "?", [self._ts(as_utc(now, "now"))]
 
     # -- lifecycle
 
@@ -821,15 +837,11 @@ class SqlStore(ABC):
             if n != 1:
                 raise _SlotTaken
         if run.claim_by is not None and run.status == "queued":
+            until, until_p = self._lease_until(now, run.claim_seconds)
             tx.run(
-                "UPDATE rc_runs SET status = 'running', worker = ?, lease_expires = ?, "
+                f"UPDATE rc_runs SET status = 'running', worker = ?, lease_expires = {until}, "
                 "started_at = ? WHERE id = ?",
-                (
-                    run.claim_by,
-                    self._ts(as_utc(now) + timedelta(seconds=run.claim_seconds)),
-                    ts,
-                    run_id,
-                ),
+                (run.claim_by, until_p, ts, run_id),
             )
             self._hold_run(run_id)
         return run_id
@@ -890,10 +902,11 @@ class SqlStore(ABC):
             if row is None:
                 return None
             self._hold_run(row[0])
+            until, until_p = self._lease_until(now, lease_seconds)
             tx.run(
-                "UPDATE rc_runs SET status = 'running', worker = ?, lease_expires = ?, "
+                f"UPDATE rc_runs SET status = 'running', worker = ?, lease_expires = {until}, "
                 "started_at = ? WHERE id = ? AND status = 'queued'",
-                (worker_id, self._ts(now + timedelta(seconds=lease_seconds)), ts, row[0]),
+                (worker_id, until_p, ts, row[0]),
             )
             rows = tx.all(f"SELECT {_RUN_COLS} FROM rc_runs WHERE id = ?", (row[0],))
             return self._with_hosts(tx, rows)[0]
@@ -907,10 +920,11 @@ class SqlStore(ABC):
         ts = self._ts(now)
         with self._tx("write") as tx:
             held = self._hold_run(run_id)
+            until, until_p = self._lease_until(now, lease_seconds)
             taken = tx.run(
-                "UPDATE rc_runs SET status = 'running', worker = ?, lease_expires = ?, "
+                f"UPDATE rc_runs SET status = 'running', worker = ?, lease_expires = {until}, "
                 "started_at = ? WHERE id = ? AND status = 'queued'",
-                (worker_id, self._ts(now + timedelta(seconds=lease_seconds)), ts, run_id),
+                (worker_id, until_p, ts, run_id),
             )
             if not taken:
                 if held:
@@ -921,22 +935,23 @@ class SqlStore(ABC):
 
     def renew_lease(self, run_id: int, worker_id: str, lease_seconds: float, now: datetime) -> bool:
         """Extend the lease; False if the run is no longer running under ``worker_id``."""
-        expires = as_utc(now, "now") + timedelta(seconds=lease_seconds)
+        until, until_p = self._lease_until(now, lease_seconds)
         with self._tx("write") as tx:
             n = tx.run(
-                "UPDATE rc_runs SET lease_expires = ? WHERE id = ? AND worker = ? "
+                f"UPDATE rc_runs SET lease_expires = {until} WHERE id = ? AND worker = ? "
                 "AND status = 'running'",
-                (self._ts(expires), run_id, worker_id),
+                (until_p, run_id, worker_id),
             )
         return n == 1
 
     def expired_runs(self, now: datetime) -> list[RunRecord]:
         """Running runs whose lease ran out before ``now``."""
+        at, at_p = self._now_sql(now)
         with self._tx("read") as tx:
             rows = tx.all(
                 f"SELECT {_RUN_COLS} FROM rc_runs WHERE status = 'running' "
-                "AND lease_expires < ? ORDER BY id",
-                (self._ts(as_utc(now, "now")),),
+                f"AND lease_expires < {at} ORDER BY id",
+                at_p,
             )
             return self._with_hosts(tx, rows)
 
@@ -950,11 +965,12 @@ class SqlStore(ABC):
         state may call this (the daemon does too); it writes only when there is a run to reap.
         """
         ts = self._ts(as_utc(now, "now"))
+        at, at_p = self._now_sql(now)
         with self._tx("read") as tx:
             rows = tx.all(
-                "SELECT id, worker, lease_expires < ? FROM rc_runs WHERE status = 'running' "
-                "ORDER BY id",
-                (ts,),
+                f"SELECT id, worker, lease_expires < {at} FROM rc_runs "
+                "WHERE status = 'running' ORDER BY id",
+                at_p,
             )
         expired = any(bool(r[2]) for r in rows)
         gone = [
@@ -971,8 +987,8 @@ class SqlStore(ABC):
                     "UPDATE rc_runs SET status = 'abandoned', finished_at = ?, "
                     "lease_expires = NULL, "
                     "message = COALESCE(message, 'its worker stopped renewing the lease') "
-                    "WHERE status = 'running' AND lease_expires < ? RETURNING id",
-                    (ts, ts),
+                    f"WHERE status = 'running' AND lease_expires < {at} RETURNING id",
+                    [ts, *at_p],
                 )
                 reaped += [RunId(r[0]) for r in rows]
             for run_id, worker in gone:
@@ -1439,12 +1455,12 @@ class SqlStore(ABC):
     ) -> HeartbeatAnswer:
         """Renew the lease of a running run held by ``worker_id`` and say whether a cancel was
         requested; ``lost`` when the run is not running under this worker any more."""
-        expires = as_utc(now, "now") + timedelta(seconds=lease_seconds)
+        until, until_p = self._lease_until(now, lease_seconds)
         with self._tx("write") as tx:
             row = tx.one(
-                "UPDATE rc_runs SET lease_expires = ? WHERE id = ? AND worker = ? "
+                f"UPDATE rc_runs SET lease_expires = {until} WHERE id = ? AND worker = ? "
                 "AND status = 'running' RETURNING cancel_requested",
-                (self._ts(expires), run_id, worker_id),
+                (until_p, run_id, worker_id),
             )
         if row is None:
             return "lost"

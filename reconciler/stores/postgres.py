@@ -69,6 +69,7 @@ class PostgresStore(SqlStore):
     backend: Literal["sqlite", "postgresql"] = "postgresql"
     _lock_row = " FOR UPDATE"
     _skip_locked = " FOR UPDATE SKIP LOCKED"
+    _db_clock = True
 
     def __init__(
         self,

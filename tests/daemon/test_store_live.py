@@ -13,6 +13,7 @@ from reconciler.stores import (
     StateStore,
     SystemJob,
 )
+from tests.stores.conftest import age_leases
 
 NOW = datetime(2026, 6, 15, 12, tzinfo=UTC)
 S = timedelta(seconds=1)
@@ -64,6 +65,7 @@ def test_cancel_heartbeat_and_a_fenced_outcome(open_state: Callable[[], StateSto
     assert store.heartbeat(run.id, "w1", 2, NOW + S) == "cancel"
     assert store.cancel_note(run.id) == "cancelled by bob"
     # the lease runs out, the reaper abandons it, the worker resumes: nothing recorded
+    age_leases(store, 10)
     assert store.reap_runs(NOW + 10 * S) == [run.id]
     assert not store.record_outcome(run.id, "w1", "succeeded", "done", [], [], NOW + 11 * S)
     final = store.get_run(run.id)
