@@ -140,7 +140,8 @@ def serve(
     from reconciler.clock import SystemClock
     from reconciler.engine.daemon import Daemon, DaemonConfig
     from reconciler.engine.planning import open_state, state_url
-    from reconciler.stores.base import open_store, redact
+    from reconciler.stores.base import redact
+    from reconciler.stores.opening import open_store
 
     setup_logging(log_format)
     log = logging.getLogger("reconciler.serve")

@@ -27,7 +27,8 @@ from reconciler.planning.plan import (
     StoredObjectInvalid,
     make_plan,
 )
-from reconciler.stores.base import ObjectWrite, StateStore, open_store
+from reconciler.stores.base import ObjectWrite, StateStore
+from reconciler.stores.opening import open_store
 
 DEFAULT_STATE = os.path.join(".reconciler", "state.sqlite")
 

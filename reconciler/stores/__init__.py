@@ -39,10 +39,10 @@ from reconciler.stores.base import (
     Trigger,
     as_utc,
     hash_secret,
-    open_store,
     redact,
     utcnow,
 )
+from reconciler.stores.opening import open_store
 
 __all__ = [
     "FINAL_STATUSES",

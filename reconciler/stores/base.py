@@ -1,5 +1,5 @@
-"""The state store port: one typed interface, plain records, and :func:`open_store`. Pure apart
-from :func:`open_store`, which picks a backend (importing it lazily).
+"""The state store port: one typed interface and plain records. Pure. The port knows no backend:
+:func:`reconciler.stores.opening.open_store` picks one.
 
 The store holds the *actual state* of reconciler:
 
@@ -26,10 +26,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Literal, NewType, Protocol, TypeAlias, get_args
-
-from reconciler.errors import UsageError
 
 RunId = NewType("RunId", int)
 
@@ -567,51 +564,6 @@ def redact(text: str) -> str:
 
 DEFAULT_LOG_CAP = 10 * 1024 * 1024
 DEFAULT_LOCK_TIMEOUT = 30.0
-
-
-def open_store(
-    url: str | Path,
-    *,
-    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
-    log_cap: int = DEFAULT_LOG_CAP,
-    readonly: bool = False,
-) -> StateStore:
-    """Open (creating or upgrading) the state at ``url``.
-
-    ``url`` is ``sqlite:///abs/path`` (``sqlite:`` + a path, as in ``file:`` URLs),
-    ``sqlite:relative/path``, a bare path, or ``postgresql://...`` / ``postgres://...``.
-    The default location is the caller's choice. ``lock_timeout`` bounds how long a writer
-    waits for another writer before giving up with StateConflict; ``log_cap`` is the maximum
-    size of one run's log in bytes. ``readonly`` is for callers that only read: the state
-    must exist at the latest schema, nothing is created or upgraded, every write fails with
-    StateUnavailable, and a SQLite state in a directory nobody may write can be read.
-    """
-    text = str(url)
-    scheme = text.split(":", 1)[0].lower() if re.match(r"^[a-z][a-z0-9+.-]*:", text, re.I) else ""
-    if scheme in ("postgresql", "postgres"):
-        from reconciler.stores.postgres import PostgresStore
-
-        return PostgresStore(text, lock_timeout=lock_timeout, log_cap=log_cap, readonly=readonly)
-    if scheme == "sqlite":
-        path = text[len("sqlite:") :]
-        if path.startswith("//"):
-            path = path[2:]  # sqlite:///abs -> /abs ; sqlite://rel is not a URL we accept
-            if not path.startswith("/"):
-                raise UsageError(
-                    f"state URL {redact(text)!r}: write sqlite:///absolute/path or "
-                    "sqlite:relative/path"
-                )
-        if not path:
-            raise UsageError("state URL 'sqlite:' names no file")
-        text = path
-    elif scheme and len(scheme) > 1:
-        raise UsageError(
-            f"state URL {redact(text)!r}: unknown scheme {scheme!r}; use a path, "
-            "sqlite:///path or postgresql://..."
-        )
-    from reconciler.stores.sqlite import SqliteStore
-
-    return SqliteStore(Path(text), lock_timeout=lock_timeout, log_cap=log_cap, readonly=readonly)
 
 
 def check_literal(value: str, allowed: Any, what: str) -> None:
