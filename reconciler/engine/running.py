@@ -32,7 +32,7 @@ from typing import Any
 from reconciler.errors import ExecutionError, StateError, UsageError
 from reconciler.executors.spec import (
     Executor,
-    HostResult,
+    HostOutcome,
     Progress,
     hosts_for_targets,
 )
@@ -41,9 +41,7 @@ from reconciler.model.diagnostics import did_you_mean
 from reconciler.model.documents import JobTemplate, Schedule
 from reconciler.model.variables import ResolvedVariables, coerce_text, resolve
 from reconciler.planning.plan import SERVERS_KIND, SERVERS_NAME, ResolvedInventory
-from reconciler.stores.base import DriftState as StoreDrift
-from reconciler.stores.base import HostResult as StoredHost
-from reconciler.stores.base import NewRun, RunId, RunRecord, StateStore
+from reconciler.stores.base import DriftState, HostResult, NewRun, RunId, RunRecord, StateStore
 
 LEASE_SECONDS = 120.0
 
@@ -218,13 +216,13 @@ def checkout(location: str, revision: str | None, into: Path) -> Path:
     return into
 
 
-def _host_record(h: HostResult) -> StoredHost:
-    return StoredHost(
+def _host_record(h: HostOutcome) -> HostResult:
+    return HostResult(
         h.name, h.status, h.ok, h.changed, h.failed, h.unreachable, h.skipped, 1 if h.drifted else 0
     )
 
 
-_DRIFT_STATE: dict[str, StoreDrift] = {
+_DRIFT_STATE: dict[str, DriftState] = {
     "in-sync": "in-sync",
     "fixed": "in-sync",
     "found": "drifted",

@@ -39,10 +39,10 @@ from reconciler.model.variables import resolve
 from reconciler.stores.base import (
     SENSITIVE_PLACEHOLDER,
     DriftRecord,
+    HostResult,
     RunRecord,
     StateStore,
 )
-from reconciler.stores.base import HostResult as StoredHost
 
 log = logging.getLogger("reconciler.runs")
 
@@ -233,7 +233,7 @@ def _record(
     message: str,
     lease: Lease,
     clock: Clock,
-    host_record: Callable[[Any], StoredHost],
+    host_record: Callable[[Any], HostResult],
     drift_state: dict[str, Any],
 ) -> RunRecord | None:
     now = clock.now()

@@ -57,13 +57,13 @@ from reconciler.stores.base import (
     RunId,
     RunRecord,
     RunStatus,
+    RunTrigger,
     Scope,
     SkipReason,
     SlotEntry,
     StateInfo,
     StateStore,
     SystemJob,
-    Trigger,
     as_utc,
     check_literal,
     hash_secret,
@@ -790,7 +790,7 @@ class SqlStore(ABC):
         """Insert ``run`` (and its ledger row when it is for a slot); raises _SlotTaken. With
         ``claim_by`` it is inserted already claimed (running, leased), so no worker of a daemon
         can take a run that the submitting process executes itself."""
-        check_literal(run.trigger, Trigger, "trigger")
+        check_literal(run.trigger, RunTrigger, "trigger")
         takes_slot = run.trigger in ("schedule", "catch-up")
         if takes_slot and (run.schedule is None or run.slot is None):
             raise ValueError(f"a run with trigger {run.trigger!r} needs a schedule and a slot")

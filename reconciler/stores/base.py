@@ -52,7 +52,7 @@ FINAL_STATUSES: frozenset[str] = frozenset(
     {"succeeded", "failed", "cancelled", "timed-out", "abandoned", "skipped"}
 )
 
-Trigger = Literal["schedule", "api", "cli", "catch-up", "retry"]
+RunTrigger = Literal["schedule", "api", "cli", "catch-up", "retry"]
 """Why a run exists: a schedule slot, the HTTP API, ``reconciler run``, a missed slot caught
 up after downtime, or a retry of a failed run."""
 
@@ -187,7 +187,7 @@ class NewRun:
     """
 
     template: str
-    trigger: Trigger
+    trigger: RunTrigger
     commit: str | None
     schedule: str | None = None
     slot: datetime | None = None
@@ -325,7 +325,7 @@ class RunRecord:
     id: RunId
     schedule: str | None
     template: str
-    trigger: Trigger
+    trigger: RunTrigger
     slot: datetime | None
     status: RunStatus
     commit: str | None

@@ -14,7 +14,7 @@ import yaml
 from reconciler.executors.fake import FakeExecutor, Script
 from reconciler.executors.folding import PhaseResult, drift_summary, fold_events
 from reconciler.executors.playbooks import real_tasks
-from reconciler.executors.spec import HostResult, Progress, RunOutcome, RunRequest
+from reconciler.executors.spec import HostOutcome, Progress, RunOutcome, RunRequest
 from reconciler.executors.worker import Redactor, extravars_yaml, wanted, wrap_unsafe_json
 
 from .conftest import write_project
@@ -51,8 +51,8 @@ def test_the_golden_check_run_reports_drift_unknown_for_failed_and_unreachable_h
     assert syntax["error"].startswith("[ERROR]: YAML parsing failed")
 
 
-def _host(name: str, status: str = "ok", drifted: bool | None = False) -> HostResult:
-    return HostResult(name=name, status=status, ok=1, drifted=drifted)  # type: ignore[arg-type]
+def _host(name: str, status: str = "ok", drifted: bool | None = False) -> HostOutcome:
+    return HostOutcome(name=name, status=status, ok=1, drifted=drifted)  # type: ignore[arg-type]
 
 
 def test_drift_summary_says_found_fixed_still_present_unknown_and_in_sync() -> None:
