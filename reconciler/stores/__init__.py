@@ -40,7 +40,6 @@ from reconciler.stores.base import (
     as_utc,
     hash_secret,
     redact,
-    utcnow,
 )
 from reconciler.stores.opening import open_store
 
@@ -82,5 +81,4 @@ __all__ = [
     "hash_secret",
     "open_store",
     "redact",
-    "utcnow",
 ]

@@ -67,7 +67,6 @@ from reconciler.stores.base import (
     as_utc,
     check_literal,
     hash_secret,
-    utcnow,
 )
 
 PRODUCT = "reconciler"
@@ -294,6 +293,8 @@ class SqlStore(ABC):
     #: replicas cannot make one abandon another's live run; SQLite (one machine's file) by the
     #: instant the caller passes.
     _db_clock = False
+    #: SQL for the database server's current instant, in the form instants are stored
+    _server_now = "strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')"
     _skip_locked = ""  # PostgreSQL: " FOR UPDATE SKIP LOCKED"
 
     def __init__(self, *, lock_timeout: float, log_cap: int, readonly: bool = False) -> None:
@@ -379,7 +380,7 @@ class SqlStore(ABC):
             with self._tx("migrate") as tx:
                 current = self._schema_of(tx)
                 types = self._type_map()
-                now = self._ts(utcnow())
+                now = self._server_now  # the database's clock: the store never reads the time
                 for m in MIGRATIONS:
                     if current < m.version <= target:
                         for ddl in m.ddl:
@@ -387,13 +388,13 @@ class SqlStore(ABC):
                         if m.version == 1:
                             tx.run(
                                 "INSERT INTO rc_meta (id, product, schema_version, serial, "
-                                "created_at) VALUES (1, ?, 0, 0, ?)",
-                                (PRODUCT, now),
+                                f"created_at) VALUES (1, ?, 0, 0, {now})",
+                                (PRODUCT,),
                             )
                         tx.run(
                             "INSERT INTO rc_migrations (version, description, applied_at) "
-                            "VALUES (?, ?, ?)",
-                            (m.version, m.description, now),
+                            f"VALUES (?, ?, {now})",
+                            (m.version, m.description),
                         )
                         tx.run("UPDATE rc_meta SET schema_version = ? WHERE id = 1", (m.version,))
                         current = m.version

@@ -15,8 +15,9 @@ Who calls it: ``engine/`` and ``cli/``. Backends: :mod:`reconciler.stores.sqlite
 queries (:mod:`reconciler.stores._sql`) and the same contract tests.
 
 Time: every instant goes in as an aware :class:`~datetime.datetime` argument, is stored in UTC
-and comes back as an aware UTC datetime. The store never reads the clock itself, except that
-:func:`utcnow` is offered to callers as the documented default.
+and comes back as an aware UTC datetime. The store never reads the clock itself: where it needs
+"now" without a caller (the time a migration ran) it asks the database; on PostgreSQL leases are
+judged by the database's ``now()`` (see :mod:`reconciler.stores._sql`).
 """
 
 from __future__ import annotations
@@ -77,11 +78,6 @@ Scope = Literal["trigger", "read", "approve"]
 
 #: Marker written as the value of the redacted variables.
 SENSITIVE_PLACEHOLDER = "<sensitive>"
-
-
-def utcnow() -> datetime:
-    """The documented default clock for callers: the current instant, aware, in UTC."""
-    return datetime.now(UTC)
 
 
 def as_utc(value: datetime, what: str = "instant") -> datetime:

@@ -70,6 +70,7 @@ class PostgresStore(SqlStore):
     _lock_row = " FOR UPDATE"
     _skip_locked = " FOR UPDATE SKIP LOCKED"
     _db_clock = True
+    _server_now = "now()"
 
     def __init__(
         self,
