@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("reconciler.cli.daemon_cmds:status", "Applied revision, replicas and queue."),
     "slots": ("reconciler.cli.daemon_cmds:slots", "The slot ledger: every due slot's fate."),
     "cancel": ("reconciler.cli.daemon_cmds:cancel", "Cancel a queued or running run."),
+    "simulate": ("reconciler.cli.simulate:simulate", "The ledger serve would write over a range."),
 }
 
 

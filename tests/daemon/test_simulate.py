@@ -6,6 +6,10 @@ way, however often that loop is woken."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -13,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from reconciler.cli.main import cli
 from reconciler.clock import ManualClock
 from reconciler.engine.desired import load_repo
 from reconciler.engine.firing import FiringLoop
@@ -30,9 +36,11 @@ from reconciler.engine.simulating import (
 from reconciler.errors import UsageError
 from reconciler.scheduling.jitter import fire_at
 from reconciler.stores import StateStore, open_store
+from tests.gitutil import git
 
 from .conftest import apply_dir, schedule, write_repo
 
+ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 6, 15, 10, 0, 30, tzinfo=UTC)
 BERLIN = "timezone: Europe/Berlin"
 
@@ -514,3 +522,116 @@ def test_simulate_records_the_ledger_a_real_firing_loop_records_on_a_real_store(
             )
         )
     assert _comparable(got) == _comparable(want)
+
+
+# -- the command
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, ["simulate", *args])
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.stdout, result.stderr
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """As a user runs it: a new process, through ``main`` and its error handling."""
+    return subprocess.run(
+        [sys.executable, "-m", "reconciler", "simulate", *args],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_the_json_document_holds_the_slot_objects_oldest_first(tmp_path: Path) -> None:
+    docs = {
+        "nightly": schedule("nightly", f'{{daily: {{at: "02:30"}}, {BERLIN}}}'),
+        "j": schedule("j", '{every: 1h, start: "2026-03-28T00:00:00Z", jitter: 10m}'),
+    }
+    write_repo(tmp_path, docs)
+    args = ["--from", "2026-03-28T00:00:00Z", "--to", "2026-03-30T00:00:00Z", "--format", "json"]
+    code, out, _ = invoke(str(tmp_path), *args, "--down", "2026-03-28T10:00:00Z/3h")
+    assert code == 0
+    data = json.loads(out)
+    slots = data["slots"]
+    assert [s["slot"] for s in slots] == sorted(s["slot"] for s in slots)
+    keys = {"schedule", "slot", "fire_at", "outcome", "run", "reason", "detail"}
+    assert all(keys <= set(s) for s in slots)
+    nightly = [s["local"] for s in slots if s["schedule"] == "nightly"]
+    assert nightly == ["2026-03-28T02:30:00+01:00", "2026-03-29T03:00:00+02:00"]
+    assert any(s["fire_at"] != s["slot"] for s in slots if s["schedule"] == "j")
+    assert data["down"] == [
+        {"from": "2026-03-28T10:00:00+00:00", "to": "2026-03-28T13:00:00+00:00"}
+    ]
+    assert data["transitions"][0]["offset_after"] == "+02:00"
+    summary = data["summary"]
+    assert summary["slots"] == summary["runs"] + sum(summary["skipped"].values())
+    assert summary["skipped"]["misfire"] >= 1 and summary["catch_up"] == 1
+
+
+def test_the_text_timeline_shows_the_stop_the_restart_and_the_dst_change(tmp_path: Path) -> None:
+    docs = {"nightly": schedule("nightly", f'{{daily: {{at: "02:30"}}, {BERLIN}}}')}
+    write_repo(tmp_path, docs)
+    code, out, _ = invoke(
+        str(tmp_path),
+        "--from",
+        "2026-03-28T00:00:00Z",
+        "--to",
+        "2026-03-30T12:00:00+02:00",
+        "--down",
+        "2026-03-28T23:00:00Z/2026-03-29T08:00:00+02:00",
+    )
+    assert code == 0, out
+    lines = out.splitlines()
+    assert lines[1:] == [
+        "2026-03-28T02:30:00+01:00  nightly  run 1 (schedule) succeeded",
+        "-- 2026-03-28T23:00:00+00:00  serve stops",
+        "-- 2026-03-29T03:00:00+02:00  Europe/Berlin changes from UTC+01:00 to UTC+02:00",
+        "-- 2026-03-29T08:00:00+02:00  serve starts again",
+        "2026-03-29T03:00:00+02:00  nightly  run 2 (catch-up) succeeded, started "
+        "2026-03-29T08:00:00+02:00",
+        "    missed; the one catch-up run for 1 missed slot(s)",
+        "2026-03-30T02:30:00+02:00  nightly  run 3 (schedule) succeeded",
+        "3 slots in 3 ledger entries: 3 runs (1 catch-up)",
+    ]
+
+
+def test_the_working_tree_is_simulated_by_default_and_rev_reads_a_commit(tmp_path: Path) -> None:
+    write_repo(tmp_path, {"h": schedule("h", '{cron: "0 * * * *"}')})
+    git(tmp_path, "init", "-q", "-b", "main")
+    git(tmp_path, "add", "-A")
+    git(tmp_path, "commit", "-q", "-m", "hourly")
+    write_repo(tmp_path, {"h": schedule("h", '{cron: "*/15 * * * *"}')})
+    args = ["--from", "2026-06-15T10:00:30Z", "--to", "2026-06-15T12:00:30Z", "--format", "json"]
+    _, worktree, _ = invoke(str(tmp_path), *args)
+    _, head, _ = invoke(str(tmp_path), *args, "--rev", "HEAD")
+    assert json.loads(worktree)["summary"]["runs"] == 8
+    committed = json.loads(head)
+    assert committed["summary"]["runs"] == 2
+    assert committed["revision"] == git(tmp_path, "rev-parse", "HEAD")
+
+
+def test_mistakes_are_one_clear_line_and_an_invalid_repo_shows_its_diagnostics(
+    tmp_path: Path,
+) -> None:
+    write_repo(tmp_path, {"s": schedule("s", "{every: 1s}")})
+    naive = run_cli(str(tmp_path), "--from", "2026-06-15T10:00:00", "--to", "2026-06-16T00:00Z")
+    assert naive.returncode == 1 and "Traceback" not in naive.stderr
+    assert "'2026-06-15T10:00:00' has no UTC offset" in naive.stderr.splitlines()[-1]
+    big = run_cli(str(tmp_path), "--from", "2026-06-15T00:00:00Z", "--to", "2026-06-17T00:00Z")
+    assert big.returncode == 1 and big.stdout == ""
+    assert big.stderr.splitlines() == [
+        'error: the range holds more than 100,000 slots (schedule "s" alone has 100,001 by '
+        "2026-06-16T03:46:41+00:00): simulate a shorter range"
+    ]
+    bad = tmp_path / "bad"
+    write_repo(bad, {"x": schedule("x", '{cron: "61 * * * *"}')})
+    code, out, err = invoke(str(bad), "--from", "2026-06-15T00:00Z", "--to", "2026-06-16T00:00Z")
+    assert code == 1 and "error[" in out and "nothing was simulated" in err
+    code, out, _ = invoke(
+        str(bad), "--from", "2026-06-15T00:00Z", "--to", "2026-06-16T00:00Z", "--format", "json"
+    )
+    assert code == 1 and json.loads(out)["errors"] >= 1
