@@ -635,3 +635,30 @@ def test_mistakes_are_one_clear_line_and_an_invalid_repo_shows_its_diagnostics(
         str(bad), "--from", "2026-06-15T00:00Z", "--to", "2026-06-16T00:00Z", "--format", "json"
     )
     assert code == 1 and json.loads(out)["errors"] >= 1
+
+
+def test_the_worked_example_of_the_docs_prints_what_the_docs_show(tmp_path: Path) -> None:
+    """docs/simulate.md: its repository files, its command and its output, kept in step."""
+    text = (ROOT / "docs" / "simulate.md").read_text()
+    files: dict[str, str] = {}
+    command: list[str] = []
+    shown: list[str] = []
+    for block in text.split("```")[1::2]:
+        _, _, body = block.partition("\n")
+        first, _, rest = body.partition("\n")
+        if first.startswith("# file: "):
+            files[first.removeprefix("# file: ")] = rest
+        elif first.startswith("$ reconciler simulate "):
+            command = first.removeprefix("$ reconciler simulate ").split()
+            shown = rest.rstrip("\n").splitlines()
+    assert files and command and shown
+    for rel, body in files.items():
+        p = tmp_path / "example" / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(body)
+    assert command[0] == "example"
+    code, out, err = invoke(str(tmp_path / "example"), *command[1:])
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith("working tree of ")
+    assert lines[1:] == shown[1:]
