@@ -112,11 +112,13 @@ def simulate(
     then a restart, so the misfire policies apply); each run takes --run-time.
     """
     from reconciler.engine.desired import load_repo
+    from reconciler.engine.simulating import check_range
     from reconciler.engine.simulating import simulate as run_simulation
 
     t1, t2 = parse_instant(start, "--from"), parse_instant(end, "--to")
     outages = [parse_outage(d) for d in downs]
     took = parse_duration_option(run_time, "--run-time")
+    check_range(t1, t2, outages)  # before a Git URL is fetched for nothing
     source, result = load_repo(repo, rev, "worktree", t1)
     where = source.description
     if result.desired is None:
