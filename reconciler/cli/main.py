@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "slots": ("reconciler.cli.daemon_cmds:slots", "The slot ledger: every due slot's fate."),
     "cancel": ("reconciler.cli.daemon_cmds:cancel", "Cancel a queued or running run."),
     "api-key": ("reconciler.cli.api_keys:api_key", "Create, list and revoke API keys."),
+    "simulate": ("reconciler.cli.simulate:simulate", "The ledger serve would write over a range."),
 }
 
 

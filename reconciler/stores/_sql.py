@@ -1409,12 +1409,15 @@ class SqlStore(ABC):
     def schedule_activity(self) -> dict[str, tuple[list[RunId], list[RunId]]]:
         """Per schedule, its running and its queued runs (for the overlap policy)."""
         with self._tx("read") as tx:
+            # Sorted here, not by ORDER BY id: that makes SQLite walk the whole table in rowid
+            # order instead of the partial index rc_runs_active (one tick per slot then costs
+            # as much as the run history is long).
             rows = tx.all(
                 "SELECT schedule, id, status FROM rc_runs WHERE status IN ('queued', 'running') "
-                "AND schedule IS NOT NULL ORDER BY id"
+                "AND schedule IS NOT NULL"
             )
         out: dict[str, tuple[list[RunId], list[RunId]]] = {}
-        for schedule, run_id, status in rows:
+        for schedule, run_id, status in sorted(rows, key=lambda r: int(r[1])):
             running, queued = out.setdefault(schedule, ([], []))
             (running if status == "running" else queued).append(RunId(run_id))
         return out
