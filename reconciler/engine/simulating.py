@@ -54,8 +54,8 @@ from reconciler.stores.base import (
     RunStatus,
     SlotEntry,
     StateStore,
-    open_store,
 )
+from reconciler.stores.opening import open_store
 
 #: The most slots a simulation covers (a bound on its ledger entries and on its work).
 MAX_SLOTS = 100_000
