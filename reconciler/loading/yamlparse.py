@@ -6,6 +6,9 @@
   strings and are parsed by the models.
 - Duplicate keys are errors; anchors and aliases are bounded (alias bombs), so are file size and
   nesting depth.
+- A value that cannot be constructed as its tag says (``!!int x``, ``!!map [a]``, an unknown
+  tag) or an integer past Python's integer-string limit is a ``yaml-value`` diagnostic at its
+  node: nothing raises out of :func:`parse`.
 - Every constructed document comes with its root node, so any field can be positioned
   (:func:`locate`) without parsing the file a second time.
 """
@@ -27,8 +30,10 @@ MAX_DEPTH = 100
 
 try:
     _BaseLoader: type = yaml.CSafeLoader
+    _C = True
 except AttributeError:  # pragma: no cover - PyYAML built without libyaml
     _BaseLoader = yaml.SafeLoader
+    _C = False
 
 
 class _DuplicateKey(Exception):
@@ -37,7 +42,99 @@ class _DuplicateKey(Exception):
         self.key, self.first, self.second = key, first, second
 
 
-class Loader(_BaseLoader):  # type: ignore[misc]
+class _BadValue(Exception):
+    """A node that cannot be constructed as its tag says; carries the node and the reason."""
+
+    def __init__(self, node: yaml.Node, message: str) -> None:
+        super().__init__(message)
+        self.node, self.message = node, message
+
+
+_STR = "tag:yaml.org,2002:str"
+_MAP = "tag:yaml.org,2002:map"
+_SEQ = "tag:yaml.org,2002:seq"
+_MERGE = "tag:yaml.org,2002:merge"
+_NULL = "tag:yaml.org,2002:null"
+_BOOL = "tag:yaml.org,2002:bool"
+_INT = "tag:yaml.org,2002:int"
+_FLOAT = "tag:yaml.org,2002:float"
+
+#: What each standard tag holds, for messages about a value that does not fit its tag.
+_NOUNS = {
+    _NULL: "null",
+    _BOOL: "a boolean (true or false)",
+    _INT: "an integer",
+    _FLOAT: "a number",
+    "tag:yaml.org,2002:timestamp": "a timestamp",
+    "tag:yaml.org,2002:binary": "base64 data",
+    _STR: "a string",
+}
+_NODE_KINDS = {
+    yaml.ScalarNode: "scalar",
+    yaml.SequenceNode: "sequence",
+    yaml.MappingNode: "mapping",
+}
+
+
+def _tag_name(tag: str) -> str:
+    return "!!" + tag[len("tag:yaml.org,2002:") :] if tag.startswith("tag:yaml.org,2002:") else tag
+
+
+def _unreadable(node: yaml.Node) -> str:
+    """Why ``node`` cannot be constructed as its tag says, in words."""
+    tag = _tag_name(node.tag)
+    if not isinstance(node, yaml.ScalarNode):
+        return f"the tag {tag} does not fit a {_NODE_KINDS.get(type(node), 'node')}"
+    text = node.value if len(node.value) <= 40 else node.value[:40] + "..."
+    noun = _NOUNS.get(node.tag)
+    return f'"{text}" is not {noun} ({tag})' if noun else f'{tag} cannot read "{text}"'
+
+
+#: Python converts integers of at most this many decimal digits to and from text; a longer
+#: one could be read but never printed (in a diagnostic, in JSON), so it is refused.
+MAX_INT_DIGITS = 4300
+_INT_LIMIT = 10**MAX_INT_DIGITS
+
+
+def _int_value(node: yaml.ScalarNode, digits: str, base: int, sign: int = 1) -> int:
+    if base == 10 and len(digits) > MAX_INT_DIGITS:
+        raise _BadValue(
+            node,
+            f"an integer of {len(digits)} digits is longer than the limit of "
+            f"{MAX_INT_DIGITS} digits",
+        )
+    value = sign * int(digits, base)
+    if abs(value) >= _INT_LIMIT:
+        raise _BadValue(node, f"the integer is larger than the limit of {MAX_INT_DIGITS} digits")
+    return value
+
+
+class _Constructing:
+    """Construction for our loaders: duplicate keys rejected, and a value that does not fit its
+    tag reported at its node instead of escaping as a TypeError or ValueError."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)  # type: ignore[misc]
+        except (ValueError, TypeError, AttributeError, KeyError, IndexError, OverflowError):
+            raise _BadValue(node, _unreadable(node)) from None
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
+        if not isinstance(node, yaml.MappingNode):
+            tag = _tag_name(node.tag)
+            kind = _NODE_KINDS.get(type(node), "node")
+            raise _BadValue(node, f"the tag {tag} needs a mapping, not a {kind}")
+        seen: dict[Any, yaml.Mark] = {}
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != _MERGE:
+                key = key_node.value
+                if key in seen:
+                    raise _DuplicateKey(str(key), seen[key], key_node.start_mark)
+                seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)  # type: ignore[misc, no-any-return]
+
+
+class Loader(_Constructing, _BaseLoader):  # type: ignore[misc]
     """libyaml parser, YAML 1.2 core resolution, duplicate keys rejected."""
 
     yaml_implicit_resolvers: dict[str | None, list[tuple[str, re.Pattern[str]]]] = {}
@@ -56,70 +153,54 @@ class Loader(_BaseLoader):  # type: ignore[misc]
                 for tag, regexp in self.yaml_implicit_resolvers.get(value[:1], ()):
                     if regexp.match(value):
                         return tag
-            return "tag:yaml.org,2002:str"
-        return "tag:yaml.org,2002:seq" if kind is yaml.SequenceNode else "tag:yaml.org,2002:map"
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: dict[Any, yaml.Mark] = {}
-        for key_node, _ in node.value:
-            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
-                key = key_node.value
-                if key in seen:
-                    raise _DuplicateKey(str(key), seen[key], key_node.start_mark)
-                seen[key] = key_node.start_mark
-        return super().construct_mapping(node, deep=deep)  # type: ignore[no-any-return]
-
-
-def _resolver(tag: str, pattern: str, first: str) -> None:
-    Loader.add_implicit_resolver(tag, re.compile(pattern, re.X), list(first))
+            return _STR
+        return _SEQ if kind is yaml.SequenceNode else _MAP
 
 
 # YAML 1.2 core schema (https://yaml.org/spec/1.2.2/#1032-tag-resolution), plus merge keys.
-_resolver("tag:yaml.org,2002:bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF")
-_resolver("tag:yaml.org,2002:int", r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", "-+0123456789")
-_resolver(
-    "tag:yaml.org,2002:float",
-    r"""^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?
-    |[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$""",
-    "-+0123456789.",
-)
-_resolver("tag:yaml.org,2002:null", r"^(?:~|null|Null|NULL|)$", "~nN")
-Loader.add_implicit_resolver("tag:yaml.org,2002:null", re.compile(r"^$"), [""])
-_resolver("tag:yaml.org,2002:merge", r"^(?:<<)$", "<")
-
-
-def _int_12(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
-    text = str(loader.construct_scalar(node))
-    if text.startswith("0o"):
-        return int(text[2:], 8)
-    if text.startswith("0x"):
-        return int(text[2:], 16)
-    return int(text, 10)
-
-
-Loader.add_constructor("tag:yaml.org,2002:int", _int_12)
-
-
-_STR = "tag:yaml.org,2002:str"
-_MAP = "tag:yaml.org,2002:map"
-_SEQ = "tag:yaml.org,2002:seq"
-_MERGE = "tag:yaml.org,2002:merge"
-_SCALARS: dict[str, Any] = {
-    "tag:yaml.org,2002:null": lambda v: None,
-    "tag:yaml.org,2002:bool": lambda v: v in ("true", "True", "TRUE"),
-    "tag:yaml.org,2002:int": lambda v: _INT_BASES(v),
-    "tag:yaml.org,2002:float": lambda v: float(
-        v.lower().replace(".inf", "inf").replace(".nan", "nan")
+_CORE = {
+    _BOOL: re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    _INT: re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"),
+    _FLOAT: re.compile(
+        r"""^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$""",
+        re.X,
     ),
+    _NULL: re.compile(r"^(?:~|null|Null|NULL|)$"),
 }
+for _tag, _first in ((_BOOL, "tTfF"), (_INT, "-+0123456789"), (_FLOAT, "-+0123456789.")):
+    Loader.add_implicit_resolver(_tag, _CORE[_tag], list(_first))
+Loader.add_implicit_resolver(_NULL, _CORE[_NULL], list("~nN"))
+Loader.add_implicit_resolver(_NULL, re.compile(r"^$"), [""])
+Loader.add_implicit_resolver(_MERGE, re.compile(r"^(?:<<)$"), ["<"])
 
 
-def _INT_BASES(v: str) -> int:
-    if v.startswith("0o"):
-        return int(v[2:], 8)
-    if v.startswith("0x"):
-        return int(v[2:], 16)
-    return int(v, 10)
+def _core_scalar(node: yaml.Node) -> Any:
+    """The value of a null, bool, int or float node under the YAML 1.2 core schema.
+
+    The same rule whether the tag was resolved or written (``!!int 12``): a value that the
+    schema does not give that tag (``!!int x``, ``!!bool yes``) is refused, not misread.
+    """
+    tag = node.tag
+    if isinstance(node, yaml.ScalarNode) and _CORE[tag].match(node.value):
+        v = node.value
+        if tag == _INT:
+            if v.startswith("0o"):
+                return _int_value(node, v[2:], 8)
+            if v.startswith("0x"):
+                return _int_value(node, v[2:], 16)
+            sign = -1 if v.startswith("-") else 1
+            return _int_value(node, v.lstrip("+-"), 10, sign)
+        if tag == _FLOAT:
+            return float(v.lower().replace(".inf", "inf").replace(".nan", "nan"))
+        if tag == _BOOL:
+            return v in ("true", "True", "TRUE")
+        return None
+    raise _BadValue(node, _unreadable(node))
+
+
+for _tag in _CORE:
+    Loader.add_constructor(_tag, lambda loader, node: _core_scalar(node))
 
 
 _Scalar = yaml.ScalarNode
@@ -128,18 +209,18 @@ _Scalar = yaml.ScalarNode
 def build(node: yaml.Node, memo: dict[int, Any] | None = None) -> Any:
     """Construct Python data from a node tree: PyYAML's safe constructor, only faster.
 
-    Handles the core tags, merge keys and shared (aliased) nodes; rejects duplicate keys.
-    Anything unusual (explicit tags such as ``!!binary``) falls back to PyYAML's constructor.
+    Handles the core tags, merge keys and shared (aliased) nodes; rejects duplicate keys and
+    values that do not fit their tag (:class:`_BadValue`). Anything unusual (explicit tags
+    such as ``!!binary``) falls back to PyYAML's constructor.
     Plain strings, most of any document, are taken inline without a call per node.
     """
     if type(node) is _Scalar:
         tag = node.tag
         if tag == _STR:
             return node.value
-        conv = _SCALARS.get(tag)
-        if conv is None:
-            raise _Fallback()
-        return conv(node.value)
+        if tag in _CORE:
+            return _core_scalar(node)
+        raise _Fallback()
     if memo is not None and id(node) in memo:
         return memo[id(node)]
     if isinstance(node, yaml.SequenceNode):
@@ -414,8 +495,40 @@ def parse(path: str, data: bytes) -> ParsedFile:
                 ),
             ),
         )
+    except _BadValue as e:
+        m = e.node.start_mark
+        return ParsedFile(
+            tuple(docs), (_diag(path, m.line + 1, m.column + 1, "yaml-value", e.message),)
+        )
+    except yaml.constructor.ConstructorError as e:
+        # an unknown tag (!foo), a node of the wrong kind for its tag, an unhashable key
+        mark = e.problem_mark or e.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        message = f"{e.problem} ({e.context})" if e.context else str(e.problem)
+        return ParsedFile(tuple(docs), (_diag(path, line, col, "yaml-value", message),))
     except yaml.MarkedYAMLError as e:
         return ParsedFile(tuple(docs), (_yaml_error(path, text, e),))
+    except yaml.reader.ReaderError as e:  # a character YAML does not allow, at an offset
+        # libyaml counts the offset in UTF-8 bytes, PyYAML's own reader in characters
+        if _C:
+            before = text.encode()[: e.position].decode("utf-8", "replace")
+        else:  # pragma: no cover - PyYAML built without libyaml
+            before = text[: e.position]
+        line = before.count("\n") + 1
+        col = len(before) - (before.rfind("\n") + 1) + 1
+        char = e.character if isinstance(e.character, int) else ord(e.character)
+        return ParsedFile(
+            tuple(docs),
+            (
+                _diag(
+                    path,
+                    line,
+                    col,
+                    "yaml-syntax",
+                    f"unacceptable character #x{char:04x}: {e.reason}",
+                ),
+            ),
+        )
     except yaml.YAMLError as e:
         return ParsedFile(tuple(docs), (_diag(path, 1, 1, "yaml-syntax", str(e)),))
     except RecursionError:
