@@ -2,9 +2,10 @@
 diagnostic now, on every command, with one JSON document on stdout.
 
 YAML that cannot be constructed (explicit tags that do not fit their node, integers past
-Python's integer-string limit), characters YAML does not allow, and a ``kind`` that is not a
-string. Everything is real: the example repository copied to a plain directory, the CLI
-in-process through click (a traceback fails the test), and a SQLite state.
+Python's integer-string limit), characters YAML does not allow, a ``kind`` that is not a
+string, and durations and instants past the time engine's range. Everything is real: the
+example repository copied to a plain directory, the CLI in-process through click (a traceback
+fails the test), and a SQLite state.
 """
 
 from __future__ import annotations
@@ -123,6 +124,48 @@ CASES = [
         "integer",
     ),
     (
+        "every-of-a-trillion-days",
+        "schedules/extra.yaml",
+        schedule("every: 1000000000000d"),
+        ("schedules/extra.yaml", 9, 12, "field-invalid"),
+        "100 years",
+    ),
+    (
+        "every-of-23-digits-of-seconds",
+        "schedules/extra.yaml",
+        schedule("every: 99999999999999999999999s"),
+        ("schedules/extra.yaml", 9, 12, "field-invalid"),
+        "100 years",
+    ),
+    (
+        "jitter-of-a-hundred-billion-days",
+        "schedules/extra.yaml",
+        schedule("daily: {at: '02:00'}\njitter: 100000000000d"),
+        ("schedules/extra.yaml", 10, 13, "field-invalid"),
+        "100 years",
+    ),
+    (
+        "start-in-the-last-second-of-year-9999",
+        "schedules/extra.yaml",
+        schedule('every: 1h\nstart: "9999-12-31T23:59:59Z"'),
+        ("schedules/extra.yaml", 10, 12, "field-invalid"),
+        "9000",
+    ),
+    (
+        "at-in-the-last-second-of-year-9999-with-jitter",
+        "schedules/extra.yaml",
+        schedule('at: "9999-12-31T23:59:59"\njitter: 1h'),
+        ("schedules/extra.yaml", 9, 9, "field-invalid"),
+        "9000",
+    ),
+    (
+        "at-before-1970",
+        "schedules/extra.yaml",
+        schedule('at: "0001-01-01T00:00:00+05:00"'),
+        ("schedules/extra.yaml", 9, 9, "field-invalid"),
+        "1970",
+    ),
+    (
         "control-character-in-a-file",
         "notes.yaml",
         'a: b\nc: "x\x9a"\n',
@@ -170,3 +213,26 @@ def test_a_value_past_what_can_be_read_is_one_diagnostic_on_validate_plan_and_ap
     assert code == 1
     assert [d[:4] for d in diagnostics(out)] == [expected]
     assert not state.exists()
+
+
+def test_the_longest_interval_from_the_latest_start_plans_applies_and_lists(
+    repo: Path, tmp_path: Path
+) -> None:
+    """The largest values the bounds accept: every 100 years from the last day of year 9000,
+    with 100 years of jitter; plan, apply and 100 upcoming fire times all stay in range."""
+    (repo / "schedules" / "extra.yaml").write_text(
+        schedule('every: 36500d\nstart: "9000-12-31T23:59:59"\njitter: 36500d')
+    )
+    state = tmp_path / "state.db"
+    code, out = invoke("validate", str(repo), "--format", "json")
+    assert (code, diagnostics(out)) == (0, [])
+    code, out = invoke("plan", str(repo), "--format", "json", "--state", str(state))
+    assert code == 0, out
+    code, out = invoke("apply", str(repo), "--yes", "--format", "json", "--state", str(state))
+    assert code == 0, out
+    code, out = invoke("schedules", "--upcoming", "100", "--format", "json", "--state", str(state))
+    assert code == 0, out
+    rows = {r["name"]: r for r in json.loads(out)["schedules"]}
+    upcoming = rows["extra"]["next"]
+    assert 9000 <= int(upcoming[0][:4]) <= 9100  # 9000-12-31 in Europe/Berlin, plus jitter
+    assert 1 <= len(upcoming) < 100  # slots end before the end of datetime's range

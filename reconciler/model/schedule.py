@@ -20,6 +20,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from reconciler.model.bounds import year_problem
 from reconciler.model.common import (
     DnsName,
     Duration,
@@ -105,9 +106,19 @@ Month = Annotated[
     ),
 ]
 
-#: An instant: naive = local to the schedule's time zone, or with an offset.
+
+def _in_range(value: datetime) -> datetime:
+    problem = year_problem(value.year)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+#: An instant: naive = local to the schedule's time zone, or with an offset; in the years
+#: 1970 to 9000 (see :mod:`reconciler.model.bounds`).
 LocalDateTime = Annotated[
     datetime,
+    AfterValidator(_in_range),
     WithJsonSchema(
         {
             "type": "string",
