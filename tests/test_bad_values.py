@@ -3,9 +3,9 @@ diagnostic now, on every command, with one JSON document on stdout.
 
 YAML that cannot be constructed (explicit tags that do not fit their node, integers past
 Python's integer-string limit), characters YAML does not allow, a ``kind`` that is not a
-string, and durations and instants past the time engine's range. Everything is real: the
-example repository copied to a plain directory, the CLI in-process through click (a traceback
-fails the test), and a SQLite state.
+string, durations and instants past the time engine's range, and time zone names that would
+take the host's zone. Everything is real: the example repository copied to a plain directory,
+the CLI in-process through click (a traceback fails the test), and a SQLite state.
 """
 
 from __future__ import annotations
@@ -213,6 +213,29 @@ def test_a_value_past_what_can_be_read_is_one_diagnostic_on_validate_plan_and_ap
     assert code == 1
     assert [d[:4] for d in diagnostics(out)] == [expected]
     assert not state.exists()
+
+
+@pytest.mark.parametrize("name", ["localtime", "posixrules", "Factory", "right/UTC", "posix/UTC"])
+def test_a_time_zone_that_is_not_an_iana_name_is_refused_in_schedules_and_settings(
+    repo: Path, name: str
+) -> None:
+    """``localtime`` is the host's zone, ``posixrules`` the host's POSIX default; neither is a
+    name of the tz database, nor are Factory and the right/ and posix/ variants."""
+    (repo / "schedules" / "extra.yaml").write_text(
+        schedule(f"daily: {{at: '02:00'}}\ntimezone: {name}")
+    )
+    code, out = invoke("validate", str(repo), "--format", "json")
+    assert code == 1
+    assert [d[:4] for d in diagnostics(out)] == [
+        ("schedules/extra.yaml", 10, 15, "timezone-unknown")
+    ]
+
+    (repo / "schedules" / "extra.yaml").unlink()
+    settings = (repo / "reconciler.yaml").read_text()
+    (repo / "reconciler.yaml").write_text(settings.replace("Europe/Berlin", name))
+    code, out = invoke("validate", str(repo), "--format", "json")
+    assert code == 1
+    assert [d[:4] for d in diagnostics(out)] == [("reconciler.yaml", 5, 13, "timezone-unknown")]
 
 
 def test_the_longest_interval_from_the_latest_start_plans_applies_and_lists(

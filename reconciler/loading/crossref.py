@@ -14,7 +14,6 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from functools import lru_cache
 from typing import Any, Protocol
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from reconciler.loading.ansible_inventory import InventoryFileError, parse_inventory
 from reconciler.loading.documents import LoadedDocument
@@ -68,12 +67,16 @@ class Locator(Protocol):
 
 
 @lru_cache(maxsize=1024)
-def timezone_ok(name: str) -> bool:
+def timezone_problem(name: str) -> str | None:
+    """Why ``name`` is not an IANA time zone name (the time engine's rule), or None."""
+    from reconciler.scheduling.zones import UnknownTimezone, get_zone
+
     try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        return False
-    return True
+        get_zone(name)
+    except UnknownTimezone as e:
+        shown = name if len(name) <= 60 else name[:60] + "..."
+        return f'"{shown}" is not an IANA time zone{e.why}'
+    return None
 
 
 def normalize_repo_path(base_dir: str, target: str) -> str | None:
@@ -271,12 +274,13 @@ class CrossChecker:
         assert isinstance(doc, Settings)
         self.state.sources[("Settings", "settings")] = lds[0]
         self.state.settings = doc.spec
-        if not timezone_ok(doc.spec.timezone):
+        problem = timezone_problem(doc.spec.timezone)
+        if problem is not None:
             self.error(
                 lds[0],
                 ("spec", "timezone"),
                 "timezone-unknown",
-                f'"{doc.spec.timezone}" is not an IANA time zone',
+                problem,
                 "use a name such as UTC, Europe/Berlin or America/New_York",
             )
 
@@ -664,7 +668,7 @@ class CrossChecker:
     def _default_tz(self) -> str:
         """Settings' time zone; an invalid one is reported once, on Settings, not per schedule."""
         tz = self.state.settings.timezone
-        return tz if timezone_ok(tz) else "UTC"
+        return tz if timezone_problem(tz) is None else "UTC"
 
     def _symlinks(self) -> None:
         for entry in self.entries.values():

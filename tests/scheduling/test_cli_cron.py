@@ -92,6 +92,18 @@ def test_bad_timezone_and_bad_after_are_one_line_errors() -> None:
     assert code == 1 and "ISO-8601" in err
 
 
+@pytest.mark.parametrize("name", ["localtime", "posixrules", "Factory", "right/UTC", "posix/UTC"])
+def test_a_timezone_that_names_the_hosts_configuration_is_refused(name: str) -> None:
+    """zoneinfo loads these from the host's tz directory, but none is an IANA zone name:
+    ``localtime`` is whatever zone the host is set to."""
+    result = CliRunner().invoke(
+        cli, ["cron", "explain", "0 9 * * *", "--timezone", name], catch_exceptions=False
+    )
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr.startswith("error: --timezone: ") and "IANA" in result.stderr
+
+
 @pytest.mark.parametrize(
     "after", ["9999-12-31T23:59:59Z", "9999-12-31T23:59:59", "0001-01-01T00:00:00+05:00"]
 )
