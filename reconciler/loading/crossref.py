@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from reconciler.loading.ansible_inventory import InventoryFileError, parse_inventory
 from reconciler.loading.documents import LoadedDocument
+from reconciler.loading.yamlparse import too_large
 from reconciler.model.common import NotifyRule, Targets
 from reconciler.model.desired import DesiredState
 from reconciler.model.diagnostics import Diagnostic, DiagnosticSink, Position, did_you_mean
@@ -29,7 +30,7 @@ from reconciler.model.documents import (
     Settings,
 )
 from reconciler.model.inventory import Group, Server
-from reconciler.model.snapshot import Entry, EntryType
+from reconciler.model.snapshot import Entry, EntryType, FileTooLarge
 from reconciler.model.targets import TargetIndex
 from reconciler.model.variables import VariableProblem, resolve
 
@@ -378,23 +379,22 @@ class CrossChecker:
             )
             return []
         try:
-            hosts = parse_inventory(final, self.read(final).decode("utf-8"))
-        except (InventoryFileError, UnicodeDecodeError) as e:
-            line = getattr(e, "line", 1)
-            self.sink.error(
-                Position(final, line, 1),
-                "field-invalid",
-                f'Ansible inventory "{final}" (read by Inventory "{ld.name}"): {e}',
+            hosts = parse_inventory(final, self.read(final))
+        except FileTooLarge as big:  # a working tree's file, refused unread
+            return self._inventory_error(
+                ld, final, InventoryFileError.of(too_large(final, big.size))
             )
-            return []
+        except InventoryFileError as e:
+            return self._inventory_error(ld, final, e)
         st = self.state
         for mapping, target in ((imp.roles, st.roles), (imp.environments, st.environments)):
             for group, name in mapping.items():
                 target.setdefault(name, Group(vars=hosts.group_vars.get(group, {})))
+        members = {g: hosts.members(g) for g in (*imp.roles, *imp.environments)}
         out: list[tuple[int, Server]] = []
         for host, hv in sorted(hosts.hosts.items()):
-            roles = sorted(r for g, r in imp.roles.items() if host in hosts.members(g))
-            envs = sorted(e for g, e in imp.environments.items() if host in hosts.members(g))
+            roles = sorted(r for g, r in imp.roles.items() if host in members[g])
+            envs = sorted(e for g, e in imp.environments.items() if host in members[g])
             hv = dict(hv)
             address = hv.pop("ansible_host", None)
             try:
@@ -410,6 +410,16 @@ class CrossChecker:
                 continue
             out.append((-1, server))
         return out
+
+    def _inventory_error(
+        self, ld: LoadedDocument, path: str, e: InventoryFileError
+    ) -> list[tuple[int, Server]]:
+        self.sink.error(
+            Position(path, e.line, e.column),
+            e.code,
+            f'Ansible inventory "{path}" (read by Inventory "{ld.name}"): {e}',
+        )
+        return []
 
     def _policies(self, lds: list[LoadedDocument]) -> None:
         st = self.state

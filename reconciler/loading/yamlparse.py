@@ -11,6 +11,8 @@
   node: nothing raises out of :func:`parse`.
 - Every constructed document comes with its root node, so any field can be positioned
   (:func:`locate`) without parsing the file a second time.
+- :func:`parse_ansible` reads a file that Ansible reads (an imported inventory) with the same
+  limits and YAML 1.1 scalars, as Ansible sees them.
 """
 
 from __future__ import annotations
@@ -110,8 +112,8 @@ def _int_value(node: yaml.ScalarNode, digits: str, base: int, sign: int = 1) -> 
 
 
 class _Constructing:
-    """Construction for our loaders: duplicate keys rejected, and a value that does not fit its
-    tag reported at its node instead of escaping as a TypeError or ValueError."""
+    """What both loaders share: duplicate keys rejected, and a value that does not fit its tag
+    reported at its node instead of escaping as a TypeError or ValueError."""
 
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
         try:
@@ -155,6 +157,11 @@ class Loader(_Constructing, _BaseLoader):  # type: ignore[misc]
                         return tag
             return _STR
         return _SEQ if kind is yaml.SequenceNode else _MAP
+
+
+class AnsibleLoader(_Constructing, _BaseLoader):  # type: ignore[misc]
+    """libyaml parser with YAML 1.1 resolution, as Ansible reads its files; duplicate keys
+    rejected (Ansible warns and keeps the last)."""
 
 
 # YAML 1.2 core schema (https://yaml.org/spec/1.2.2/#1032-tag-resolution), plus merge keys.
@@ -201,6 +208,24 @@ def _core_scalar(node: yaml.Node) -> Any:
 
 for _tag in _CORE:
     Loader.add_constructor(_tag, lambda loader, node: _core_scalar(node))
+
+
+def _ansible_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+    """YAML 1.1 integers (``0b1``, octal ``017``, ``1_000``, ``1:30``), bounded."""
+    text = str(loader.construct_scalar(node))
+    if len(text) > MAX_INT_DIGITS:
+        raise _BadValue(
+            node,
+            f"an integer written with {len(text)} characters is longer than the limit of "
+            f"{MAX_INT_DIGITS} digits",
+        )
+    value = yaml.constructor.SafeConstructor.construct_yaml_int(loader, node)
+    if abs(value) >= _INT_LIMIT:
+        raise _BadValue(node, f"the integer is larger than the limit of {MAX_INT_DIGITS} digits")
+    return int(value)
+
+
+AnsibleLoader.add_constructor(_INT, _ansible_int)
 
 
 _Scalar = yaml.ScalarNode
@@ -304,17 +329,22 @@ def _position_of_offset(data: bytes, offset: int) -> tuple[int, int]:
     return line, col
 
 
+def too_large(path: str, size: int) -> Diagnostic:
+    """The diagnostic of a file of ``size`` bytes, over :data:`MAX_FILE_BYTES`."""
+    return _diag(
+        path,
+        1,
+        1,
+        "file-too-large",
+        f"{size} bytes is over the limit of {MAX_FILE_BYTES} bytes for one YAML file",
+        "split the documents over several files",
+    )
+
+
 def decode(path: str, data: bytes) -> tuple[str | None, Diagnostic | None]:
     """Decode a YAML file's bytes, or explain why they are not UTF-8 YAML text."""
     if len(data) > MAX_FILE_BYTES:
-        return None, _diag(
-            path,
-            1,
-            1,
-            "file-too-large",
-            f"{len(data)} bytes is over the limit of {MAX_FILE_BYTES} bytes for one YAML file",
-            "split the documents over several files",
-        )
+        return None, too_large(path, len(data))
     nul = data.find(b"\0")
     if nul >= 0:
         line, col = _position_of_offset(data, nul)
@@ -457,6 +487,16 @@ def _may_nest_deeper(text: str) -> bool:
 
 def parse(path: str, data: bytes) -> ParsedFile:
     """Parse every document of one file; problems come back as diagnostics, never raised."""
+    return _parse(path, data, Loader, fast=True)
+
+
+def parse_ansible(path: str, data: bytes) -> ParsedFile:
+    """:func:`parse` for a file that Ansible reads (an inventory): YAML 1.1 scalars, as
+    Ansible sees them (``yes`` is true), with every limit of :func:`parse`."""
+    return _parse(path, data, AnsibleLoader, fast=False)
+
+
+def _parse(path: str, data: bytes, loader_class: type, fast: bool) -> ParsedFile:
     text, problem = decode(path, data)
     if problem is not None or text is None:
         return ParsedFile((), (problem,) if problem else ())
@@ -464,7 +504,7 @@ def parse(path: str, data: bytes) -> ParsedFile:
     # is possible at all: anchors, a large file, or a nesting bound over the limit.
     bounded_check = "&" in text or len(text) > 65536 or _may_nest_deeper(text)
     docs: list[ParsedDocument] = []
-    loader = Loader(text)
+    loader = loader_class(text)
     try:
         index = 0
         while loader.check_node():
@@ -476,6 +516,8 @@ def parse(path: str, data: bytes) -> ParsedFile:
                 if bad is not None:
                     return ParsedFile(tuple(docs), (bad,))
             try:
+                if not fast:
+                    raise _Fallback()
                 data = build(node, {} if bounded_check else None)
             except _Fallback:
                 data = loader.construct_document(node)
