@@ -3,9 +3,11 @@ diagnostic now, on every command, with one JSON document on stdout.
 
 YAML that cannot be constructed (explicit tags that do not fit their node, integers past
 Python's integer-string limit), characters YAML does not allow, a ``kind`` that is not a
-string, durations and instants past the time engine's range, and time zone names that would
-take the host's zone. Everything is real: the example repository copied to a plain directory,
-the CLI in-process through click (a traceback fails the test), and a SQLite state.
+string, durations and instants past the time engine's range, time zone names that would take
+the host's zone, and what the suite's fuzzer found (a ``valueFrom`` that is no reference,
+values JSON cannot hold, an integer past the range of floats). Everything is real: the
+example repository copied to a plain directory, the CLI in-process through click (a traceback
+fails the test), and a SQLite state.
 """
 
 from __future__ import annotations
@@ -35,6 +37,11 @@ def schedule(when: str) -> str:
         "  owner: alice\n"
         "  when:\n" + "".join(f"    {line}\n" for line in when.splitlines())
     )
+
+
+def with_variables(variables: str, when: str = "daily: {at: '02:00'}") -> str:
+    """:func:`schedule` with a ``variables`` mapping (flow style) after ``when``."""
+    return schedule(when) + f"  variables: {variables}\n"
 
 
 def invoke(*args: str) -> tuple[int, str]:
@@ -166,6 +173,27 @@ CASES = [
         "1970",
     ),
     (
+        "value-from-that-is-a-number",
+        "schedules/extra.yaml",
+        with_variables("{managed_root: {valueFrom: 12}}"),
+        ("schedules/extra.yaml", 10, 15, "field-invalid"),
+        "valueFrom must be {env: NAME} or {file: PATH}",
+    ),
+    (
+        "binary-data-that-is-not-utf-8",
+        "schedules/extra.yaml",
+        with_variables("{managed_root: !!binary /w==}"),
+        ("schedules/extra.yaml", 10, 29, "field-invalid"),
+        "binary data (!!binary) has no JSON form",
+    ),
+    (
+        "nan-in-a-variable-value",
+        "schedules/extra.yaml",
+        with_variables("{managed_root: [.nan]}"),
+        ("schedules/extra.yaml", 10, 30, "field-invalid"),
+        "the number nan has no JSON form",
+    ),
+    (
         "control-character-in-a-file",
         "notes.yaml",
         'a: b\nc: "x\x9a"\n',
@@ -236,6 +264,22 @@ def test_a_time_zone_that_is_not_an_iana_name_is_refused_in_schedules_and_settin
     code, out = invoke("validate", str(repo), "--format", "json")
     assert code == 1
     assert [d[:4] for d in diagnostics(out)] == [("reconciler.yaml", 5, 13, "timezone-unknown")]
+
+
+def test_an_integer_past_the_range_of_floats_is_a_number_for_a_number_variable(
+    repo: Path, tmp_path: Path
+) -> None:
+    """400 digits: more than a float holds; the check of a number variable used to convert it
+    to one (OverflowError)."""
+    reports = repo / "schedules" / "reports.yaml"
+    reports.write_text(
+        reports.read_text().replace("{threshold: 80}", "{threshold: " + "9" * 400 + "}")
+    )
+    state = tmp_path / "state.db"
+    code, out = invoke("validate", str(repo), "--format", "json")
+    assert (code, diagnostics(out)) == (0, [])
+    code, out = invoke("apply", str(repo), "--yes", "--format", "json", "--state", str(state))
+    assert code == 0 and json.loads(out)["applied"] is True
 
 
 def test_the_longest_interval_from_the_latest_start_plans_applies_and_lists(

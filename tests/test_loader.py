@@ -273,6 +273,16 @@ BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
             "all: {vars: [a]}\n",
             (1, 1, "field-invalid", "vars of group 'all' must be a mapping"),
         ),
+        (
+            "ansible/hosts.json",
+            "all: {hosts: {web-1: {a: !!binary /w==}}}\n",
+            (1, 26, "field-invalid", "binary data (!!binary) has no JSON form"),
+        ),
+        (
+            "ansible/hosts.json",
+            "all: {vars: {limit: [1, .nan]}}\n",
+            (1, 25, "field-invalid", "the number nan has no JSON form"),
+        ),
         ("ansible/hosts", "[web]\nweb-1 note=" + "[" * 5000 + "\n", "keeps"),
     ],
     ids=[
@@ -285,6 +295,8 @@ BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
         "hosts-as-a-list",
         "host-vars-as-a-list",
         "group-vars-as-a-list",
+        "binary-data-in-host-vars",
+        "nan-in-group-vars",
         "ini-value-nested-5000-deep",
     ],
 )

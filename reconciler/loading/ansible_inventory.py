@@ -12,11 +12,12 @@ with YAML 1.1 rules, as Ansible reads them (``yes`` is true). A problem is an
 
 from __future__ import annotations
 
+import math
 import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
-from reconciler.loading.yamlparse import decode, parse_ansible
+from reconciler.loading.yamlparse import decode, locate, parse_ansible, without_json_form
 from reconciler.model.diagnostics import Diagnostic
 
 
@@ -63,6 +64,8 @@ def _ini_value(text: str) -> Any:
     if parsed.diagnostics or len(parsed.documents) != 1:
         return text
     value = parsed.documents[0].data
+    if isinstance(value, float) and not math.isfinite(value):
+        return text  # .inf, .nan: Ansible reads them as text too
     return value if isinstance(value, str | int | float | bool) else text
 
 
@@ -129,6 +132,10 @@ def parse_yaml(path: str, data: bytes) -> AnsibleHosts:
             "a YAML inventory is one document", node.start_mark.line + 1, node.start_mark.column + 1
         )
     top = parsed.documents[0].data if parsed.documents else None
+    odd = without_json_form(top)
+    if odd is not None:  # NaN, .inf, !!binary: a server's variables are stored as JSON
+        line, column = locate(parsed.documents[0].node, odd[0])
+        raise InventoryFileError(f"{odd[1]} has no JSON form, so it cannot be stored", line, column)
     if top is not None and not isinstance(top, dict):
         raise InventoryFileError("a YAML inventory must be a mapping of groups")
     inv = AnsibleHosts()

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from reconciler.loading.yamlparse import ParsedDocument, locate
+from reconciler.loading.yamlparse import ParsedDocument, locate, without_json_form
 from reconciler.model.common import API_GROUP_PREFIX, API_VERSION
 from reconciler.model.diagnostics import CODES, Diagnostic, Severity, did_you_mean
 from reconciler.model.documents import KINDS, AnyDocument
@@ -343,6 +343,13 @@ def load_document(pd: ParsedDocument, path: str) -> tuple[LoadedDocument | None,
         msg = (f"{named}: " if named != "document" else "") + what
         return None, _at(pd, path, ("kind",), err, "kind-unknown", msg, hint)
     model = KINDS[kind]
+    odd = None if pd.plain else without_json_form(raw)
+    if odd is not None:
+        loc, what = odd
+        msg = (
+            f"{_label(kind, raw)}: {_dotted(loc)}: {what} has no JSON form, so it cannot be stored"
+        )
+        return None, _at(pd, path, loc, err, "field-invalid", msg, "write it as a string instead")
     try:
         doc = model.model_validate(raw)
     except ValidationError as e:

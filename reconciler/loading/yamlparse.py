@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -236,7 +237,7 @@ def build(node: yaml.Node, memo: dict[int, Any] | None = None) -> Any:
 
     Handles the core tags, merge keys and shared (aliased) nodes; rejects duplicate keys and
     values that do not fit their tag (:class:`_BadValue`). Anything unusual (explicit tags
-    such as ``!!binary``) falls back to PyYAML's constructor.
+    such as ``!!binary``, a float that is not finite) falls back to PyYAML's constructor.
     Plain strings, most of any document, are taken inline without a call per node.
     """
     if type(node) is _Scalar:
@@ -244,7 +245,10 @@ def build(node: yaml.Node, memo: dict[int, Any] | None = None) -> Any:
         if tag == _STR:
             return node.value
         if tag in _CORE:
-            return _core_scalar(node)
+            value = _core_scalar(node)
+            if tag == _FLOAT and not math.isfinite(value):
+                raise _Fallback()  # JSON has no NaN: the document is not plain
+            return value
         raise _Fallback()
     if memo is not None and id(node) in memo:
         return memo[id(node)]
@@ -303,11 +307,16 @@ class _Fallback(Exception):
 
 @dataclass(frozen=True, slots=True)
 class ParsedDocument:
-    """One YAML document of a file: its data, its root node and its 0-based index."""
+    """One YAML document of a file: its data, its root node and its 0-based index.
+
+    ``plain`` is True when the data holds only JSON's types (the fast builder made it: no tag
+    beyond the core schema and no float that is NaN or infinite), so nobody needs to look.
+    """
 
     index: int
     data: Any
     node: yaml.Node
+    plain: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -515,13 +524,15 @@ def _parse(path: str, data: bytes, loader_class: type, fast: bool) -> ParsedFile
                 bad = _check_size(node, path)
                 if bad is not None:
                     return ParsedFile(tuple(docs), (bad,))
+            plain = fast
             try:
                 if not fast:
                     raise _Fallback()
                 data = build(node, {} if bounded_check else None)
-            except _Fallback:
+            except _Fallback:  # a tag beyond the core schema (!!binary, !!set), NaN, .inf
+                plain = False
                 data = loader.construct_document(node)
-            docs.append(ParsedDocument(index, data, node))
+            docs.append(ParsedDocument(index, data, node, plain))
             index += 1
     except _DuplicateKey as e:
         return ParsedFile(
@@ -589,6 +600,36 @@ def _parse(path: str, data: bytes, loader_class: type, fast: bool) -> ParsedFile
     finally:
         loader.dispose()
     return ParsedFile(tuple(docs), ())
+
+
+def without_json_form(
+    data: Any, loc: tuple[str | int, ...] = ()
+) -> tuple[tuple[str | int, ...], str] | None:
+    """The first value in ``data`` that JSON cannot hold (documents and servers are stored as
+    JSON): binary data (``!!binary``), NaN and the infinities. Where it is, and what it is.
+
+    Only data that did not come from the fast builder can hold them
+    (:attr:`ParsedDocument.plain`).
+    """
+    if isinstance(data, bytes):
+        return loc, "binary data (!!binary)"
+    if isinstance(data, float) and not math.isfinite(data):
+        return loc, f"the number {data}"
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if isinstance(key, bytes | float):
+                found = without_json_form(key, (*loc, str(key)))
+                if found is not None:
+                    return found
+            found = without_json_form(value, (*loc, key))
+            if found is not None:
+                return found
+    elif isinstance(data, list | tuple | set | frozenset):
+        for i, item in enumerate(data):
+            found = without_json_form(item, (*loc, i))
+            if found is not None:
+                return found
+    return None
 
 
 def locate(node: yaml.Node, loc: Sequence[str | int], key: bool = False) -> tuple[int, int]:

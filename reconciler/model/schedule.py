@@ -15,6 +15,7 @@ from pydantic import (
     BeforeValidator,
     Field,
     PlainSerializer,
+    ValidationError,
     WithJsonSchema,
     model_validator,
 )
@@ -203,12 +204,26 @@ class Misfire(Strict):
 VariableValue = SecretRef | Any
 
 
+def _reference_shape(value: Any) -> Any:
+    """A value that is a ``{valueFrom: ...}`` must be a reference that can be resolved."""
+    if isinstance(value, dict) and set(value) == {"valueFrom"}:
+        try:
+            SecretRef.model_validate(value)
+        except ValidationError:
+            raise ValueError(
+                "valueFrom must be {env: NAME} or {file: PATH}, with exactly one of them"
+            ) from None
+    return value
+
+
 class ScheduleSpec(Strict):
     template: DnsName
     owner: str
     targets: Targets = Field(default_factory=Targets)
     when: When
-    variables: dict[str, Any] = Field(default_factory=dict)
+    variables: dict[str, Annotated[Any, AfterValidator(_reference_shape)]] = Field(
+        default_factory=dict
+    )
     mode: Literal["run", "simulate"] = "run"
     remediate: bool = True
     misfire: Misfire = Field(default_factory=Misfire)
