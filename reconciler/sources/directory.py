@@ -3,7 +3,9 @@
 Files are listed as they are on disk, ``.git`` and other VCS folders skipped; each file's
 Git blob SHA is computed from its contents, so unchanged files hit the parse cache just as
 committed ones do. In a Git work tree, folders that are repositories of their own (submodules,
-nested clones) are skipped as well: a commit holds them as a link, not as files.
+nested clones) are skipped as well: a commit holds them as a link, not as files. A file over the
+loader's size limit is refused by its size, unread
+(:class:`~reconciler.model.snapshot.FileTooLarge`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from reconciler.errors import SourceError
-from reconciler.model.snapshot import Entry, EntryType, git_blob_id
+from reconciler.loading.yamlparse import MAX_FILE_BYTES
+from reconciler.model.snapshot import Entry, EntryType, FileTooLarge, git_blob_id
 
 SKIP_DIRS = {".git", ".hg", ".svn", ".venv", "venv", "__pycache__", "node_modules", ".reconciler"}
 
@@ -68,20 +71,31 @@ class DirectorySnapshot:
                     # only YAML is parsed; other files need to exist, not to be hashed
                     out[rel] = Entry(rel, "")
                     continue
-                data = self._read_disk(full)
+                try:
+                    data = self._read_disk(full, rel)
+                except FileTooLarge as big:  # the loader reports it; its size is the key
+                    out[rel] = Entry(rel, f"oversize:{big.size}")
+                    continue
                 self._data[rel] = data
                 out[rel] = Entry(rel, git_blob_id(data))
         return out
 
     @staticmethod
-    def _read_disk(full: str) -> bytes:
+    def _read_disk(full: str, rel: str) -> bytes:
+        """The file's bytes; a file over the loader's limit is refused before it is read."""
         try:
             with open(full, "rb") as fh:
-                return fh.read()
+                size = os.fstat(fh.fileno()).st_size
+                if size > MAX_FILE_BYTES:
+                    raise FileTooLarge(rel, size, MAX_FILE_BYTES)
+                data = fh.read(MAX_FILE_BYTES + 1)  # a file that grows meanwhile is cut here
         except OSError as e:
             raise SourceError(f"cannot read {full}: {e.strerror}") from e
+        if len(data) > MAX_FILE_BYTES:
+            raise FileTooLarge(rel, max(size, len(data)), MAX_FILE_BYTES)
+        return data
 
     def read(self, path: str) -> bytes:
         if path in self._data:
             return self._data[path]
-        return self._read_disk(os.path.join(self.root, path))
+        return self._read_disk(os.path.join(self.root, path), path)
