@@ -11,6 +11,7 @@ loader's size limit is refused by its size, unread
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -56,7 +57,9 @@ class DirectorySnapshot:
                 rel = f"{rel_dir}/{d}" if rel_dir else d
                 if os.path.islink(full):
                     target = os.readlink(full)
-                    out[rel] = Entry(rel, git_blob_id(target.encode()), EntryType.SYMLINK, target)
+                    out[rel] = Entry(
+                        rel, git_blob_id(os.fsencode(target)), EntryType.SYMLINK, target
+                    )
                 elif not (self.skip_repositories and os.path.lexists(os.path.join(full, ".git"))):
                     keep.append(d)
             dirnames[:] = keep
@@ -65,7 +68,9 @@ class DirectorySnapshot:
                 rel = f"{rel_dir}/{f}" if rel_dir else f
                 if os.path.islink(full):
                     target = os.readlink(full)
-                    out[rel] = Entry(rel, git_blob_id(target.encode()), EntryType.SYMLINK, target)
+                    out[rel] = Entry(
+                        rel, git_blob_id(os.fsencode(target)), EntryType.SYMLINK, target
+                    )
                     continue
                 if not rel.lower().endswith((".yaml", ".yml")):
                     # only YAML is parsed; other files need to exist, not to be hashed
@@ -84,8 +89,15 @@ class DirectorySnapshot:
     def _read_disk(full: str, rel: str) -> bytes:
         """The file's bytes; a file over the loader's limit is refused before it is read."""
         try:
-            with open(full, "rb") as fh:
-                size = os.fstat(fh.fileno()).st_size
+            # O_NONBLOCK: a FIFO or device named *.yaml must not hang the read
+            fd = os.open(full, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            with open(fd, "rb") as fh:
+                st = os.fstat(fh.fileno())
+                if not stat.S_ISREG(st.st_mode):
+                    raise SourceError(
+                        f"cannot read {full}: it is not a regular file (a FIFO, socket or device)"
+                    )
+                size = st.st_size
                 if size > MAX_FILE_BYTES:
                     raise FileTooLarge(rel, size, MAX_FILE_BYTES)
                 data = fh.read(MAX_FILE_BYTES + 1)  # a file that grows meanwhile is cut here
