@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Mapping
+import tracemalloc
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -216,6 +217,165 @@ def test_a_missing_ansible_inventory_file_is_a_positioned_error(tmp_path: Path) 
         "playbook-missing",
     )
     assert 'inventory file "ansible/hosts" does not exist' in first.message
+
+
+def load_with_inventory_file(repo: Path, path: str, content: bytes) -> LoadResult:
+    """The base repository whose Inventory imports ``path``, a file holding ``content``."""
+    shutil.copytree(BASE, repo)
+    (repo / "inventory.yaml").write_text(IMPORTING_INVENTORY.format(path=path))
+    (repo / path).parent.mkdir(parents=True, exist_ok=True)
+    (repo / path).write_bytes(content)
+    return Loader().load(DirectorySnapshot(repo), NOW)
+
+
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{b}: &{b} [{', '.join(['*' + a] * 10)}]\n" for a, b in zip("abcdef", "bcdefg", strict=True)
+)
+
+
+@pytest.mark.parametrize(
+    ("path", "content", "expected"),
+    [
+        (
+            "ansible/hosts.json",
+            '{\n  "all": {"hosts": {"web-1": {}}},\n  "all": {}\n}\n',
+            (3, 3, "yaml-duplicate-key", 'duplicate key "all" (first at line 2)'),
+        ),
+        ("ansible/hosts.json", '{"all": ' + "[" * 150 + "]" * 150 + "}", None),
+        ("ansible/hosts.json", BOMB + "all: {hosts: {web-1: {v: *g}}}\n", None),
+        (
+            "ansible/hosts.json",
+            "all: &all {children: {prod: *all}}\n",
+            (1, 6, "yaml-alias-limit", "recursive"),
+        ),
+        (
+            "ansible/hosts.json",
+            "all: {vars: {a: " + "1" * 4301 + "}}\n",
+            (1, 17, "yaml-value", "4301"),
+        ),
+        (
+            "ansible/hosts.json",
+            "all: {vars: {release_day: 2026-13-45}}\n",
+            (1, 27, "yaml-value", "timestamp"),
+        ),
+        (
+            "ansible/hosts.json",
+            "all: {hosts: [web-1]}\n",
+            (1, 1, "field-invalid", "hosts of group 'all' must be a mapping"),
+        ),
+        (
+            "ansible/hosts.json",
+            "all: {hosts: {web-1: [1]}}\n",
+            (1, 1, "field-invalid", "variables of host 'web-1' must be a mapping"),
+        ),
+        (
+            "ansible/hosts.json",
+            "all: {vars: [a]}\n",
+            (1, 1, "field-invalid", "vars of group 'all' must be a mapping"),
+        ),
+        (
+            "ansible/hosts.json",
+            "all: {hosts: {web-1: {a: !!binary /w==}}}\n",
+            (1, 26, "field-invalid", "binary data (!!binary) has no JSON form"),
+        ),
+        (
+            "ansible/hosts.json",
+            "all: {vars: {limit: [1, .nan]}}\n",
+            (1, 25, "field-invalid", "the number nan has no JSON form"),
+        ),
+        ("ansible/hosts", "[web]\nweb-1 note=" + "[" * 5000 + "\n", "keeps"),
+    ],
+    ids=[
+        "duplicate-key",
+        "nested-150-deep",
+        "alias-bomb",
+        "recursive-alias",
+        "integer-of-4301-digits",
+        "impossible-date",
+        "hosts-as-a-list",
+        "host-vars-as-a-list",
+        "group-vars-as-a-list",
+        "binary-data-in-host-vars",
+        "nan-in-group-vars",
+        "ini-value-nested-5000-deep",
+    ],
+)
+def test_an_imported_inventory_file_gets_the_limits_of_every_repository_file(
+    tmp_path: Path, path: str, content: str, expected: tuple[int, int, str, str] | str | None
+) -> None:
+    """A ``.json`` inventory is not one of the repository's YAML files, so only the import
+    reads it: it used to go through plain yaml.safe_load, past every limit (and crash)."""
+    result = load_with_inventory_file(tmp_path / "repo", path, content.encode())
+    if expected == "keeps":  # a value that is no YAML scalar is kept as its text
+        assert result.errors == 0
+        assert result.desired is not None
+        assert result.desired.servers["web-1"].vars == {"note": "[" * 5000}
+        return
+    (diag,) = [d for d in result.diagnostics if d.path == path]
+    assert diag.message.startswith(f'Ansible inventory "{path}" (read by Inventory "site"): ')
+    if expected is None:  # too deep or too big: the code and the limit are what matter
+        assert diag.code in ("yaml-too-deep", "yaml-alias-limit")
+        return
+    line, column, code, words = expected
+    assert (diag.line, diag.column, diag.code) == (line, column, code)
+    assert words in diag.message
+
+
+def test_an_inventory_file_keeps_reading_yaml_1_1_scalars_as_ansible_does(tmp_path: Path) -> None:
+    content = b"all: {hosts: {web-1: {ansible_host: 10.0.0.11, gzip: yes, mode: 0644}}}\n"
+    result = load_with_inventory_file(tmp_path / "repo", "ansible/hosts.json", content)
+    assert result.errors == 0
+    assert result.desired is not None
+    assert result.desired.servers["web-1"].vars == {"gzip": True, "mode": 420}
+
+
+def test_a_long_chain_of_ini_children_groups_is_read_without_recursion(tmp_path: Path) -> None:
+    chain = "".join(f"[g{i}:children]\ng{i + 1}\n" for i in range(3000))
+    content = f"[g3000]\nweb-1\n{chain}[prod:children]\ng0\n"
+    result = load_with_inventory_file(tmp_path / "repo", "ansible/hosts", content.encode())
+    assert result.errors == 0
+    assert result.desired is not None
+    assert result.desired.servers["web-1"].environments == ["production"]
+
+
+def sparse_file(path: Path, size: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as fh:
+        fh.truncate(size)
+
+
+def comment_file(path: Path, size: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = b"# an inventory that grew past any reason\n"
+    path.write_bytes(line * (size // len(line) + 1))
+
+
+@pytest.mark.parametrize(
+    ("path", "size", "make"),
+    [("schedules/huge.yaml", 64 << 20, sparse_file), ("ansible/hosts", 16 << 20, comment_file)],
+    ids=["sparse-yaml-file", "ini-inventory"],
+)
+def test_a_huge_working_tree_file_is_refused_by_its_size_without_being_read(
+    tmp_path: Path, path: str, size: int, make: Callable[[Path, int], None]
+) -> None:
+    """The memory the load takes stays far below the file's size (it used to read it all:
+    a 1 GiB sparse file took 1.1 GB), and an imported inventory gets the same limit."""
+    repo = tmp_path / "repo"
+    shutil.copytree(BASE, repo)
+    if path == "ansible/hosts":
+        (repo / "inventory.yaml").write_text(IMPORTING_INVENTORY.format(path=path))
+    make(repo / path, size)
+    actual = (repo / path).stat().st_size
+    tracemalloc.start()
+    try:
+        result = Loader().load(DirectorySnapshot(repo), NOW)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, peak
+    (diag,) = [d for d in result.diagnostics if d.path == path]
+    assert (diag.path, diag.line, diag.column, diag.code) == (path, 1, 1, "file-too-large")
+    assert f"{actual} bytes is over the limit of 1048576 bytes" in diag.message
 
 
 # -- YAML 1.2 scalars --------------------------------------------------------------------

@@ -185,3 +185,37 @@ def test_yaml_symlinks_that_lead_nowhere_and_symlink_loops_are_warned_about(
         'a.yml:1:1: warning[symlink-loop]: symlink "a.yml" leads back to itself ("b.yml") '
         "and never reaches a file"
     ) in text.stdout.splitlines()
+
+
+def test_a_yaml_symlink_whose_target_is_not_utf8_and_a_fifo_named_yaml(tmp_path: Path) -> None:
+    """Neither may crash or hang validate: the link is read as any other, the FIFO is refused
+    in one line."""
+    repo = tmp_path / "repo"
+    shutil.copytree(BASE, repo)
+    target = os.fsdecode(b"caf\xe9.yaml")
+    (repo / target).write_text("not: ours\n")
+    os.symlink(target, repo / "link.yaml")
+    done = cli("validate", str(repo), "--format", "json")
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    os.mkfifo(repo / "pipe.yaml")
+    done = subprocess.run(
+        [sys.executable, "-m", "reconciler", "validate", str(repo)],
+        capture_output=True,
+        text=True,
+        timeout=30,  # the old code blocked here for ever, waiting for a writer
+        cwd=ROOT,
+    )
+    assert done.returncode == 1
+    assert one_line(done).startswith("error: cannot read ") and "not a regular file" in done.stderr
+
+
+def test_with_format_json_an_error_is_a_json_document_on_stdout(tmp_path: Path) -> None:
+    done = cli("plan", str(tmp_path / "missing"), "--format", "json")
+    assert done.returncode == 1
+    assert json.loads(done.stdout) == {
+        "error": {"code": "source-error", "message": f"{tmp_path / 'missing'} does not exist"}
+    }
+    assert one_line(done).startswith("error: ")
+    done = cli("runs", "show", "7", "--state", str(tmp_path / "none.db"), "--format=json")
+    assert done.returncode == 1 and json.loads(done.stdout)["error"]["message"]

@@ -43,8 +43,8 @@ def cron() -> None:
     "--after",
     metavar="INSTANT",
     default=None,
-    help="Show fire times strictly after this ISO-8601 instant (default: now). "
-    "Without an offset it is a wall-clock time of --timezone.",
+    help="Show fire times strictly after this ISO-8601 instant (default: now), in the years "
+    "1970 to 9000. Without an offset it is a wall-clock time of --timezone.",
 )
 @format_option
 def explain(expr: str, tz_name: str, count: int, after: str | None, fmt: str) -> None:
@@ -56,6 +56,7 @@ def explain(expr: str, tz_name: str, count: int, after: str | None, fmt: str) ->
     """
     from datetime import datetime
 
+    from reconciler.model.bounds import year_problem
     from reconciler.scheduling.cron import CronSyntaxError
     from reconciler.scheduling.explain import explain_cron
     from reconciler.scheduling.zones import UnknownTimezone, get_zone
@@ -76,6 +77,10 @@ def explain(expr: str, tz_name: str, count: int, after: str | None, fmt: str) ->
                 expr,
                 f"--after: {after!r} is not an ISO-8601 instant (like 2026-12-01T00:00:00Z)",
             )
+            return
+        problem = year_problem(start.year)
+        if problem is not None:
+            _fail(fmt, expr, f"--after: {problem}")
             return
         if start.tzinfo is None:
             start = datetime.fromtimestamp(

@@ -68,12 +68,14 @@ def main(argv: list[str] | None = None) -> Any:
     """Run the CLI; known errors print one line and exit 1, never a traceback."""
     from reconciler.errors import ReconcilerError  # light: no third-party imports
 
+    args = list(sys.argv[1:] if argv is None else argv)
     try:
-        rv = cli.main(args=argv, prog_name="reconciler", standalone_mode=False)
+        rv = cli.main(args=args, prog_name="reconciler", standalone_mode=False)
         sys.exit(rv if isinstance(rv, int) else 0)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
     except click.ClickException as e:
+        _json_error(args, "usage-error" if isinstance(e, click.UsageError) else "error", e)
         e.show()
         # A usage error is an error (1): 2 means "there are changes" to plan
         # --detailed-exitcode, and a CI job must not read a typo as a pending change.
@@ -84,7 +86,32 @@ def main(argv: list[str] | None = None) -> Any:
     except ReconcilerError as e:
         from reconciler.cli.common import printable  # the message may quote the repository
 
+        _json_error(args, _code(e), e)
         click.echo(f"error: {printable(str(e))}", err=True)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+def _wants_json(args: list[str]) -> bool:
+    for i, a in enumerate(args):
+        if a == "--format=json" or (a == "--format" and args[i + 1 : i + 2] == ["json"]):
+            return True
+    return False
+
+
+def _code(e: Exception) -> str:
+    """``StateUnavailable`` -> ``state-unavailable``: the error's class as a stable code."""
+    name = type(e).__name__
+    return "".join(f"-{c.lower()}" if c.isupper() else c for c in name).lstrip("-")
+
+
+def _json_error(args: list[str], code: str, e: Exception) -> None:
+    """With ``--format json`` an error is also one JSON document on stdout, so a script that
+    parses stdout gets ``{"error": {"code", "message"}}`` instead of nothing."""
+    if not _wants_json(args):
+        return
+    import json
+
+    message = e.format_message() if isinstance(e, click.ClickException) else str(e)
+    click.echo(json.dumps({"error": {"code": code, "message": message}}, ensure_ascii=True))

@@ -1,7 +1,8 @@
 """Execute one queued run in a process of its own: ``python -m reconciler.engine.detached``.
 
 ``reconciler run`` without ``--wait`` starts this with :func:`start`, in a new session, and
-writes the run's caller values and secrets to its stdin (never argv, environment or disk), so
+writes the state URL, the run's caller values and secrets to its stdin (never argv,
+environment or disk), so
 the run goes on after the command returns. Its environment is the command's, without any
 variable that Git names as a secret (``valueFrom: {env: ...}`` and the like) or that holds one.
 """
@@ -31,7 +32,8 @@ def start(
 ) -> None:
     """Start the process that executes the queued run ``run_id``; returns at once."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "reconciler.engine.detached", str(run_id), "--state", state],
+        # the state URL (which may hold a database password) goes on stdin, never on argv
+        [sys.executable, "-m", "reconciler.engine.detached", str(run_id), "--state-on-stdin"],
         stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -40,7 +42,9 @@ def start(
         env=scrubbed_environment(os.environ, hidden_env, secrets.values()),
     )
     assert proc.stdin is not None
-    proc.stdin.write(json.dumps({"secrets": dict(secrets), "untrusted": dict(untrusted)}))
+    proc.stdin.write(
+        json.dumps({"state": state, "secrets": dict(secrets), "untrusted": dict(untrusted)})
+    )
     proc.stdin.close()
 
 
@@ -52,14 +56,17 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, lambda *_: stop.set())
     ap = argparse.ArgumentParser(prog="reconciler-run-worker")
     ap.add_argument("run_id", type=int)
-    ap.add_argument("--state", required=True)
+    ap.add_argument("--state-on-stdin", action="store_true")
     args = ap.parse_args(argv)
     payload = json.loads(sys.stdin.read() or "{}")
+    state = str(payload.get("state") or "")
+    if not state:
+        return 2
     from reconciler.engine.planning import open_state
     from reconciler.engine.running import execute_run
     from reconciler.executors.ansible import AnsibleExecutor
 
-    with open_state(args.state) as store:
+    with open_state(state) as store:
         run = store.get_run(args.run_id)
         if run is None:
             return 1

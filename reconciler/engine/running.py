@@ -55,7 +55,9 @@ def applied_template(store: StateStore, name: str) -> JobTemplate:
             f'no template "{name}" in the applied state'
             + (f"; {hint}" if hint else f" (templates: {', '.join(known) or 'none applied'})")
         )
-    return JobTemplate.model_validate_json(rec.body)
+    from reconciler.planning.plan import stored_document
+
+    return stored_document(JobTemplate, "JobTemplate", name, rec.body)
 
 
 def applied_inventory(store: StateStore) -> ResolvedInventory:

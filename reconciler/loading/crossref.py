@@ -14,10 +14,10 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from functools import lru_cache
 from typing import Any, Protocol
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from reconciler.loading.ansible_inventory import InventoryFileError, parse_inventory
 from reconciler.loading.documents import LoadedDocument
+from reconciler.loading.yamlparse import too_large
 from reconciler.model.common import NotifyRule, Targets
 from reconciler.model.desired import DesiredState
 from reconciler.model.diagnostics import Diagnostic, DiagnosticSink, Position, did_you_mean
@@ -30,7 +30,7 @@ from reconciler.model.documents import (
     Settings,
 )
 from reconciler.model.inventory import Group, Server
-from reconciler.model.snapshot import Entry, EntryType
+from reconciler.model.snapshot import Entry, EntryType, FileTooLarge
 from reconciler.model.targets import TargetIndex
 from reconciler.model.variables import VariableProblem, reserved_name, resolve
 
@@ -68,12 +68,16 @@ class Locator(Protocol):
 
 
 @lru_cache(maxsize=1024)
-def timezone_ok(name: str) -> bool:
+def timezone_problem(name: str) -> str | None:
+    """Why ``name`` is not an IANA time zone name (the time engine's rule), or None."""
+    from reconciler.scheduling.zones import UnknownTimezone, get_zone
+
     try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        return False
-    return True
+        get_zone(name)
+    except UnknownTimezone as e:
+        shown = name if len(name) <= 60 else name[:60] + "..."
+        return f'"{shown}" is not an IANA time zone{e.why}'
+    return None
 
 
 def normalize_repo_path(base_dir: str, target: str) -> str | None:
@@ -276,12 +280,13 @@ class CrossChecker:
         assert isinstance(doc, Settings)
         self.state.sources[("Settings", "settings")] = lds[0]
         self.state.settings = doc.spec
-        if not timezone_ok(doc.spec.timezone):
+        problem = timezone_problem(doc.spec.timezone)
+        if problem is not None:
             self.error(
                 lds[0],
                 ("spec", "timezone"),
                 "timezone-unknown",
-                f'"{doc.spec.timezone}" is not an IANA time zone',
+                problem,
                 "use a name such as UTC, Europe/Berlin or America/New_York",
             )
 
@@ -379,23 +384,22 @@ class CrossChecker:
             )
             return []
         try:
-            hosts = parse_inventory(final, self.read(final).decode("utf-8"))
-        except (InventoryFileError, UnicodeDecodeError) as e:
-            line = getattr(e, "line", 1)
-            self.sink.error(
-                Position(final, line, 1),
-                "field-invalid",
-                f'Ansible inventory "{final}" (read by Inventory "{ld.name}"): {e}',
+            hosts = parse_inventory(final, self.read(final))
+        except FileTooLarge as big:  # a working tree's file, refused unread
+            return self._inventory_error(
+                ld, final, InventoryFileError.of(too_large(final, big.size))
             )
-            return []
+        except InventoryFileError as e:
+            return self._inventory_error(ld, final, e)
         st = self.state
         for mapping, target in ((imp.roles, st.roles), (imp.environments, st.environments)):
             for group, name in mapping.items():
                 target.setdefault(name, Group(vars=hosts.group_vars.get(group, {})))
+        members = {g: hosts.members(g) for g in (*imp.roles, *imp.environments)}
         out: list[tuple[int, Server]] = []
         for host, hv in sorted(hosts.hosts.items()):
-            roles = sorted(r for g, r in imp.roles.items() if host in hosts.members(g))
-            envs = sorted(e for g, e in imp.environments.items() if host in hosts.members(g))
+            roles = sorted(r for g, r in imp.roles.items() if host in members[g])
+            envs = sorted(e for g, e in imp.environments.items() if host in members[g])
             hv = dict(hv)
             address = hv.pop("ansible_host", None)
             try:
@@ -411,6 +415,16 @@ class CrossChecker:
                 continue
             out.append((-1, server))
         return out
+
+    def _inventory_error(
+        self, ld: LoadedDocument, path: str, e: InventoryFileError
+    ) -> list[tuple[int, Server]]:
+        self.sink.error(
+            Position(path, e.line, e.column),
+            e.code,
+            f'Ansible inventory "{path}" (read by Inventory "{ld.name}"): {e}',
+        )
+        return []
 
     def _policies(self, lds: list[LoadedDocument]) -> None:
         st = self.state
@@ -679,7 +693,7 @@ class CrossChecker:
     def _default_tz(self) -> str:
         """Settings' time zone; an invalid one is reported once, on Settings, not per schedule."""
         tz = self.state.settings.timezone
-        return tz if timezone_ok(tz) else "UTC"
+        return tz if timezone_problem(tz) is None else "UTC"
 
     def _symlinks(self) -> None:
         for entry in self.entries.values():

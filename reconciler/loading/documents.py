@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from reconciler.loading.yamlparse import ParsedDocument, locate
+from reconciler.loading.yamlparse import ParsedDocument, locate, without_json_form
 from reconciler.model.common import API_GROUP_PREFIX, API_VERSION
 from reconciler.model.diagnostics import CODES, Diagnostic, Severity, did_you_mean
 from reconciler.model.documents import KINDS, AnyDocument
@@ -174,6 +174,19 @@ def _given(errs: list[Any]) -> str:
     return ""
 
 
+def _yaml_type(value: Any) -> str:
+    """What a YAML value is, in the words of YAML: mapping, sequence, integer, ..."""
+    if isinstance(value, dict):
+        return "mapping"
+    if isinstance(value, list | tuple | set):
+        return "sequence"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    return type(value).__name__
+
+
 def _value_at(data: Any, loc: Sequence[str | int]) -> Any:
     for part in loc:
         in_dict = isinstance(data, dict) and part in data
@@ -320,11 +333,23 @@ def load_document(pd: ParsedDocument, path: str) -> tuple[LoadedDocument | None,
         msg = f"{named} has no kind" if named != "document" else "the document has no kind"
         return None, _at(pd, path, (), err, "kind-unknown", msg, kinds)
     if not isinstance(kind, str) or kind not in KINDS:
-        hint = did_you_mean(str(kind), KINDS) or kinds
         named = _label("document", raw)
-        msg = (f"{named}: " if named != "document" else "") + f'unknown kind "{kind}"'
+        if isinstance(kind, str):
+            hint = did_you_mean(kind, KINDS) or kinds
+            what = f'unknown kind "{kind}"'
+        else:  # a list or mapping (unhashable), a number: say what it is, not its repr
+            hint = kinds
+            what = f"kind must be a name such as Schedule, not a {_yaml_type(kind)}"
+        msg = (f"{named}: " if named != "document" else "") + what
         return None, _at(pd, path, ("kind",), err, "kind-unknown", msg, hint)
     model = KINDS[kind]
+    odd = None if pd.plain else without_json_form(raw)
+    if odd is not None:
+        loc, what = odd
+        msg = (
+            f"{_label(kind, raw)}: {_dotted(loc)}: {what} has no JSON form, so it cannot be stored"
+        )
+        return None, _at(pd, path, loc, err, "field-invalid", msg, "write it as a string instead")
     try:
         doc = model.model_validate(raw)
     except ValidationError as e:
@@ -342,7 +367,9 @@ def rejected_identity(pd: ParsedDocument) -> tuple[str, str] | None:
     if not isinstance(raw, dict):
         return None
     api, kind = raw.get("apiVersion"), raw.get("kind")
-    if not isinstance(api, str) or not api.startswith(API_GROUP_PREFIX) or kind not in KINDS:
+    if not isinstance(api, str) or not api.startswith(API_GROUP_PREFIX):
+        return None
+    if not isinstance(kind, str) or kind not in KINDS:
         return None
     meta = raw.get("metadata")
     name = meta.get("name") if isinstance(meta, dict) else None

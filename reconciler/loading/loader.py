@@ -21,11 +21,11 @@ import yaml
 
 from reconciler.loading.crossref import CrossChecker, Loc, normalize_repo_path, resolve_repo_file
 from reconciler.loading.documents import LoadedDocument, load_document, rejected_identity
-from reconciler.loading.yamlparse import ParsedDocument, locate, parse
+from reconciler.loading.yamlparse import ParsedDocument, locate, parse, too_large
 from reconciler.model.desired import DesiredState
 from reconciler.model.diagnostics import Diagnostic, DiagnosticSink, Position, Severity
 from reconciler.model.documents import Settings
-from reconciler.model.snapshot import Entry, EntryType, Snapshot
+from reconciler.model.snapshot import Entry, EntryType, FileTooLarge, Snapshot
 
 SETTINGS_FILES = ("reconciler.yaml", "reconciler.yml")
 
@@ -287,7 +287,12 @@ class Loader:
         fresh: dict[str, bytes] = {}
         for e in entries:
             if e.blob_id not in self._memory:
-                result = load_file(e.path, snapshot.read(e.path))
+                try:
+                    data = snapshot.read(e.path)
+                except FileTooLarge as big:  # refused unread (a working tree)
+                    result = FileResult((), (too_large(e.path, big.size),))
+                else:
+                    result = load_file(e.path, data)
                 self._memory[e.blob_id] = result
                 fresh[e.blob_id] = result.encode()
         if self.cache is not None and fresh:

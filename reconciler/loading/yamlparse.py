@@ -6,12 +6,18 @@
   strings and are parsed by the models.
 - Duplicate keys are errors; anchors and aliases are bounded (alias bombs), so are file size and
   nesting depth.
+- A value that cannot be constructed as its tag says (``!!int x``, ``!!map [a]``, an unknown
+  tag) or an integer past Python's integer-string limit is a ``yaml-value`` diagnostic at its
+  node: nothing raises out of :func:`parse`.
 - Every constructed document comes with its root node, so any field can be positioned
   (:func:`locate`) without parsing the file a second time.
+- :func:`parse_ansible` reads a file that Ansible reads (an imported inventory) with the same
+  limits and YAML 1.1 scalars, as Ansible sees them.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,8 +33,10 @@ MAX_DEPTH = 100
 
 try:
     _BaseLoader: type = yaml.CSafeLoader
+    _C = True
 except AttributeError:  # pragma: no cover - PyYAML built without libyaml
     _BaseLoader = yaml.SafeLoader
+    _C = False
 
 
 class _DuplicateKey(Exception):
@@ -37,7 +45,99 @@ class _DuplicateKey(Exception):
         self.key, self.first, self.second = key, first, second
 
 
-class Loader(_BaseLoader):  # type: ignore[misc]
+class _BadValue(Exception):
+    """A node that cannot be constructed as its tag says; carries the node and the reason."""
+
+    def __init__(self, node: yaml.Node, message: str) -> None:
+        super().__init__(message)
+        self.node, self.message = node, message
+
+
+_STR = "tag:yaml.org,2002:str"
+_MAP = "tag:yaml.org,2002:map"
+_SEQ = "tag:yaml.org,2002:seq"
+_MERGE = "tag:yaml.org,2002:merge"
+_NULL = "tag:yaml.org,2002:null"
+_BOOL = "tag:yaml.org,2002:bool"
+_INT = "tag:yaml.org,2002:int"
+_FLOAT = "tag:yaml.org,2002:float"
+
+#: What each standard tag holds, for messages about a value that does not fit its tag.
+_NOUNS = {
+    _NULL: "null",
+    _BOOL: "a boolean (true or false)",
+    _INT: "an integer",
+    _FLOAT: "a number",
+    "tag:yaml.org,2002:timestamp": "a timestamp",
+    "tag:yaml.org,2002:binary": "base64 data",
+    _STR: "a string",
+}
+_NODE_KINDS = {
+    yaml.ScalarNode: "scalar",
+    yaml.SequenceNode: "sequence",
+    yaml.MappingNode: "mapping",
+}
+
+
+def _tag_name(tag: str) -> str:
+    return "!!" + tag[len("tag:yaml.org,2002:") :] if tag.startswith("tag:yaml.org,2002:") else tag
+
+
+def _unreadable(node: yaml.Node) -> str:
+    """Why ``node`` cannot be constructed as its tag says, in words."""
+    tag = _tag_name(node.tag)
+    if not isinstance(node, yaml.ScalarNode):
+        return f"the tag {tag} does not fit a {_NODE_KINDS.get(type(node), 'node')}"
+    text = node.value if len(node.value) <= 40 else node.value[:40] + "..."
+    noun = _NOUNS.get(node.tag)
+    return f'"{text}" is not {noun} ({tag})' if noun else f'{tag} cannot read "{text}"'
+
+
+#: Python converts integers of at most this many decimal digits to and from text; a longer
+#: one could be read but never printed (in a diagnostic, in JSON), so it is refused.
+MAX_INT_DIGITS = 4300
+_INT_LIMIT = 10**MAX_INT_DIGITS
+
+
+def _int_value(node: yaml.ScalarNode, digits: str, base: int, sign: int = 1) -> int:
+    if base == 10 and len(digits) > MAX_INT_DIGITS:
+        raise _BadValue(
+            node,
+            f"an integer of {len(digits)} digits is longer than the limit of "
+            f"{MAX_INT_DIGITS} digits",
+        )
+    value = sign * int(digits, base)
+    if abs(value) >= _INT_LIMIT:
+        raise _BadValue(node, f"the integer is larger than the limit of {MAX_INT_DIGITS} digits")
+    return value
+
+
+class _Constructing:
+    """What both loaders share: duplicate keys rejected, and a value that does not fit its tag
+    reported at its node instead of escaping as a TypeError or ValueError."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)  # type: ignore[misc]
+        except (ValueError, TypeError, AttributeError, KeyError, IndexError, OverflowError):
+            raise _BadValue(node, _unreadable(node)) from None
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
+        if not isinstance(node, yaml.MappingNode):
+            tag = _tag_name(node.tag)
+            kind = _NODE_KINDS.get(type(node), "node")
+            raise _BadValue(node, f"the tag {tag} needs a mapping, not a {kind}")
+        seen: dict[Any, yaml.Mark] = {}
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != _MERGE:
+                key = key_node.value
+                if key in seen:
+                    raise _DuplicateKey(str(key), seen[key], key_node.start_mark)
+                seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)  # type: ignore[misc, no-any-return]
+
+
+class Loader(_Constructing, _BaseLoader):  # type: ignore[misc]
     """libyaml parser, YAML 1.2 core resolution, duplicate keys rejected."""
 
     yaml_implicit_resolvers: dict[str | None, list[tuple[str, re.Pattern[str]]]] = {}
@@ -56,70 +156,77 @@ class Loader(_BaseLoader):  # type: ignore[misc]
                 for tag, regexp in self.yaml_implicit_resolvers.get(value[:1], ()):
                     if regexp.match(value):
                         return tag
-            return "tag:yaml.org,2002:str"
-        return "tag:yaml.org,2002:seq" if kind is yaml.SequenceNode else "tag:yaml.org,2002:map"
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: dict[Any, yaml.Mark] = {}
-        for key_node, _ in node.value:
-            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
-                key = key_node.value
-                if key in seen:
-                    raise _DuplicateKey(str(key), seen[key], key_node.start_mark)
-                seen[key] = key_node.start_mark
-        return super().construct_mapping(node, deep=deep)  # type: ignore[no-any-return]
+            return _STR
+        return _SEQ if kind is yaml.SequenceNode else _MAP
 
 
-def _resolver(tag: str, pattern: str, first: str) -> None:
-    Loader.add_implicit_resolver(tag, re.compile(pattern, re.X), list(first))
+class AnsibleLoader(_Constructing, _BaseLoader):  # type: ignore[misc]
+    """libyaml parser with YAML 1.1 resolution, as Ansible reads its files; duplicate keys
+    rejected (Ansible warns and keeps the last)."""
 
 
 # YAML 1.2 core schema (https://yaml.org/spec/1.2.2/#1032-tag-resolution), plus merge keys.
-_resolver("tag:yaml.org,2002:bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF")
-_resolver("tag:yaml.org,2002:int", r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", "-+0123456789")
-_resolver(
-    "tag:yaml.org,2002:float",
-    r"""^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?
-    |[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$""",
-    "-+0123456789.",
-)
-_resolver("tag:yaml.org,2002:null", r"^(?:~|null|Null|NULL|)$", "~nN")
-Loader.add_implicit_resolver("tag:yaml.org,2002:null", re.compile(r"^$"), [""])
-_resolver("tag:yaml.org,2002:merge", r"^(?:<<)$", "<")
-
-
-def _int_12(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
-    text = str(loader.construct_scalar(node))
-    if text.startswith("0o"):
-        return int(text[2:], 8)
-    if text.startswith("0x"):
-        return int(text[2:], 16)
-    return int(text, 10)
-
-
-Loader.add_constructor("tag:yaml.org,2002:int", _int_12)
-
-
-_STR = "tag:yaml.org,2002:str"
-_MAP = "tag:yaml.org,2002:map"
-_SEQ = "tag:yaml.org,2002:seq"
-_MERGE = "tag:yaml.org,2002:merge"
-_SCALARS: dict[str, Any] = {
-    "tag:yaml.org,2002:null": lambda v: None,
-    "tag:yaml.org,2002:bool": lambda v: v in ("true", "True", "TRUE"),
-    "tag:yaml.org,2002:int": lambda v: _INT_BASES(v),
-    "tag:yaml.org,2002:float": lambda v: float(
-        v.lower().replace(".inf", "inf").replace(".nan", "nan")
+_CORE = {
+    _BOOL: re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    _INT: re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"),
+    _FLOAT: re.compile(
+        r"""^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$""",
+        re.X,
     ),
+    _NULL: re.compile(r"^(?:~|null|Null|NULL|)$"),
 }
+for _tag, _first in ((_BOOL, "tTfF"), (_INT, "-+0123456789"), (_FLOAT, "-+0123456789.")):
+    Loader.add_implicit_resolver(_tag, _CORE[_tag], list(_first))
+Loader.add_implicit_resolver(_NULL, _CORE[_NULL], list("~nN"))
+Loader.add_implicit_resolver(_NULL, re.compile(r"^$"), [""])
+Loader.add_implicit_resolver(_MERGE, re.compile(r"^(?:<<)$"), ["<"])
 
 
-def _INT_BASES(v: str) -> int:
-    if v.startswith("0o"):
-        return int(v[2:], 8)
-    if v.startswith("0x"):
-        return int(v[2:], 16)
-    return int(v, 10)
+def _core_scalar(node: yaml.Node) -> Any:
+    """The value of a null, bool, int or float node under the YAML 1.2 core schema.
+
+    The same rule whether the tag was resolved or written (``!!int 12``): a value that the
+    schema does not give that tag (``!!int x``, ``!!bool yes``) is refused, not misread.
+    """
+    tag = node.tag
+    if isinstance(node, yaml.ScalarNode) and _CORE[tag].match(node.value):
+        v = node.value
+        if tag == _INT:
+            if v.startswith("0o"):
+                return _int_value(node, v[2:], 8)
+            if v.startswith("0x"):
+                return _int_value(node, v[2:], 16)
+            sign = -1 if v.startswith("-") else 1
+            return _int_value(node, v.lstrip("+-"), 10, sign)
+        if tag == _FLOAT:
+            return float(v.lower().replace(".inf", "inf").replace(".nan", "nan"))
+        if tag == _BOOL:
+            return v in ("true", "True", "TRUE")
+        return None
+    raise _BadValue(node, _unreadable(node))
+
+
+for _tag in _CORE:
+    Loader.add_constructor(_tag, lambda loader, node: _core_scalar(node))
+
+
+def _ansible_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+    """YAML 1.1 integers (``0b1``, octal ``017``, ``1_000``, ``1:30``), bounded."""
+    text = str(loader.construct_scalar(node))
+    if len(text) > MAX_INT_DIGITS:
+        raise _BadValue(
+            node,
+            f"an integer written with {len(text)} characters is longer than the limit of "
+            f"{MAX_INT_DIGITS} digits",
+        )
+    value = yaml.constructor.SafeConstructor.construct_yaml_int(loader, node)
+    if abs(value) >= _INT_LIMIT:
+        raise _BadValue(node, f"the integer is larger than the limit of {MAX_INT_DIGITS} digits")
+    return int(value)
+
+
+AnsibleLoader.add_constructor(_INT, _ansible_int)
 
 
 _Scalar = yaml.ScalarNode
@@ -128,18 +235,21 @@ _Scalar = yaml.ScalarNode
 def build(node: yaml.Node, memo: dict[int, Any] | None = None) -> Any:
     """Construct Python data from a node tree: PyYAML's safe constructor, only faster.
 
-    Handles the core tags, merge keys and shared (aliased) nodes; rejects duplicate keys.
-    Anything unusual (explicit tags such as ``!!binary``) falls back to PyYAML's constructor.
+    Handles the core tags, merge keys and shared (aliased) nodes; rejects duplicate keys and
+    values that do not fit their tag (:class:`_BadValue`). Anything unusual (explicit tags
+    such as ``!!binary``, a float that is not finite) falls back to PyYAML's constructor.
     Plain strings, most of any document, are taken inline without a call per node.
     """
     if type(node) is _Scalar:
         tag = node.tag
         if tag == _STR:
             return node.value
-        conv = _SCALARS.get(tag)
-        if conv is None:
-            raise _Fallback()
-        return conv(node.value)
+        if tag in _CORE:
+            value = _core_scalar(node)
+            if tag == _FLOAT and not math.isfinite(value):
+                raise _Fallback()  # JSON has no NaN: the document is not plain
+            return value
+        raise _Fallback()
     if memo is not None and id(node) in memo:
         return memo[id(node)]
     if isinstance(node, yaml.SequenceNode):
@@ -197,11 +307,16 @@ class _Fallback(Exception):
 
 @dataclass(frozen=True, slots=True)
 class ParsedDocument:
-    """One YAML document of a file: its data, its root node and its 0-based index."""
+    """One YAML document of a file: its data, its root node and its 0-based index.
+
+    ``plain`` is True when the data holds only JSON's types (the fast builder made it: no tag
+    beyond the core schema and no float that is NaN or infinite), so nobody needs to look.
+    """
 
     index: int
     data: Any
     node: yaml.Node
+    plain: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,17 +338,22 @@ def _position_of_offset(data: bytes, offset: int) -> tuple[int, int]:
     return line, col
 
 
+def too_large(path: str, size: int) -> Diagnostic:
+    """The diagnostic of a file of ``size`` bytes, over :data:`MAX_FILE_BYTES`."""
+    return _diag(
+        path,
+        1,
+        1,
+        "file-too-large",
+        f"{size} bytes is over the limit of {MAX_FILE_BYTES} bytes for one YAML file",
+        "split the documents over several files",
+    )
+
+
 def decode(path: str, data: bytes) -> tuple[str | None, Diagnostic | None]:
     """Decode a YAML file's bytes, or explain why they are not UTF-8 YAML text."""
     if len(data) > MAX_FILE_BYTES:
-        return None, _diag(
-            path,
-            1,
-            1,
-            "file-too-large",
-            f"{len(data)} bytes is over the limit of {MAX_FILE_BYTES} bytes for one YAML file",
-            "split the documents over several files",
-        )
+        return None, too_large(path, len(data))
     nul = data.find(b"\0")
     if nul >= 0:
         line, col = _position_of_offset(data, nul)
@@ -376,6 +496,16 @@ def _may_nest_deeper(text: str) -> bool:
 
 def parse(path: str, data: bytes) -> ParsedFile:
     """Parse every document of one file; problems come back as diagnostics, never raised."""
+    return _parse(path, data, Loader, fast=True)
+
+
+def parse_ansible(path: str, data: bytes) -> ParsedFile:
+    """:func:`parse` for a file that Ansible reads (an inventory): YAML 1.1 scalars, as
+    Ansible sees them (``yes`` is true), with every limit of :func:`parse`."""
+    return _parse(path, data, AnsibleLoader, fast=False)
+
+
+def _parse(path: str, data: bytes, loader_class: type, fast: bool) -> ParsedFile:
     text, problem = decode(path, data)
     if problem is not None or text is None:
         return ParsedFile((), (problem,) if problem else ())
@@ -383,7 +513,7 @@ def parse(path: str, data: bytes) -> ParsedFile:
     # is possible at all: anchors, a large file, or a nesting bound over the limit.
     bounded_check = "&" in text or len(text) > 65536 or _may_nest_deeper(text)
     docs: list[ParsedDocument] = []
-    loader = Loader(text)
+    loader = loader_class(text)
     try:
         index = 0
         while loader.check_node():
@@ -394,11 +524,15 @@ def parse(path: str, data: bytes) -> ParsedFile:
                 bad = _check_size(node, path)
                 if bad is not None:
                     return ParsedFile(tuple(docs), (bad,))
+            plain = fast
             try:
+                if not fast:
+                    raise _Fallback()
                 data = build(node, {} if bounded_check else None)
-            except _Fallback:
+            except _Fallback:  # a tag beyond the core schema (!!binary, !!set), NaN, .inf
+                plain = False
                 data = loader.construct_document(node)
-            docs.append(ParsedDocument(index, data, node))
+            docs.append(ParsedDocument(index, data, node, plain))
             index += 1
     except _DuplicateKey as e:
         return ParsedFile(
@@ -414,8 +548,40 @@ def parse(path: str, data: bytes) -> ParsedFile:
                 ),
             ),
         )
+    except _BadValue as e:
+        m = e.node.start_mark
+        return ParsedFile(
+            tuple(docs), (_diag(path, m.line + 1, m.column + 1, "yaml-value", e.message),)
+        )
+    except yaml.constructor.ConstructorError as e:
+        # an unknown tag (!foo), a node of the wrong kind for its tag, an unhashable key
+        mark = e.problem_mark or e.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        message = f"{e.problem} ({e.context})" if e.context else str(e.problem)
+        return ParsedFile(tuple(docs), (_diag(path, line, col, "yaml-value", message),))
     except yaml.MarkedYAMLError as e:
         return ParsedFile(tuple(docs), (_yaml_error(path, text, e),))
+    except yaml.reader.ReaderError as e:  # a character YAML does not allow, at an offset
+        # libyaml counts the offset in UTF-8 bytes, PyYAML's own reader in characters
+        if _C:
+            before = text.encode()[: e.position].decode("utf-8", "replace")
+        else:  # pragma: no cover - PyYAML built without libyaml
+            before = text[: e.position]
+        line = before.count("\n") + 1
+        col = len(before) - (before.rfind("\n") + 1) + 1
+        char = e.character if isinstance(e.character, int) else ord(e.character)
+        return ParsedFile(
+            tuple(docs),
+            (
+                _diag(
+                    path,
+                    line,
+                    col,
+                    "yaml-syntax",
+                    f"unacceptable character #x{char:04x}: {e.reason}",
+                ),
+            ),
+        )
     except yaml.YAMLError as e:
         return ParsedFile(tuple(docs), (_diag(path, 1, 1, "yaml-syntax", str(e)),))
     except RecursionError:
@@ -434,6 +600,36 @@ def parse(path: str, data: bytes) -> ParsedFile:
     finally:
         loader.dispose()
     return ParsedFile(tuple(docs), ())
+
+
+def without_json_form(
+    data: Any, loc: tuple[str | int, ...] = ()
+) -> tuple[tuple[str | int, ...], str] | None:
+    """The first value in ``data`` that JSON cannot hold (documents and servers are stored as
+    JSON): binary data (``!!binary``), NaN and the infinities. Where it is, and what it is.
+
+    Only data that did not come from the fast builder can hold them
+    (:attr:`ParsedDocument.plain`).
+    """
+    if isinstance(data, bytes):
+        return loc, "binary data (!!binary)"
+    if isinstance(data, float) and not math.isfinite(data):
+        return loc, f"the number {data}"
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if isinstance(key, bytes | float):
+                found = without_json_form(key, (*loc, str(key)))
+                if found is not None:
+                    return found
+            found = without_json_form(value, (*loc, key))
+            if found is not None:
+                return found
+    elif isinstance(data, list | tuple | set | frozenset):
+        for i, item in enumerate(data):
+            found = without_json_form(item, (*loc, i))
+            if found is not None:
+                return found
+    return None
 
 
 def locate(node: yaml.Node, loc: Sequence[str | int], key: bool = False) -> tuple[int, int]:

@@ -23,6 +23,8 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
+from reconciler.model.bounds import MAX_DURATION_DAYS
+
 API_VERSION = "reconciler/v1"
 API_GROUP_PREFIX = "reconciler/"
 
@@ -70,25 +72,47 @@ def check_name(value: str) -> str:
 DnsName = Annotated[str, AfterValidator(check_name)]
 
 _DURATION_RE = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+_UNIT_SECONDS = (86400, 3600, 60, 1)
+_MAX_SECONDS = MAX_DURATION_DAYS * 86400
 
 
 @lru_cache(maxsize=4096)
 def parse_duration(text: str) -> timedelta:
-    """Parse ``15m``, ``1h30m``, ``7d``, ``45s``; units s, m, h, d; raises ValueError."""
+    """Parse ``15m``, ``1h30m``, ``7d``, ``45s``; units s, m, h, d; raises ValueError.
+
+    At most 100 years (``36500d``, :data:`~reconciler.model.bounds.MAX_DURATION`).
+    """
     m = _DURATION_RE.match(text.strip()) if isinstance(text, str) else None
     if not m or not text.strip() or not any(m.groups()):
         raise ValueError(
-            f"{text!r} is not a duration: use a number with a unit s, m, h or d, like 15m or 1h30m"
+            f"{_short(repr(text))} is not a duration: use a number with a unit s, m, h or d, "
+            "like 15m or 1h30m"
         )
-    d, h, mi, s = (int(g) if g else 0 for g in m.groups())
-    return timedelta(days=d, hours=h, minutes=mi, seconds=s)
+    # more than 10 digits in one unit is over the limit in any unit; checked before int(),
+    # which refuses (and timedelta overflows on) numbers long before they are that large
+    groups = m.groups()
+    total = _MAX_SECONDS + 1
+    if all(g is None or len(g) <= 10 for g in groups):
+        total = sum(int(g) * size for g, size in zip(groups, _UNIT_SECONDS, strict=True) if g)
+    if total > _MAX_SECONDS:
+        raise ValueError(
+            f"{_short(repr(text))} is longer than 100 years ({MAX_DURATION_DAYS}d), "
+            "the longest duration"
+        )
+    return timedelta(seconds=total)
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 40 else text[:40] + "..."
 
 
 def _duration_before(value: Any) -> Any:
     if isinstance(value, timedelta):
         return value
     if isinstance(value, bool) or not isinstance(value, str):
-        raise ValueError(f"{value!r} is not a duration: write it as a string such as 30m or 2h")
+        raise ValueError(
+            f"{_short(repr(value))} is not a duration: write it as a string such as 30m or 2h"
+        )
     return parse_duration(value)
 
 

@@ -32,6 +32,7 @@ CODES: dict[str, str] = {
     "yaml-duplicate-key": "the same key twice in one mapping",
     "yaml-alias-limit": "anchors and aliases expand past the node limit (an alias bomb)",
     "yaml-too-deep": "a document nests deeper than the limit",
+    "yaml-value": "a value that cannot be read as its tag says (!!int x), or an integer too long",
     # envelope and schema
     "api-version": "an apiVersion starting with reconciler/ that is not reconciler/v1",
     "kind-unknown": "a kind that reconciler does not know",

@@ -15,11 +15,13 @@ from pydantic import (
     BeforeValidator,
     Field,
     PlainSerializer,
+    ValidationError,
     WithJsonSchema,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 
+from reconciler.model.bounds import year_problem
 from reconciler.model.common import (
     DnsName,
     Duration,
@@ -105,9 +107,19 @@ Month = Annotated[
     ),
 ]
 
-#: An instant: naive = local to the schedule's time zone, or with an offset.
+
+def _in_range(value: datetime) -> datetime:
+    problem = year_problem(value.year)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+#: An instant: naive = local to the schedule's time zone, or with an offset; in the years
+#: 1970 to 9000 (see :mod:`reconciler.model.bounds`).
 LocalDateTime = Annotated[
     datetime,
+    AfterValidator(_in_range),
     WithJsonSchema(
         {
             "type": "string",
@@ -192,12 +204,26 @@ class Misfire(Strict):
 VariableValue = SecretRef | Any
 
 
+def _reference_shape(value: Any) -> Any:
+    """A value that is a ``{valueFrom: ...}`` must be a reference that can be resolved."""
+    if isinstance(value, dict) and set(value) == {"valueFrom"}:
+        try:
+            SecretRef.model_validate(value)
+        except ValidationError:
+            raise ValueError(
+                "valueFrom must be {env: NAME} or {file: PATH}, with exactly one of them"
+            ) from None
+    return value
+
+
 class ScheduleSpec(Strict):
     template: DnsName
     owner: str
     targets: Targets = Field(default_factory=Targets)
     when: When
-    variables: dict[str, Any] = Field(default_factory=dict)
+    variables: dict[str, Annotated[Any, AfterValidator(_reference_shape)]] = Field(
+        default_factory=dict
+    )
     mode: Literal["run", "simulate"] = "run"
     remediate: bool = True
     misfire: Misfire = Field(default_factory=Misfire)

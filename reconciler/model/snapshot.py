@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
+from reconciler.errors import SourceError
+
 
 class EntryType(StrEnum):
     FILE = "file"
@@ -20,7 +22,8 @@ class EntryType(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One file of a snapshot. ``blob_id`` is Git's blob SHA of the contents (or link text)."""
+    """One file of a snapshot. ``blob_id`` is Git's blob SHA of the contents (or link text);
+    for a working-tree file too large to read, ``oversize:<bytes>``."""
 
     path: str
     blob_id: str
@@ -28,8 +31,23 @@ class Entry:
     link_target: str | None = None
 
 
+class FileTooLarge(SourceError):
+    """:meth:`Snapshot.read` refused a file over the loader's size limit without reading it.
+
+    A working tree may hold a file of any size; reading a 1 GiB file only to refuse it
+    costs a gigabyte. The loader turns this into a ``file-too-large`` diagnostic.
+    """
+
+    def __init__(self, path: str, size: int, limit: int) -> None:
+        super().__init__(f"{path} is {size} bytes, over the limit of {limit} bytes")
+        self.path, self.size, self.limit = path, size, limit
+
+
 class Snapshot(Protocol):
-    """The files of one revision. ``revision`` is a commit SHA, or None for a working tree."""
+    """The files of one revision. ``revision`` is a commit SHA, or None for a working tree.
+
+    :meth:`read` may raise :class:`FileTooLarge` instead of reading a file over the limit.
+    """
 
     @property
     def revision(self) -> str | None: ...

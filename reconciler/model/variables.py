@@ -171,7 +171,7 @@ def check_value(prompt: VariablePrompt, value: Any) -> VariableProblem | None:
         "integer": isinstance(value, int) and not isinstance(value, bool),
         "number": isinstance(value, int | float)
         and not isinstance(value, bool)
-        and math.isfinite(value),
+        and (isinstance(value, int) or math.isfinite(value)),  # an int may be past a float
         "boolean": isinstance(value, bool),
         "list": isinstance(value, list),
         "choice": True,

@@ -30,6 +30,8 @@ from datetime import date
 from types import MappingProxyType
 from typing import Final, Literal
 
+from reconciler.model.bounds import LAST_SLOT_YEAR
+
 Dialect = Literal["unix", "quartz"]
 
 #: Field names, as used in messages and in :attr:`CronSyntaxError.field`.
@@ -50,6 +52,9 @@ YEAR_MAX: Final = 2199
 
 #: How many years past the start of a search we look before deciding "never".
 SEARCH_YEARS: Final = 400
+
+#: No search goes past this year (the time engine's last slot, see model/bounds.py).
+SEARCH_LAST_YEAR: Final = LAST_SLOT_YEAR
 
 MONTH_NAMES: Final = (
     "JAN",
@@ -313,7 +318,8 @@ class CronExpression:
         """The first matching local wall-clock time at or after ``y-mo-d h:mi:s``.
 
         Fields may overflow by one unit (``s == 60``, ``h == 24``); the search carries. Returns
-        None when nothing matches within :data:`SEARCH_YEARS` years or the year field runs out.
+        None when nothing matches within :data:`SEARCH_YEARS` years or the year field runs out,
+        and after :data:`SEARCH_LAST_YEAR`.
         """
         if self.never is not None:
             return None
@@ -322,7 +328,7 @@ class CronExpression:
         months = self.months
         month_set = self._month_set
         rule = self.day_rule
-        ymax = years[-1] if years is not None else y + SEARCH_YEARS
+        ymax = min(years[-1] if years is not None else y + SEARCH_YEARS, SEARCH_LAST_YEAR)
         while True:
             if y > ymax:
                 return None

@@ -22,11 +22,16 @@ cron       :mod:`reconciler.scheduling.cron`                   fixed-time if no
                                                                else real-time
 =========  ==================================================  ==============
 
-``start`` and ``end`` bound the slots, both inclusive. Naive datetimes in ``at``, ``start``
-and ``end`` are wall-clock times of the schedule's zone (resolved with the fixed-time rule);
-aware ones are instants. Every datetime a trigger returns is an aware UTC datetime, so that
-comparisons and arithmetic are exact across DST folds; :meth:`Trigger.local` shows one in the
-schedule's zone. Nothing here reads the clock: ``now`` is always an argument.
+``start`` and ``end`` bound the slots, both inclusive. No slot lies after the end of year
+:data:`~reconciler.model.bounds.LAST_SLOT_YEAR` (UTC): the documents bound instants and
+durations (:mod:`reconciler.model.bounds`), and this bounds how far the slots of a long
+``every`` may go, so that jitter, offsets and the next slot stay in ``datetime``'s range.
+
+Naive datetimes in ``at``, ``start`` and ``end`` are wall-clock times of the schedule's zone
+(resolved with the fixed-time rule); aware ones are instants. Every datetime a trigger returns
+is an aware UTC datetime, so that comparisons and arithmetic are exact across DST folds;
+:meth:`Trigger.local` shows one in the schedule's zone. Nothing here reads the clock: ``now``
+is always an argument.
 
 Called by the loader (:func:`check_when`), the planner, the daemon and ``cron explain``.
 """
@@ -39,6 +44,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Final, Literal
 
+from reconciler.model.bounds import LAST_SLOT_YEAR
 from reconciler.scheduling.cron import (
     CronExpression,
     CronSyntaxError,
@@ -55,10 +61,14 @@ from reconciler.scheduling.zones import (
     instant,
     next_fixed,
     next_real,
+    wall_seconds,
 )
 
 if TYPE_CHECKING:  # the model imports pydantic; `cron explain` must start fast without it
     from reconciler.model.schedule import When
+
+#: The last instant a slot may have (POSIX seconds): the end of LAST_SLOT_YEAR, UTC.
+LAST_SLOT: Final = wall_seconds(LAST_SLOT_YEAR, 12, 31, 23, 59, 59)
 
 #: Weekday names of ``weekly.days``, in Python's numbering (Monday = 0); as in the model.
 WEEKDAYS: Final = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -159,7 +169,7 @@ class Trigger(ABC):
         if self._start is not None and after < self._start:
             after = self._start - 1
         ts = self._next(after)
-        if ts is None or (self._end is not None and ts > self._end):
+        if ts is None or ts > LAST_SLOT or (self._end is not None and ts > self._end):
             return None
         return ts
 

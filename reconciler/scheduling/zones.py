@@ -61,9 +61,35 @@ _FIXED_KEYS: Final = frozenset(
 class UnknownTimezone(ValueError):
     """A name that is not an IANA time zone known to the tz database."""
 
-    def __init__(self, name: str) -> None:
-        super().__init__(f"{name!r} is not an IANA time zone name (like Europe/Berlin or UTC)")
+    def __init__(self, name: str, why: str = "") -> None:
+        shown = repr(name if len(name) <= 60 else name[:60] + "...")
+        super().__init__(f"{shown} is not an IANA time zone name (like Europe/Berlin or UTC){why}")
         self.name = name
+        self.why = why
+
+
+#: Files that zoneinfo finds in the tz directories but that are no zones of the tz database:
+#: ``localtime`` is the host's own zone (a link to /etc/localtime), ``posixrules`` the host's
+#: rule for POSIX TZ strings, ``Factory`` a placeholder for "zone not set". A schedule's zone
+#: comes from Git, never from the host (SPEC section 3), so they are refused.
+_NOT_ZONES: Final = {
+    "localtime": ": it is the host's zone, and a zone never comes from the host",
+    "posixrules": ": it is the host's rule for POSIX TZ strings, not a zone",
+    "Factory": ": it is a placeholder for a zone that was never set",
+}
+#: Directories of alternative builds of the same zones (``right/`` counts leap seconds,
+#: which POSIX time does not; ``posix/`` duplicates the plain names).
+_NOT_ZONE_DIRS: Final = ("posix/", "right/")
+
+
+def _not_a_zone(name: str) -> str | None:
+    """Why a name that zoneinfo might load is not an IANA zone name, or None."""
+    if name in _NOT_ZONES:
+        return _NOT_ZONES[name]
+    if name.startswith(_NOT_ZONE_DIRS):
+        rest = name.split("/", 1)[1]
+        return f": {name.split('/')[0]}/ is another build of the zones; write {rest}"
+    return None
 
 
 def days_from_civil(y: int, m: int, d: int) -> int:
@@ -246,12 +272,20 @@ _ZONES: dict[str, Zone] = {}
 
 
 def get_zone(name: str) -> Zone:
-    """The :class:`Zone` for an IANA name; raises :class:`UnknownTimezone`."""
+    """The :class:`Zone` for an IANA name; raises :class:`UnknownTimezone`.
+
+    Only names of the tz database: what zoneinfo would also load but stands for the host's
+    configuration (``localtime``, ``posixrules``, ``Factory``, ``right/...``, ``posix/...``)
+    is refused with the reason.
+    """
     got = _ZONES.get(name)
     if got is not None:
         return got
     if not isinstance(name, str) or not name or name != name.strip():
         raise UnknownTimezone(str(name))
+    why = _not_a_zone(name)
+    if why is not None:
+        raise UnknownTimezone(name, why)
     try:
         info = ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError) as e:

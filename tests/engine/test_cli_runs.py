@@ -341,6 +341,9 @@ def test_a_background_run_inherits_no_variable_that_git_names_as_a_secret(
             procs = _below_me(before)
         detached = [p for p, (c, _) in procs.items() if b"reconciler.engine.detached" in c]
         assert detached and any(b"ansible-playbook" in c for c, _ in procs.values())
+        # the state URL (a PostgreSQL one may hold a password) is not on any command line
+        state = cli.env["RECONCILER_STATE"].encode()
+        assert not [c for c, _ in procs.values() if state in c]
         for name, value in secrets.items():
             leaked = [c for c, e in procs.values() if value.encode() in e or value.encode() in c]
             assert leaked == [], (name, leaked)

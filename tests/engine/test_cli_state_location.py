@@ -264,3 +264,33 @@ def test_a_state_row_edited_by_hand_is_one_line_naming_it(
 def test_schedules_on_a_hand_edited_settings_row_is_one_line(damaged: Path, tmp_path: Path) -> None:
     line = one_error_line(reconciler(tmp_path, "schedules", "--state", str(damaged)))
     assert "Settings" in line and "damaged" in line
+
+
+def test_a_hand_edited_template_body_is_one_line_for_run(tmp_path: Path) -> None:
+    import sqlite3
+    import subprocess
+    import sys
+
+    from reconciler.stores import open_store
+
+    state = tmp_path / "state.sqlite"
+    repo = Path(__file__).resolve().parents[2] / "example-repo"
+    subprocess.run(
+        [sys.executable, "-m", "reconciler", "apply", str(repo), "--yes", "--state", str(state)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    open_store(state).close()
+    with sqlite3.connect(state) as conn:
+        conn.execute("UPDATE rc_objects SET body = '{}' WHERE kind = 'JobTemplate'")
+    done = subprocess.run(
+        [sys.executable, "-m", "reconciler", "run", "disk-report", "--wait", "--state", str(state)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "damaged" in lines[0] and "disk-report" in lines[0]

@@ -92,6 +92,43 @@ def test_bad_timezone_and_bad_after_are_one_line_errors() -> None:
     assert code == 1 and "ISO-8601" in err
 
 
+@pytest.mark.parametrize("name", ["localtime", "posixrules", "Factory", "right/UTC", "posix/UTC"])
+def test_a_timezone_that_names_the_hosts_configuration_is_refused(name: str) -> None:
+    """zoneinfo loads these from the host's tz directory, but none is an IANA zone name:
+    ``localtime`` is whatever zone the host is set to."""
+    result = CliRunner().invoke(
+        cli, ["cron", "explain", "0 9 * * *", "--timezone", name], catch_exceptions=False
+    )
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr.startswith("error: --timezone: ") and "IANA" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "after", ["9999-12-31T23:59:59Z", "9999-12-31T23:59:59", "0001-01-01T00:00:00+05:00"]
+)
+@pytest.mark.parametrize("tz", ["UTC", "Asia/Tokyo", "America/New_York"])
+def test_an_after_outside_the_years_1970_to_9000_is_a_one_line_error(after: str, tz: str) -> None:
+    result = CliRunner().invoke(
+        cli,
+        ["cron", "explain", "* * * * *", "--after", after, "--timezone", tz, "--format", "json"],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 1
+    error = json.loads(result.stdout)["error"]["message"]
+    assert error.startswith("--after: ") and "1970 to 9000" in error
+
+
+def test_the_last_after_that_is_accepted_has_fire_times() -> None:
+    code, out, _ = run(
+        "0 0 1 1 *", "--after", "9000-12-31T23:59:59+00:00", "--format", "json", "-n", "2"
+    )
+    assert code == 0 and json.loads(out)["next"] == [
+        "9001-01-01T00:00:00+00:00",
+        "9002-01-01T00:00:00+00:00",
+    ]
+
+
 def test_a_naive_after_is_a_wall_clock_time_of_the_timezone() -> None:
     code, out, _ = run(
         "0 9 * * *",
