@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 from collections import defaultdict
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -182,7 +183,11 @@ def decision_lookup(store: StateStore) -> DecisionLookup:
 
 
 def plan_against_state(
-    desired: DesiredState, store: StateStore, now: datetime, horizon: timedelta
+    desired: DesiredState,
+    store: StateStore,
+    now: datetime,
+    horizon: timedelta,
+    disabled: Mapping[str, str] | None = None,
 ) -> Plan:
     info = store.info()
     try:
@@ -194,9 +199,31 @@ def plan_against_state(
             info.serial,
             horizon,
             info.revision,
+            disabled,
         )
     except StoredObjectInvalid as e:
         raise e.at(info.location) from None
+
+
+def desired_for(
+    result: LoadResult, store: StateStore | None
+) -> tuple[DesiredState | None, dict[str, str]]:
+    """The desired state to plan, and the schedules to disable, under the contract's
+    access-change rule: a commit whose only errors are owners (not a Policy user, or without
+    ``run``) of schedules that are unchanged since the state in force is applied, and those
+    schedules become ``disabled`` with the reason; removing a person from Policy can never be
+    blocked by the schedules they own. (None, {}) when the commit cannot be applied."""
+    if result.desired is not None:
+        return result.desired, {}
+    desired = result.access_desired
+    if desired is None or store is None or not result.owner_problems:
+        return None, {}
+    for name in result.owner_problems:
+        rec = store.get_object("Schedule", name)
+        src = desired.sources.get(("Schedule", name))
+        if rec is None or src is None or rec.content_hash != src.digest:
+            return None, {}  # a new or changed schedule with a bad owner: CI must catch it
+    return desired, dict(result.owner_problems)
 
 
 def plan_against_empty(desired: DesiredState, now: datetime, horizon: timedelta) -> Plan:

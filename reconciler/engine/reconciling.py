@@ -54,7 +54,12 @@ class PassResult:
 
 def reconcile_once(store: StateStore, repo: str, clock: Clock) -> PassResult:
     """One pass over ``repo`` (a path or a Git URL); see the module docstring."""
-    from reconciler.engine.planning import apply_plan, load_tracked, plan_against_state
+    from reconciler.engine.planning import (
+        apply_plan,
+        desired_for,
+        load_tracked,
+        plan_against_state,
+    )
     from reconciler.model.diagnostics import Severity
 
     now = clock.now()
@@ -72,7 +77,8 @@ def reconcile_once(store: StateStore, repo: str, clock: Clock) -> PassResult:
             return PassResult("stalled", revision, f"{where} is still the invalid commit")
         return PassResult("unchanged", revision, f"{where} is applied")
     errors = tuple(d for d in result.diagnostics if d.severity is Severity.ERROR)
-    if result.desired is None or errors:
+    desired, disabled = desired_for(result, store)
+    if desired is None:
         store.record_attempt(
             ReconcileAttempt(
                 revision,
@@ -89,8 +95,8 @@ def reconcile_once(store: StateStore, repo: str, clock: Clock) -> PassResult:
             f"{(info.revision or 'none')[:12]} in force",
             diagnostics=errors,
         )
-    plan = plan_against_state(result.desired, store, now, HORIZON)
-    sync = result.desired.settings.sync
+    plan = plan_against_state(desired, store, now, HORIZON, disabled)
+    sync = desired.settings.sync
     if sync == "manual":
         store.record_attempt(ReconcileAttempt(revision, now, True, (), "sync: manual"))
         if plan.empty:
@@ -106,14 +112,24 @@ def reconcile_once(store: StateStore, repo: str, clock: Clock) -> PassResult:
         except StateConflict:
             # another replica applied first; the next pass sees its result
             return PassResult("unchanged", revision, f"{where} was applied by another replica")
-    store.record_attempt(ReconcileAttempt(revision, now, True, ()))
+    note = None
+    if disabled:
+        note = (
+            f"applied although {len(disabled)} unchanged schedule(s) lost their owner's access: "
+            + "; ".join(f"{n}: {why}" for n, why in sorted(disabled.items()))
+        )
+    store.record_attempt(
+        ReconcileAttempt(revision, now, True, tuple(d.to_json() for d in errors), note)
+    )
     s = plan.summary
     return PassResult(
         "applied",
         revision,
         f"applied {where}: {s['create']} created, {s['update']} updated, "
-        f"{s['delete']} deleted, {s['blocked']} blocked",
+        f"{s['delete']} deleted, {s['blocked']} blocked"
+        + (f"; {len(disabled)} schedule(s) disabled (their owner lost access)" if disabled else ""),
         changed,
+        diagnostics=errors,
     )
 
 
