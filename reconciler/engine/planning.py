@@ -12,6 +12,7 @@ from collections import defaultdict
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from reconciler.errors import RevisionNotFound, StateCorrupt, StateError, StateUnavailable
 from reconciler.loading.loader import LoadResult
@@ -30,6 +31,9 @@ from reconciler.planning.plan import (
 )
 from reconciler.stores.base import ObjectWrite, StateStore
 from reconciler.stores.opening import open_store
+
+if TYPE_CHECKING:
+    from reconciler.engine.desired import OpenedSnapshot
 
 DEFAULT_STATE = os.path.join(".reconciler", "state.sqlite")
 
@@ -98,11 +102,19 @@ def load_tracked(repo: str, rev: str | None, now: datetime) -> tuple[str, LoadRe
 
     Returns a description of what was read and the load result.
     """
+    source, result = load_tracked_source(repo, rev, now)
+    return source.description, result
+
+
+def load_tracked_source(
+    repo: str, rev: str | None, now: datetime
+) -> tuple[OpenedSnapshot, LoadResult]:
+    """:func:`load_tracked`, returning the opened source (the daemon asks it more)."""
     from reconciler.engine.desired import load_repo, load_source
 
     source, result = load_repo(repo, rev, "head", now)
     if rev is not None or source.git is None:
-        return source.description, result
+        return source, result
     # HEAD is only where the branch's name is read: a missing branch is an error, never HEAD
     try:
         tracked = source.git.resolve(source.git.default_revision(tracked_branch(result)))
@@ -114,7 +126,7 @@ def load_tracked(repo: str, rev: str | None, now: datetime) -> tuple[str, LoadRe
     if tracked != result.revision:
         source = source.at(tracked)
         result = load_source(source, now)
-    return source.description, result
+    return source, result
 
 
 def tracked_branch(result: LoadResult) -> str:

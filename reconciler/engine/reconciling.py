@@ -57,15 +57,33 @@ def reconcile_once(store: StateStore, repo: str, clock: Clock) -> PassResult:
     from reconciler.engine.planning import (
         apply_plan,
         desired_for,
-        load_tracked,
+        load_tracked_source,
         plan_against_state,
     )
     from reconciler.model.diagnostics import Severity
 
     now = clock.now()
-    where, result = load_tracked(repo, None, now)
+    source, result = load_tracked_source(repo, None, now)
+    where = source.description
     revision = result.revision
     info = store.info()
+    if (
+        source.git is not None
+        and revision is not None
+        and info.revision is not None
+        and source.git.is_ancestor(revision, info.revision)
+    ):
+        # The tracked branch moved back (a force-push, a reset): never apply an older commit
+        # on our own; a new commit, or reconciler apply by hand, moves on.
+        message = (
+            f"the tracked branch was rewound from {info.revision[:12]} to {revision[:12]} "
+            f"(a force-push or reset of {source.git.display}); keeping {info.revision[:12]} in "
+            "force: push a new commit, or apply the older one with reconciler apply"
+        )
+        last = store.last_attempt()
+        if last is None or last.revision != revision or last.ok:
+            store.record_attempt(ReconcileAttempt(revision, now, False, (), message))
+        return PassResult("stalled", revision, message)
     last = store.last_attempt()
     if (
         revision is not None
