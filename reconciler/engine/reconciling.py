@@ -54,13 +54,36 @@ class PassResult:
 
 def reconcile_once(store: StateStore, repo: str, clock: Clock) -> PassResult:
     """One pass over ``repo`` (a path or a Git URL); see the module docstring."""
-    from reconciler.engine.planning import apply_plan, load_tracked, plan_against_state
+    from reconciler.engine.planning import (
+        apply_plan,
+        desired_for,
+        load_tracked_source,
+        plan_against_state,
+    )
     from reconciler.model.diagnostics import Severity
 
     now = clock.now()
-    where, result = load_tracked(repo, None, now)
+    source, result = load_tracked_source(repo, None, now)
+    where = source.description
     revision = result.revision
     info = store.info()
+    if (
+        source.git is not None
+        and revision is not None
+        and info.revision is not None
+        and source.git.is_ancestor(revision, info.revision)
+    ):
+        # The tracked branch moved back (a force-push, a reset): never apply an older commit
+        # on our own; a new commit, or reconciler apply by hand, moves on.
+        message = (
+            f"the tracked branch was rewound from {info.revision[:12]} to {revision[:12]} "
+            f"(a force-push or reset of {source.git.display}); keeping {info.revision[:12]} in "
+            "force: push a new commit, or apply the older one with reconciler apply"
+        )
+        last = store.last_attempt()
+        if last is None or last.revision != revision or last.ok:
+            store.record_attempt(ReconcileAttempt(revision, now, False, (), message))
+        return PassResult("stalled", revision, message)
     last = store.last_attempt()
     if (
         revision is not None
@@ -72,7 +95,8 @@ def reconcile_once(store: StateStore, repo: str, clock: Clock) -> PassResult:
             return PassResult("stalled", revision, f"{where} is still the invalid commit")
         return PassResult("unchanged", revision, f"{where} is applied")
     errors = tuple(d for d in result.diagnostics if d.severity is Severity.ERROR)
-    if result.desired is None or errors:
+    desired, disabled = desired_for(result, store)
+    if desired is None:
         store.record_attempt(
             ReconcileAttempt(
                 revision,
@@ -89,8 +113,8 @@ def reconcile_once(store: StateStore, repo: str, clock: Clock) -> PassResult:
             f"{(info.revision or 'none')[:12]} in force",
             diagnostics=errors,
         )
-    plan = plan_against_state(result.desired, store, now, HORIZON)
-    sync = result.desired.settings.sync
+    plan = plan_against_state(desired, store, now, HORIZON, disabled)
+    sync = desired.settings.sync
     if sync == "manual":
         store.record_attempt(ReconcileAttempt(revision, now, True, (), "sync: manual"))
         if plan.empty:
@@ -106,14 +130,24 @@ def reconcile_once(store: StateStore, repo: str, clock: Clock) -> PassResult:
         except StateConflict:
             # another replica applied first; the next pass sees its result
             return PassResult("unchanged", revision, f"{where} was applied by another replica")
-    store.record_attempt(ReconcileAttempt(revision, now, True, ()))
+    note = None
+    if disabled:
+        note = (
+            f"applied although {len(disabled)} unchanged schedule(s) lost their owner's access: "
+            + "; ".join(f"{n}: {why}" for n, why in sorted(disabled.items()))
+        )
+    store.record_attempt(
+        ReconcileAttempt(revision, now, True, tuple(d.to_json() for d in errors), note)
+    )
     s = plan.summary
     return PassResult(
         "applied",
         revision,
         f"applied {where}: {s['create']} created, {s['update']} updated, "
-        f"{s['delete']} deleted, {s['blocked']} blocked",
+        f"{s['delete']} deleted, {s['blocked']} blocked"
+        + (f"; {len(disabled)} schedule(s) disabled (their owner lost access)" if disabled else ""),
         changed,
+        diagnostics=errors,
     )
 
 

@@ -322,6 +322,13 @@ class GitSource:
         wd: str | None = self.repo.workdir
         return wd
 
+    def is_ancestor(self, older: str, newer: str) -> bool:
+        """Whether commit ``older`` is a strict ancestor of commit ``newer``."""
+        try:
+            return older != newer and bool(self.repo.descendant_of(newer, older))
+        except (KeyError, ValueError, pygit2.GitError):
+            return False
+
     def resolve(self, rev: str) -> str:
         """The full commit SHA a revision name stands for."""
         if self.repo.is_empty:
