@@ -31,7 +31,7 @@ from reconciler.clock import Clock
 from reconciler.engine.firing import FiringLoop
 from reconciler.engine.reconciling import PassResult, ReconcileLoop
 from reconciler.engine.working import Lease, WorkerPool
-from reconciler.errors import ReconcilerError
+from reconciler.errors import ReconcilerError, StateError
 from reconciler.executors.spec import Executor
 from reconciler.stores.base import Replica, RunRecord, StateStore, SystemJob
 
@@ -57,6 +57,33 @@ class DaemonConfig:
     )
 
 
+class StateHealth:
+    """One log line when the state becomes unreachable (whichever loop notices first), one when
+    it is back; the loops retry on their own meanwhile."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._down: str | None = None
+
+    def down(self, area: str, error: Exception) -> None:
+        with self._lock:
+            if self._down is not None:
+                return
+            self._down = area
+        log.warning("the state is unreachable (%s: %s); retrying until it is back", area, error)
+
+    def up(self) -> None:
+        with self._lock:
+            if self._down is None:
+                return
+            self._down = None
+        log.info("the state is reachable again")
+
+    @property
+    def is_down(self) -> bool:
+        return self._down is not None
+
+
 class Daemon:
     def __init__(self, config: DaemonConfig) -> None:
         from reconciler.engine.runs import execute_claimed
@@ -64,6 +91,7 @@ class Daemon:
         self.config = config
         c = config
         self.started = c.clock.now()
+        self.health = StateHealth()
         self.stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self.firing = FiringLoop(c.open_store(), c.clock, self._queued)
@@ -89,7 +117,13 @@ class Daemon:
             return final
 
         self.workers = WorkerPool(
-            c.open_store, execute, c.clock, c.replica_id, c.workers, lease_seconds=c.lease_seconds
+            c.open_store,
+            execute,
+            c.clock,
+            c.replica_id,
+            c.workers,
+            lease_seconds=c.lease_seconds,
+            on_state_error=lambda e: self.health.down("workers", e),
         )
         self._house = c.open_store()
 
@@ -141,7 +175,7 @@ class Daemon:
         self.reconcile.request()
         self._thread(self.reconcile.run_forever, "reconcile")
         self._thread(
-            lambda: self.firing.run_forever(lambda e: log.warning("firing: %s", e)), "firing"
+            lambda: self.firing.run_forever(lambda e: self.health.down("firing", e)), "firing"
         )
         self.workers.start()
         self._thread(self._housekeeping, "housekeeping")
@@ -190,6 +224,7 @@ class Daemon:
         while not self.stopping.wait(HOUSEKEEPING_EVERY):
             try:
                 self._beat()
+                self.health.up()
                 now = self.config.clock.now()
                 reaped = self._house.reap_runs(now)
                 for run_id in reaped:
@@ -205,6 +240,8 @@ class Daemon:
                 if self.config.clock.monotonic() >= next_prune:
                     next_prune = self.config.clock.monotonic() + PRUNE_EVERY
                     self._prune(now)
+            except StateError as e:
+                self.health.down("housekeeping", e)
             except ReconcilerError as e:
                 log.warning("housekeeping: %s", e)
 

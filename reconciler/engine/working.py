@@ -57,7 +57,9 @@ class WorkerPool:
         *,
         lease_seconds: float = LEASE_SECONDS,
         idle_poll: float = 1.0,
+        on_state_error: Callable[[StateError], None] | None = None,
     ) -> None:
+        self.on_state_error = on_state_error
         self.open_store = open_store
         self.execute = execute
         self.clock = clock
@@ -115,7 +117,10 @@ class WorkerPool:
                 try:
                     run = store.claim_next_run(worker_id, self.lease_seconds, self.clock.now())
                 except StateError as e:
-                    log.warning("worker %d cannot claim runs: %s", index, e)
+                    if self.on_state_error is not None:
+                        self.on_state_error(e)
+                    else:
+                        log.warning("worker %d cannot claim runs: %s", index, e)
                     self.stopping.wait(self.idle_poll * 5)
                     continue
                 if run is None:
