@@ -592,6 +592,7 @@ def child_idle(url: str, seconds: float) -> dict[str, Any]:
     thread = threading.Thread(target=loop.run_forever, args=(errors.append,), name="firing")
     thread.start()
     time.sleep(1.0)
+    deadline = loop.next_deadline()
     fired0 = loop.recorded
     r0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
@@ -607,6 +608,7 @@ def child_idle(url: str, seconds: float) -> dict[str, Any]:
         "cpu": cpu,
         "wall": wall,
         "recorded": loop.recorded - fired0,
+        "next_in": None if deadline is None else (deadline - datetime.now(UTC)).total_seconds(),
         "errors": [str(e) for e in errors],
     }
 
@@ -700,7 +702,8 @@ def section_scale(states: States, n: int, idle_n: int, idle_seconds: float) -> d
     print(
         f"   sqlite: idle CPU, {idle_n:,} schedules, {idle['wall']:.0f} s          "
         f"{100 * share:6.2f} % of a core   goal <= 1 %: {verdict(share, 0.01)}  "
-        f"({idle['cpu'] * 1000:.0f} ms CPU; {idle['recorded']} slots fired meanwhile)"
+        f"({idle['cpu'] * 1000:.0f} ms CPU; {idle['armed']:,} armed, the next fire "
+        f"{idle['next_in']:.0f} s after the start, {idle['recorded']} slots fired meanwhile)"
     )
     return results
 
