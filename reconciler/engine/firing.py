@@ -402,7 +402,7 @@ class FiringLoop:
             due.append(self._armed[name])
         if not due:
             return []
-        activity = self.store.schedule_activity()
+        activity = self.store.schedule_activity([a.name for a in due])
         batches: list[FireBatch] = []
         disables: list[Disable] = []
         by_name: dict[str, Armed] = {}
