@@ -17,6 +17,7 @@ within ``grace``, cancel what is left (recorded ``cancelled``), stop the server,
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import secrets
@@ -95,6 +96,9 @@ class Daemon:
         self.stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self.firing = FiringLoop(c.open_store(), c.clock, self._queued)
+        # tens of thousands of armed schedules live as long as the process: keep the
+        # collector's full passes (tens of ms, a jump in fire lateness) from walking them
+        self.firing.after_reload = gc.freeze
         self.reconcile = ReconcileLoop(
             c.open_store(),
             c.repo,
@@ -130,6 +134,17 @@ class Daemon:
     # -- callbacks between the loops
 
     def _queued(self, runs: Sequence[RunRecord]) -> None:
+        if len(runs) > 10:  # a burst: one line, not one per run
+            names = sorted({r.schedule or "" for r in runs})
+            log.info(
+                "%d runs queued for %d schedule(s) (%s%s)",
+                len(runs),
+                len(names),
+                ", ".join(names[:5]),
+                ", ..." if len(names) > 5 else "",
+            )
+            self.workers.poke()
+            return
         for r in runs:
             log.info(
                 "slot %s of %s: run %d queued (%s)",

@@ -26,7 +26,7 @@ import heapq
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -62,28 +62,146 @@ STATE_SKIP: dict[str, tuple[str, str]] = {
 }
 
 
-@dataclass
-class Armed:
-    """One applied schedule as the firing loop holds it."""
+class Context:
+    """What arming needs besides a schedule's own body, read once per reload: the default time
+    zone, the templates, who may run what (the applied Policy), caches shared by schedules."""
 
-    name: str
-    template: str
-    state: str
-    state_reason: str | None
-    trigger: Trigger
-    when_hash: str
-    misfire: str
-    window: timedelta
-    overlap: str
-    since: datetime
-    """Slots after this instant count when the schedule has no cursor (its ``when`` applied)."""
-    run_fields: dict[str, Any]
-    """NewRun fields common to every slot: variables, sensitive names, targets, simulate."""
-    owner_problem: str | None
-    commit: str | None
-    cursor: Cursor | None = None
-    next_fire: datetime | None = None
-    generation: int = 0
+    def __init__(
+        self, tz: str, templates: dict[str, JobTemplate], policies: list[PolicySpec]
+    ) -> None:
+        self.tz = tz
+        self.templates = templates
+        self.users = {u.name: u for p in policies for u in p.users}
+        self.permissions = [perm for p in policies for perm in p.permissions]
+        self.triggers: dict[str, Trigger] = {}
+        self._owners: dict[tuple[str, str], str | None] = {}
+        self._windows: dict[str, timedelta] = {}
+
+    def owner_problem(self, owner: str, template: str) -> str | None:
+        """Why ``owner`` may not run ``template`` under the applied Policy, or None."""
+        key = (owner, template)
+        if key not in self._owners:
+            if template not in self.templates:
+                self._owners[key] = f'its template "{template}" is not applied'
+            else:
+                user = self.users.get(owner)
+                if user is None:
+                    self._owners[key] = f'its owner "{owner}" is not a Policy user any more'
+                elif any(p.applies_to(user) and matches(p.run, template) for p in self.permissions):
+                    self._owners[key] = None
+                else:
+                    self._owners[key] = (
+                        f'its owner "{owner}" no longer holds run on template "{template}"'
+                    )
+        return self._owners[key]
+
+    def window(self, text: Any) -> timedelta:
+        if text is None:
+            return timedelta(days=1)
+        key = str(text)
+        if key not in self._windows:
+            from reconciler.model.common import parse_duration
+
+            self._windows[key] = parse_duration(key)
+        return self._windows[key]
+
+
+class Armed:
+    """One applied schedule as the firing loop holds it. Arming is cheap (the body's JSON, a
+    shared trigger, the next fire time); the rest (the validated document, variables, owner
+    check) is worked out when the schedule first has a due slot."""
+
+    __slots__ = (
+        "_fields",
+        "_owner",
+        "commit",
+        "ctx",
+        "cursor",
+        "generation",
+        "name",
+        "next_fire",
+        "since",
+        "spec",
+        "state",
+        "state_reason",
+        "trigger",
+        "when_hash",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        spec: dict[str, Any],
+        state: str,
+        state_reason: str | None,
+        trigger: Trigger,
+        when_hash: str,
+        since: datetime,
+        commit: str | None,
+        ctx: Context,
+    ) -> None:
+        self.name, self.spec, self.state, self.state_reason = name, spec, state, state_reason
+        self.trigger, self.when_hash, self.since, self.commit = trigger, when_hash, since, commit
+        self.ctx = ctx
+        self.cursor: Cursor | None = None
+        self.next_fire: datetime | None = None
+        self.generation = 0
+        self._fields: dict[str, Any] | None = None
+        self._owner: tuple[str | None] | None = None
+
+    @property
+    def template(self) -> str:
+        return str(self.spec.get("template", ""))
+
+    @property
+    def misfire(self) -> str:
+        return str((self.spec.get("misfire") or {}).get("policy", "once"))
+
+    @property
+    def window(self) -> timedelta:
+        return self.ctx.window((self.spec.get("misfire") or {}).get("window"))
+
+    @property
+    def overlap(self) -> str:
+        return str(self.spec.get("overlap", "skip"))
+
+    @property
+    def owner_problem(self) -> str | None:
+        if self._owner is None:
+            self._owner = (self.ctx.owner_problem(str(self.spec.get("owner", "")), self.template),)
+        return self._owner[0]
+
+    @property
+    def run_fields(self) -> dict[str, Any]:
+        """NewRun fields common to every slot: variables, sensitive names, targets, simulate."""
+        if self._fields is None:
+            self._fields = _run_fields(self)
+        return self._fields
+
+
+def _run_fields(a: Armed) -> dict[str, Any]:
+    sched = Schedule.model_validate(
+        {
+            "apiVersion": "reconciler/v1",
+            "kind": "Schedule",
+            "metadata": {"name": a.name},
+            "spec": a.spec,
+        }
+    )
+    spec = sched.spec
+    template = a.ctx.templates.get(spec.template)
+    fields: dict[str, Any] = {"variables": {}, "sensitive": frozenset(), "targets": {}}
+    if template is not None:
+        resolved = resolve(template.spec, spec.variables, None)
+        sensitive = frozenset(resolved.secret_values) | frozenset(resolved.secrets)
+        targets = spec.targets if not spec.targets.empty else template.spec.targets
+        fields = {
+            "variables": {**resolved.public(), **dict.fromkeys(sensitive, "")},
+            "sensitive": sensitive,
+            "targets": targets.model_dump(),
+        }
+    fields["simulate"] = spec.mode == "simulate"
+    return fields
 
 
 @dataclass
@@ -99,22 +217,7 @@ def when_hash(spec_when: Any, timezone: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def owner_problem(owner: str, template: str, policies: Iterable[PolicySpec]) -> str | None:
-    """Why ``owner`` may not run ``template`` under the applied Policy, or None."""
-    pols = list(policies)
-    users = {u.name: u for p in pols for u in p.users}
-    user = users.get(owner)
-    if user is None:
-        return f'its owner "{owner}" is not a Policy user any more'
-    for p in pols:
-        for perm in p.permissions:
-            if perm.applies_to(user) and matches(perm.run, template):
-                return None
-    return f'its owner "{owner}" no longer holds run on template "{template}"'
-
-
-def read_applied(store: StateStore) -> Applied:
-    """Arm every applied schedule (one read of the schedules, templates, Policy, Settings)."""
+def read_context(store: StateStore) -> Context:
     settings = store.get_object("Settings", SETTINGS_NAME)
     tz = Settings.model_validate_json(settings.body).spec.timezone if settings else "UTC"
     templates: dict[str, JobTemplate] = {}
@@ -123,21 +226,25 @@ def read_applied(store: StateStore) -> Applied:
             templates[rec.name] = JobTemplate.model_validate_json(rec.body)
         except ValueError:
             continue
-    policies = []
+    policies: list[PolicySpec] = []
     for rec in store.list_objects("Policy"):
         try:
-            policies.append(json.loads(rec.body)["spec"])
+            policies.append(PolicySpec.model_validate(json.loads(rec.body)["spec"]))
         except (ValueError, KeyError):
             continue
-    pol_specs = [PolicySpec.model_validate(p) for p in policies]
+    return Context(tz, templates, policies)
+
+
+def read_applied(store: StateStore) -> Applied:
+    """Arm every applied schedule (one read of the schedules, templates, Policy, Settings)."""
+    ctx = read_context(store)
     cursors = store.fire_cursors()
-    triggers: dict[str, Trigger] = {}
     out = Applied()
     for rec in store.list_objects("Schedule"):
         try:
-            armed = _arm(rec, tz, templates, pol_specs, triggers)
-        except (ValueError, WhenError) as e:
-            out.broken[rec.name] = str(e).splitlines()[0]
+            armed = arm(rec, ctx)
+        except (ValueError, KeyError, TypeError, WhenError) as e:
+            out.broken[rec.name] = str(e).splitlines()[0] if str(e) else type(e).__name__
             continue
         cur = cursors.get(rec.name)
         armed.cursor = cur if cur is not None and cur.when_hash == armed.when_hash else None
@@ -145,50 +252,29 @@ def read_applied(store: StateStore) -> Applied:
     return out
 
 
-def _arm(
-    rec: ObjectRecord,
-    tz: str,
-    templates: dict[str, JobTemplate],
-    policies: list[PolicySpec],
-    triggers: dict[str, Trigger],
-) -> Armed:
-    sched = Schedule.model_validate_json(rec.body)
-    spec = sched.spec
-    zone = spec.when.timezone or tz
-    raw_when = json.loads(rec.body)["spec"]["when"]
-    wh = when_hash(raw_when, zone)
-    trigger = triggers.get(wh)
+def arm(rec: ObjectRecord, ctx: Context) -> Armed:
+    """A schedule ready for the heap: its trigger (shared by schedules with the same ``when``
+    and zone) and its cursor key."""
+    spec = json.loads(rec.body)["spec"]
+    raw_when = spec["when"]
+    zone = raw_when.get("timezone") or ctx.tz
+    key = json.dumps(raw_when, sort_keys=True, separators=(",", ":")) + "\x00" + zone
+    trigger = ctx.triggers.get(key)
     if trigger is None:
-        trigger = triggers[wh] = build_trigger(spec.when, tz)
-    template = templates.get(spec.template)
-    fields: dict[str, Any] = {"variables": {}, "sensitive": frozenset(), "targets": {}}
-    if template is not None:
-        resolved = resolve(template.spec, spec.variables, None)
-        sensitive = frozenset(resolved.secret_values) | frozenset(resolved.secrets)
-        targets = spec.targets if not spec.targets.empty else template.spec.targets
-        fields = {
-            "variables": {**resolved.public(), **dict.fromkeys(sensitive, "")},
-            "sensitive": sensitive,
-            "targets": targets.model_dump(),
-        }
-    fields["simulate"] = spec.mode == "simulate"
-    problem = owner_problem(spec.owner, spec.template, policies)
-    if template is None:
-        problem = f'its template "{spec.template}" is not applied'
+        from reconciler.model.schedule import When
+
+        trigger = ctx.triggers[key] = build_trigger(When.model_validate(raw_when), ctx.tz)
+    wh = hashlib.sha256(key.encode()).hexdigest()[:32]
     return Armed(
-        name=rec.name,
-        template=spec.template,
-        state=rec.state or "active",
-        state_reason=rec.state_reason,
-        trigger=trigger,
-        when_hash=wh,
-        misfire=spec.misfire.policy,
-        window=spec.misfire.window,
-        overlap=spec.overlap,
-        since=rec.updated_at,
-        run_fields=fields,
-        owner_problem=problem,
-        commit=rec.revision,
+        rec.name,
+        spec,
+        rec.state or "active",
+        rec.state_reason,
+        trigger,
+        wh,
+        rec.updated_at,
+        rec.revision,
+        ctx,
     )
 
 
@@ -328,6 +414,15 @@ def _new_run(
     )
 
 
+#: Kinds every armed schedule depends on (the time zone, templates, who may run what).
+_CONTEXT_KINDS = frozenset({"Settings", "JobTemplate", "Policy"})
+
+
+def _head(r: ObjectRecord) -> tuple[object, ...]:
+    """What says that an applied schedule changed: its content, state and applied revision."""
+    return (r.content_hash, r.state, r.state_reason, r.revision, r.updated_at)
+
+
 class FiringLoop:
     """The firing thread of one replica. ``on_runs`` receives the runs it queued (the daemon
     hands them to its workers at once)."""
@@ -349,9 +444,14 @@ class FiringLoop:
         self._dirty = True
         self._heap: list[tuple[datetime, str, int]] = []
         self._armed: dict[str, Armed] = {}
+        self._heads: dict[str, tuple[object, ...]] = {}
+        self._context: tuple[tuple[str, str, str], ...] = ()
         self.broken: dict[str, str] = {}
         self.fired = 0
         self.recorded = 0
+        #: called after a full reload (the daemon freezes the garbage collector's view of the
+        #: armed schedules, so collections stop walking them)
+        self.after_reload: Callable[[], None] | None = None
 
     # -- control from other threads
 
@@ -367,13 +467,55 @@ class FiringLoop:
     # -- the loop
 
     def reload(self) -> None:
-        applied = read_applied(self.store)
-        self._armed = applied.armed
-        self.broken = applied.broken
-        self._heap = []
-        for a in self._armed.values():
-            self._push(a)
+        """Re-read the applied schedules. After the first time only what changed is re-armed
+        (an apply that touches a few schedules costs a read of the object heads, not of 100,000
+        bodies); a change of Settings, a template or a Policy, which every schedule depends on,
+        re-arms them all."""
+        heads = self.store.list_object_heads()
+        context = tuple((r.kind, r.name, r.content_hash) for r in heads if r.kind in _CONTEXT_KINDS)
+        schedules = {r.name: r for r in heads if r.kind == "Schedule"}
+        if not self._armed or context != self._context:
+            applied = read_applied(self.store)
+            self._armed, self.broken = applied.armed, applied.broken
+            self._heads = {n: _head(r) for n, r in schedules.items()}
+            self._context = context
+            self._heap = []
+            for a in self._armed.values():
+                self._push(a)
+            self._dirty = False
+            if self.after_reload is not None:
+                self.after_reload()
+            return
         self._dirty = False
+        changed = [n for n, r in schedules.items() if self._heads.get(n) != _head(r)]
+        gone = [n for n in self._heads if n not in schedules]
+        for n in gone:
+            self._armed.pop(n, None)
+            self.broken.pop(n, None)
+            self._heads.pop(n, None)
+        if not changed:
+            return
+        ctx = next(iter(self._armed.values())).ctx if self._armed else read_context(self.store)
+        cursors = self.store.fire_cursors() if len(changed) > 50 else None
+        for n in changed:
+            rec = self.store.get_object("Schedule", n)
+            if rec is None:
+                continue
+            self._heads[n] = _head(schedules[n])
+            try:
+                a = arm(rec, ctx)
+            except (ValueError, KeyError, TypeError, WhenError) as e:
+                self._armed.pop(n, None)
+                self.broken[n] = str(e).splitlines()[0] if str(e) else type(e).__name__
+                continue
+            self.broken.pop(n, None)
+            cur = cursors.get(n) if cursors is not None else self.store.fire_cursors().get(n)
+            a.cursor = cur if cur is not None and cur.when_hash == a.when_hash else None
+            old = self._armed.get(n)
+            if old is not None:
+                a.generation = old.generation
+            self._armed[n] = a
+            self._push(a)
 
     def _push(self, a: Armed) -> None:
         a.generation += 1
@@ -402,7 +544,7 @@ class FiringLoop:
             due.append(self._armed[name])
         if not due:
             return []
-        activity = self.store.schedule_activity()
+        activity = self.store.schedule_activity([a.name for a in due])
         batches: list[FireBatch] = []
         disables: list[Disable] = []
         by_name: dict[str, Armed] = {}
@@ -417,7 +559,7 @@ class FiringLoop:
                 disables.append(disable)
         results = self.store.record_fires(batches, now) if batches else []
         runs: list[RunRecord] = []
-        conflicts = False
+        conflicts: list[Armed] = []
         for batch, res in zip(batches, results, strict=True):
             a = by_name[batch.schedule]
             if res.ok:
@@ -426,15 +568,19 @@ class FiringLoop:
                 self.recorded += sum(w.count for w in batch.entries)
                 self._push(a)
             else:
-                conflicts = True
+                conflicts.append(a)
         for d in disables:
             try:
                 self.store.set_object_state("Schedule", d.schedule, "disabled", d.reason, now)
             except StateError as e:
                 log.warning("could not disable schedule %s: %s", d.schedule, e)
             self._dirty = True
-        if conflicts:  # another replica fired these: take its cursors
-            self._dirty = True
+        if conflicts:  # another replica fired these: take its cursors and go on from there
+            cursors = self.store.fire_cursors()
+            for a in conflicts:
+                cur = cursors.get(a.name)
+                a.cursor = cur if cur is not None and cur.when_hash == a.when_hash else None
+                self._push(a)
         self.fired += len(runs)
         if runs:
             self.on_runs(runs)

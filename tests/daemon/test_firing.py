@@ -203,3 +203,38 @@ def test_two_replicas_firing_the_same_state_record_every_slot_once(
         slots = [s for s, _, _ in _ledger(a, f"s{i}")]
         assert len(slots) == len(set(slots)) == 13
     assert len(a.list_runs(limit=1000)) == 65
+
+
+def test_a_reload_after_an_apply_re_arms_only_what_changed(
+    tmp_path: Path, open_state: Callable[[], StateStore]
+) -> None:
+    store = open_state()
+    root = tmp_path / "repo"
+    docs = {f"s{i}": schedule(f"s{i}", '{cron: "0 * * * *"}') for i in range(5)}
+    apply_dir(store, write_repo(root, docs), T0)
+    clock = ManualClock(T0)
+    loop = _loop(store, clock)
+    before = {n: loop._armed[n] for n in loop._armed}
+    # one schedule changes, one is new, one is removed
+    docs["s1"] = schedule("s1", '{cron: "30 * * * *"}')
+    docs["n"] = schedule("n", '{cron: "15 * * * *"}')
+    del docs["s4"]
+    apply_dir(store, write_repo(root, docs), T0 + timedelta(seconds=1))
+    loop.poke()
+    loop.step()
+    assert sorted(loop._armed) == ["n", "s0", "s1", "s2", "s3"]
+    assert loop._armed["s0"] is before["s0"]  # untouched: not armed again
+    assert loop._armed["s1"] is not before["s1"]
+    assert loop.next_deadline() == datetime(2026, 6, 15, 10, 15, tzinfo=UTC)
+    _drive(loop, clock, T0 + timedelta(hours=1))
+    assert [s for s, _, _ in _ledger(store, "s1")] == ["15 10:30:00"]
+    assert [s for s, _, _ in _ledger(store, "n")] == ["15 10:15:00"]
+    assert _ledger(store, "s4") == []
+    # a Policy change concerns every schedule: all are armed again
+    policy = (root / "policy.yaml").read_text().replace("dave@example.com", "dave@example.org")
+    (root / "policy.yaml").write_text(policy)
+    apply_dir(store, root, T0 + timedelta(hours=1, seconds=1))
+    kept = loop._armed["s0"]
+    loop.poke()
+    loop.step()
+    assert loop._armed["s0"] is not kept
