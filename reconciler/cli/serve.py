@@ -156,7 +156,10 @@ def serve(
     def opener() -> Any:
         return open_store(url)
 
+    # test entry points: a short lease, and how late a slot may be found before it counts
+    # as missed (so a test can show a misfire after a few seconds of outage)
     lease = float(os.environ.get("RECONCILER_TEST_LEASE_SECONDS", "60"))
+    late = timedelta(seconds=float(os.environ.get("RECONCILER_TEST_LATE_SECONDS", "60")))
     daemon = Daemon(
         DaemonConfig(
             repo,
@@ -167,6 +170,7 @@ def serve(
             poll=poll_d,
             grace=grace_d,
             lease_seconds=lease,
+            late_after=late,
         )
     )
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

@@ -52,6 +52,8 @@ class DaemonConfig:
     poll: timedelta = timedelta(seconds=60)
     grace: timedelta = timedelta(seconds=30)
     lease_seconds: float = 60.0
+    late_after: timedelta = timedelta(seconds=60)
+    """A slot found later than this after its fire time was missed (the misfire policy decides)."""
     watch: bool = True
     replica_id: str = field(
         default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
@@ -95,7 +97,7 @@ class Daemon:
         self.health = StateHealth()
         self.stopping = threading.Event()
         self._threads: list[threading.Thread] = []
-        self.firing = FiringLoop(c.open_store(), c.clock, self._queued)
+        self.firing = FiringLoop(c.open_store(), c.clock, self._queued, grace=c.late_after)
         # tens of thousands of armed schedules live as long as the process: keep the
         # collector's full passes (tens of ms, a jump in fire lateness) from walking them
         self.firing.after_reload = gc.freeze

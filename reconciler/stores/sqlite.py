@@ -27,7 +27,6 @@ not be deleted while runs are running.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import os
@@ -66,15 +65,6 @@ def _byte_lock(fd: int, command: int, kind: int, offset: int) -> int:
 # later commit. So the header is read only by the first opener.
 _OPEN: dict[str, int] = {}
 _OPEN_LOCK = threading.Lock()
-_WRITERS: dict[str, threading.Lock] = {}
-
-
-def _writer_lock(key: str) -> threading.Lock:
-    with _OPEN_LOCK:
-        lock = _WRITERS.get(key)
-        if lock is None:
-            lock = _WRITERS[key] = threading.Lock()
-        return lock
 
 
 class _SqliteTx:
@@ -384,11 +374,7 @@ class SqliteStore(SqlStore):
     @contextmanager
     def _tx(self, mode: Mode) -> Iterator[Tx]:
         begin = {"read": "BEGIN", "migrate": "BEGIN EXCLUSIVE"}.get(mode, "BEGIN IMMEDIATE")
-        # Writers of this process queue on one lock per file instead of SQLite's busy handler,
-        # which sleeps in steps of milliseconds (a worker's write would delay a firing commit
-        # by that much); writers of other processes still meet the busy timeout.
-        writer = _writer_lock(self._key) if mode != "read" else contextlib.nullcontext()
-        with self._lock, writer, self._translate():
+        with self._lock, self._translate():
             conn = self._conn
             if conn is None:
                 raise StateUnavailable(f"the state {self.path} is closed")

@@ -15,10 +15,12 @@ import urllib.error
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from reconciler.stores import open_store
+import pytest
+
+from reconciler.stores import StateStore, open_store
 from tests.gitutil import git
 
-from .conftest import Serve, ledger_slots, make_repo, schedule, until
+from .conftest import Serve, ledger_slots, make_repo, schedule, until, write_repo
 
 
 def test_serve_applies_a_new_commit_within_a_second_fires_it_and_drains_on_sigterm(
@@ -103,42 +105,60 @@ def test_a_bad_commit_stalls_and_keeps_the_last_good_state_in_force(
 
 
 def test_sigkill_then_restart_records_no_slot_twice_and_none_missing(
-    tmp_path: Path, serves: list[Serve]
+    tmp_path: Path, serves: list[Serve], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    docs = {f"t{i}": schedule(f"t{i}", "{every: 1s}", overlap="allow") for i in range(4)}
+    """Over 1,000 slots: serve is SIGKILLed while firing with runs in flight, stays down past
+    the (test-shortened) lateness limit, and restarts. Every slot has exactly one ledger entry,
+    the misfire policies decide the outage, the killed replica's runs are abandoned."""
+    policies = {"all": "{policy: all}", "skip": "{policy: skip}", "once": "{policy: once}"}
+    docs = {}
+    for i in range(20):
+        kind = "all" if i < 10 else "skip" if i < 15 else "once"
+        docs[f"{kind}{i}"] = schedule(
+            f"{kind}{i}", "{every: 1s}", overlap="allow", misfire=policies[kind]
+        )
+    names = sorted(docs)
     repo = make_repo(tmp_path, docs)
     state = str(tmp_path / "state.sqlite")
-    first = Serve(repo, state, "--workers", "2", "--poll", "1h", fake="0.3")
+    monkeypatch.setenv("RECONCILER_TEST_LATE_SECONDS", "1")
+
+    def total(store: StateStore) -> int:
+        return sum(len(ledger_slots(store, n)) for n in names)
+
+    first = Serve(repo, state, "--workers", "2", "--poll", "1h", fake="0.5")
     serves.append(first)
     with open_store(state) as store:
-        until(
-            lambda: sum(len(ledger_slots(store, f"t{i}")) for i in range(4)) >= 40,
-            30,
-            "forty slots",
-        )
+        until(lambda: total(store) >= 500, 60, "500 slots")
     first.signal(signal.SIGKILL)
     first.wait(10)
     killed_at = time.time()
-    time.sleep(3)  # down for three seconds: slots within the 60 s grace are caught up
+    time.sleep(4)  # down for four seconds: more than the one-second lateness limit
     second = Serve(repo, state, "--workers", "2", "--poll", "1h", fake="0.05")
     serves.append(second)
     with open_store(state) as store:
-        until(
-            lambda: store.fire_cursors()["t0"].last_slot.timestamp() > killed_at + 5,
-            30,
-            "firing after the restart",
-        )
+        until(lambda: total(store) >= 1_100, 90, "1,100 slots")
     second.signal(signal.SIGTERM)
     assert second.wait(60) == 0
     with open_store(state) as store:
-        for i in range(4):
-            slots = ledger_slots(store, f"t{i}")
-            assert len(slots) == len(set(slots)), f"t{i} has a slot twice"
-            gaps = [b - a for a, b in itertools.pairwise(slots)]
-            assert set(gaps) == {timedelta(seconds=1)}, f"t{i} misses a slot: {set(gaps)}"
-        runs = store.list_runs(limit=10_000)
+        assert total(store) >= 1_000
+        outage: dict[str, list[str | None]] = {}
+        for n in names:
+            slots = ledger_slots(store, n)
+            assert len(slots) == len(set(slots)), f"{n} has a slot twice"
+            gaps = {b - a for a, b in itertools.pairwise(slots)}
+            assert gaps == {timedelta(seconds=1)}, f"{n} misses a slot: {gaps}"
+            outage[n] = [
+                e.skip_reason
+                for e in store.list_slots(n, limit=100_000)
+                if killed_at + 1 < e.slot.timestamp() < killed_at + 3
+            ]
+        # the outage's slots, per policy: all runs each, skip skips them, once one catch-up
+        assert all(outage[n] and set(outage[n]) == {None} for n in names if n.startswith("all"))
+        assert all("misfire" in outage[n] for n in names if n.startswith("skip"))
+        runs = store.list_runs(limit=100_000)
         per_slot = [(r.schedule, r.slot) for r in runs if r.slot]
         assert len(per_slot) == len(set(per_slot))
+        assert "catch-up" in {r.trigger for r in runs}
         # the runs the killed replica was executing were abandoned by the new replica at
         # once (their run locks were free), not after the lease, and never run again
         assert not [r for r in runs if r.status == "running"]
@@ -199,3 +219,74 @@ def test_run_queues_for_a_live_daemon_run_at_waits_and_cancel_stops_a_running_ru
     assert bad.returncode == 1 and "offset" in bad.stderr and "Traceback" not in bad.stderr
     s.signal(signal.SIGTERM)
     assert s.wait(60) == 0
+
+
+SLOW = {
+    "slow.yaml": """
+        apiVersion: reconciler/v1
+        kind: JobTemplate
+        metadata: {name: slow}
+        spec:
+          type: orchestration
+          playbook: playbooks/slow.yml
+        """,
+    "playbooks/slow.yml": """
+        - hosts: all
+          gather_facts: false
+          tasks:
+            - command: sleep 37
+        """,
+}
+
+
+def _sleepers() -> list[int]:
+    """Processes running the slow playbook's ``sleep 37`` (below any parent)."""
+    out = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if (proc / "cmdline").read_bytes() == b"sleep\x0037\x00":
+                    out.append(int(proc.name))
+            except OSError:
+                continue
+    return out
+
+
+def test_sigkill_with_a_real_ansible_run_in_flight_then_restart(
+    tmp_path: Path, serves: list[Serve]
+) -> None:
+    """End to end on real ansible-playbook: the run in flight when serve is SIGKILLed ends
+    ``abandoned`` once a new serve starts, leaves no process behind, and its slot is never run
+    again; the next slots run for real."""
+    text = schedule("slow", '{every: 3s, start: "2026-01-01T00:00:00Z"}', overlap="skip")
+    docs = {"slow": text.replace("template: ping", "template: slow")}
+    root = write_repo(tmp_path / "repo", docs, SLOW)
+    git(root, "init", "-q", "-b", "main")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "slow")
+    state = str(tmp_path / "state.sqlite")
+    first = Serve(root, state, "--workers", "1", "--poll", "1h", fake=None)
+    serves.append(first)
+    until(lambda: bool(_sleepers()), 60, "the playbook's sleep to start")
+    with open_store(state) as store:
+        [held] = store.list_runs(status="running")
+    first.signal(signal.SIGKILL)
+    first.wait(10)
+    until(lambda: not _sleepers(), 30, "the orphaned playbook to be stopped")
+    second = Serve(root, state, "--workers", "1", "--poll", "1h", fake=None)
+    serves.append(second)
+    with open_store(state) as store:
+        until(lambda: store.get_run(held.id).status == "abandoned", 30, "the abandoned run")  # type: ignore[union-attr]
+        until(
+            lambda: any(r.status == "running" for r in store.list_runs(schedule="slow")),
+            60,
+            "a new run",
+        )
+        second.signal(signal.SIGTERM)
+        assert second.wait(120) == 0
+        runs = store.list_runs(schedule="slow", limit=1000)
+        slots = [r.slot for r in runs]
+        assert len(slots) == len(set(slots))
+        assert {r.status for r in runs} <= {"abandoned", "cancelled", "succeeded"}
+        assert [r.id for r in runs if r.status == "abandoned"] == [held.id]
+    until(lambda: not _sleepers(), 30, "no playbook left after the drain")
