@@ -114,24 +114,30 @@ class Armed:
     __slots__ = (
         "_fields",
         "_owner",
+        "body",
         "commit",
         "ctx",
         "cursor",
         "generation",
+        "misfire",
         "name",
         "next_fire",
+        "overlap",
+        "owner",
         "since",
-        "spec",
         "state",
         "state_reason",
+        "template",
         "trigger",
         "when_hash",
+        "window_text",
     )
 
     def __init__(
         self,
         name: str,
         spec: dict[str, Any],
+        body: str,
         state: str,
         state_reason: str | None,
         trigger: Trigger,
@@ -140,9 +146,17 @@ class Armed:
         commit: str | None,
         ctx: Context,
     ) -> None:
-        self.name, self.spec, self.state, self.state_reason = name, spec, state, state_reason
+        # only a few short fields and the body's text are kept: 100,000 armed schedules must
+        # fit in a few hundred MB (a parsed body costs several times its text)
+        self.name, self.body, self.state, self.state_reason = name, body, state, state_reason
         self.trigger, self.when_hash, self.since, self.commit = trigger, when_hash, since, commit
         self.ctx = ctx
+        self.template = str(spec.get("template", ""))
+        self.owner = str(spec.get("owner", ""))
+        misfire = spec.get("misfire") or {}
+        self.misfire = str(misfire.get("policy", "once"))
+        self.window_text = misfire.get("window")
+        self.overlap = str(spec.get("overlap", "skip"))
         self.cursor: Cursor | None = None
         self.next_fire: datetime | None = None
         self.generation = 0
@@ -150,25 +164,13 @@ class Armed:
         self._owner: tuple[str | None] | None = None
 
     @property
-    def template(self) -> str:
-        return str(self.spec.get("template", ""))
-
-    @property
-    def misfire(self) -> str:
-        return str((self.spec.get("misfire") or {}).get("policy", "once"))
-
-    @property
     def window(self) -> timedelta:
-        return self.ctx.window((self.spec.get("misfire") or {}).get("window"))
-
-    @property
-    def overlap(self) -> str:
-        return str(self.spec.get("overlap", "skip"))
+        return self.ctx.window(self.window_text)
 
     @property
     def owner_problem(self) -> str | None:
         if self._owner is None:
-            self._owner = (self.ctx.owner_problem(str(self.spec.get("owner", "")), self.template),)
+            self._owner = (self.ctx.owner_problem(self.owner, self.template),)
         return self._owner[0]
 
     @property
@@ -180,15 +182,7 @@ class Armed:
 
 
 def _run_fields(a: Armed) -> dict[str, Any]:
-    sched = Schedule.model_validate(
-        {
-            "apiVersion": "reconciler/v1",
-            "kind": "Schedule",
-            "metadata": {"name": a.name},
-            "spec": a.spec,
-        }
-    )
-    spec = sched.spec
+    spec = Schedule.model_validate_json(a.body).spec
     template = a.ctx.templates.get(spec.template)
     fields: dict[str, Any] = {"variables": {}, "sensitive": frozenset(), "targets": {}}
     if template is not None:
@@ -268,6 +262,7 @@ def arm(rec: ObjectRecord, ctx: Context) -> Armed:
     return Armed(
         rec.name,
         spec,
+        rec.body,
         rec.state or "active",
         rec.state_reason,
         trigger,
@@ -335,7 +330,15 @@ def decide(
     disable: Disable | None = None
     writes: list[LedgerWrite] = []
     cancel: list[RunId] = []
-    if a.state in STATE_SKIP:
+    unreadable = None
+    if any(e.action == "run" for e in entries):
+        try:
+            a.run_fields  # noqa: B018 - worked out at the first due slot
+        except ValueError as bad:
+            unreadable = f"the applied schedule cannot be read: {str(bad).splitlines()[0]}"
+    if unreadable is not None:
+        entries = fold_skips(entries, "desired-state-invalid", unreadable)
+    elif a.state in STATE_SKIP:
         reason, message = STATE_SKIP[a.state]
         entries = fold_skips(entries, reason, message)
     elif a.state == "disabled":

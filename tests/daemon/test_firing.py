@@ -238,3 +238,27 @@ def test_a_reload_after_an_apply_re_arms_only_what_changed(
     loop.poke()
     loop.step()
     assert loop._armed["s0"] is not kept
+
+
+def test_a_stored_schedule_that_cannot_be_read_records_desired_state_invalid(
+    tmp_path: Path, open_state: Callable[[], StateStore]
+) -> None:
+    store = open_state()
+    apply_dir(store, write_repo(tmp_path, {"h": schedule("h", '{cron: "0 * * * *"}')}), T0)
+    rec = store.get_object("Schedule", "h")
+    assert rec is not None
+    body = json.loads(rec.body)
+    body["spec"]["owner"] = ["not", "a", "name"]  # edited by hand: valid JSON, not a Schedule
+    text = json.dumps(body)
+    store.apply_changes(
+        store.serial(),
+        None,
+        [ObjectWrite("Schedule", "h", rec.content_hash, text, True, "active")],
+        [],
+        T0,
+    )
+    clock = ManualClock(T0)
+    loop = _loop(store, clock)
+    _drive(loop, clock, T0 + timedelta(hours=2))
+    assert [r for _, r, _ in _ledger(store, "h")] == ["desired-state-invalid"] * 2
+    assert store.list_runs(schedule="h") == []
