@@ -547,6 +547,16 @@ class FiringLoop:
             due.append(self._armed[name])
         if not due:
             return []
+        try:
+            return self._fire(due, now)
+        except BaseException:
+            # nothing was recorded (one transaction): these schedules are still due, and must
+            # be back in the heap when the state is reachable again
+            for a in due:
+                self._push(a)
+            raise
+
+    def _fire(self, due: list[Armed], now: datetime) -> list[RunRecord]:
         activity = self.store.schedule_activity([a.name for a in due])
         batches: list[FireBatch] = []
         disables: list[Disable] = []

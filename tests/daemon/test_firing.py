@@ -9,6 +9,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from reconciler.clock import ManualClock
 from reconciler.engine.firing import FiringLoop
 from reconciler.stores import ObjectWrite, StateStore
@@ -262,3 +264,37 @@ def test_a_stored_schedule_that_cannot_be_read_records_desired_state_invalid(
     _drive(loop, clock, T0 + timedelta(hours=2))
     assert [r for _, r, _ in _ledger(store, "h")] == ["desired-state-invalid"] * 2
     assert store.list_runs(schedule="h") == []
+
+
+def test_a_pass_that_cannot_write_leaves_its_slots_due_for_the_next_pass(tmp_path: Path) -> None:
+    """The state refuses the ledger write (another writer holds it past the lock timeout):
+    nothing is recorded, and the same slots fire at the next pass instead of being lost."""
+    import sqlite3
+
+    from reconciler.errors import StateError
+    from reconciler.stores.sqlite import SqliteStore
+
+    path = tmp_path / "state.sqlite"
+    store = SqliteStore(path, lock_timeout=0.2)
+    try:
+        apply_dir(
+            store, write_repo(tmp_path / "repo", {"h": schedule("h", '{cron: "0 * * * *"}')}), T0
+        )
+        clock = ManualClock(T0)
+        loop = _loop(store, clock)
+        deadline = loop.next_deadline()
+        assert deadline is not None
+        clock.set(deadline)
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN EXCLUSIVE")
+        try:
+            with pytest.raises(StateError):
+                loop.step()
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        assert _ledger(store, "h") == []
+        loop.step()
+        assert _ledger(store, "h") == [("15 11:00:00", None, 1)]
+    finally:
+        store.close()
