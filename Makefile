@@ -1,5 +1,5 @@
 # Two commands do all the set-up on a fresh machine:
-#   make run    create .venv, install, and run the main job on example-repo
+#   make run    create .venv, install, and run the daemon (serve) on example-repo until Ctrl-C
 #   make test   make sure of PostgreSQL and sshd (.ci/services), create .venv, install, then
 #               lint, type-check and run the test suite
 PY ?= python3
@@ -17,13 +17,12 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/reconciler validate example-repo
-	$(BIN)/reconciler plan example-repo --state .reconciler/state.sqlite
-	$(BIN)/reconciler apply example-repo --yes --state .reconciler/state.sqlite
-	$(BIN)/reconciler schedules --state .reconciler/state.sqlite
+	$(BIN)/reconciler serve example-repo --state .reconciler/state.sqlite
 
 lint: $(STAMP)
 	$(BIN)/ruff check reconciler tests bench
 	$(BIN)/ruff format --check reconciler tests bench
+	$(BIN)/lint-imports --no-cache
 
 types: $(STAMP)
 	$(BIN)/mypy

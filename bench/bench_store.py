@@ -91,19 +91,22 @@ class Backends:
     def names(self) -> list[str]:
         return ["sqlite"] + (["postgresql"] if self.pg_db else [])
 
+    def url(self, backend: str) -> str:
+        """The URL of a new, empty state (a file, or a schema), for callers that open it more
+        than once (one connection per thread, as the daemon does)."""
+        if backend == "sqlite":
+            return str(self.tmp / f"state-{secrets.token_hex(4)}.db")
+        import psycopg
+
+        assert self.pg_db is not None
+        schema = f"b_{secrets.token_hex(4)}"
+        with psycopg.connect(self.pg_db, autocommit=True) as c:
+            c.execute(f'CREATE SCHEMA "{schema}"')
+        return f"{self.pg_db}?options={quote(f'-csearch_path={schema}')}"
+
     @contextmanager
     def fresh(self, backend: str) -> Iterator[StateStore]:
-        if backend == "sqlite":
-            url = str(self.tmp / f"state-{secrets.token_hex(4)}.db")
-        else:
-            import psycopg
-
-            assert self.pg_db is not None
-            schema = f"b_{secrets.token_hex(4)}"
-            with psycopg.connect(self.pg_db, autocommit=True) as c:
-                c.execute(f'CREATE SCHEMA "{schema}"')
-            url = f"{self.pg_db}?options={quote(f'-csearch_path={schema}')}"
-        store = open_store(url)
+        store = open_store(self.url(backend))
         try:
             yield store
         finally:

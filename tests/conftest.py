@@ -63,12 +63,14 @@ def pg_database() -> Iterator[str]:
             "$(ls /etc/postgresql) main start"
         )
     name = f"reconciler_test_{secrets.token_hex(4)}"
-    admin.execute(f'CREATE DATABASE "{name}"')
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
     try:
         yield _with_database(ADMIN_URL, name)
     finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+        # a fresh connection: a test may have restarted the server meanwhile
+        with psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=30) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def new_pg_schema(database_url: str) -> str:

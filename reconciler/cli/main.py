@@ -25,6 +25,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "runs": ("reconciler.cli.runs:runs", "Run history; runs show ID for one run."),
     "logs": ("reconciler.cli.runs:logs", "The log of a run."),
     "drift": ("reconciler.cli.runs:drift", "Configuration drift per server and template."),
+    "serve": ("reconciler.cli.serve:serve", "Run the daemon: watch, reconcile, fire, execute."),
+    "status": ("reconciler.cli.daemon_cmds:status", "Applied revision, replicas and queue."),
+    "slots": ("reconciler.cli.daemon_cmds:slots", "The slot ledger: every due slot's fate."),
+    "cancel": ("reconciler.cli.daemon_cmds:cancel", "Cancel a queued or running run."),
+    "api-key": ("reconciler.cli.api_keys:api_key", "Create, list and revoke API keys."),
+    "simulate": ("reconciler.cli.simulate:simulate", "The ledger serve would write over a range."),
 }
 
 

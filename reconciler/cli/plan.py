@@ -31,11 +31,20 @@ def _horizon(text: str) -> timedelta:
         raise click.BadParameter(str(e)) from None
 
 
-def _load(repo: str, rev: str | None, fmt: str, now: datetime) -> tuple[str, DesiredState]:
-    from reconciler.engine.planning import load_tracked
+def _load(
+    repo: str, rev: str | None, fmt: str, now: datetime, state: str | None
+) -> tuple[str, DesiredState, dict[str, str]]:
+    """The desired state of REPO and the schedules the access-change rule disables; prints the
+    diagnostics and exits 1 when the revision cannot be planned."""
+    from reconciler.engine import planning as eng
 
-    where, result = load_tracked(repo, rev, now)
-    if result.desired is None:
+    where, result = eng.load_tracked(repo, rev, now)
+    desired = result.desired
+    disabled: dict[str, str] = {}
+    if desired is None and result.access_desired is not None and not eng.state_missing(state):
+        with eng.open_state(state, readonly=True) as store:
+            desired, disabled = eng.desired_for(result, store)
+    if desired is None:
         if fmt == "json":
             emit_json(diagnostics_json(result.diagnostics))
         else:
@@ -46,7 +55,15 @@ def _load(repo: str, rev: str | None, fmt: str, now: datetime) -> tuple[str, Des
                 err=True,
             )
         sys.exit(1)
-    return where, result.desired
+    if disabled and fmt == "text":
+        render_diagnostics_text(result.diagnostics)
+        click.echo(
+            f"note: the only errors are owners of schedules unchanged since the state in force, "
+            f"so {printable(where)} is planned anyway (an access change always applies) and "
+            f"{len(disabled)} schedule(s) will be disabled",
+            err=True,
+        )
+    return where, desired, disabled
 
 
 @click.command()
@@ -91,7 +108,7 @@ def plan(
         raise click.UsageError("--out cannot be used with --base (that plan has no state)")
     now = datetime.now(UTC)
     window = _horizon(horizon)
-    where, desired = _load(repo, rev, fmt, now)
+    where, desired, disabled = _load(repo, rev, fmt, now, state)
     if base is not None:
         from reconciler.engine.desired import load_repo
 
@@ -109,7 +126,7 @@ def plan(
         p = eng.plan_against_empty(desired, now, window)
     else:
         with eng.open_state(state, readonly=True) as store:
-            p = eng.plan_against_state(desired, store, now, window)
+            p = eng.plan_against_state(desired, store, now, window, disabled)
     if out:
         with open(out, "w", encoding="utf-8") as fh:
             # where runs find the repository, as apply records it: no credentials in the file
@@ -161,7 +178,7 @@ def apply(
         )
     now = datetime.now(UTC)
     if plan_file is None:  # a repository that cannot be read must not create a state
-        where, desired = _load(repo, rev, fmt, now)
+        where, desired, disabled = _load(repo, rev, fmt, now, state)
     with eng.open_state(state) as store:
         if plan_file is not None:
             try:
@@ -182,7 +199,7 @@ def apply(
             where = plan_file
         else:
             source = repo
-            p = eng.plan_against_state(desired, store, now, timedelta(days=7))
+            p = eng.plan_against_state(desired, store, now, timedelta(days=7), disabled)
         if fmt == "text":
             render_plan(p, sys.stdout.isatty(), where)
         if p.nothing_to_apply:  # a new commit is applied even when no object changes

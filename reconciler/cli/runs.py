@@ -44,6 +44,13 @@ def _need_state(state: str | None) -> None:
 @click.option("--env", "envs", multiple=True, help="Target servers in this environment.")
 @click.option("--var", "pairs", multiple=True, metavar="NAME=VALUE", help="A variable value.")
 @click.option("--simulate", is_flag=True, help="Check mode only: report, change nothing.")
+@click.option(
+    "--at",
+    "at",
+    default=None,
+    metavar="TIME",
+    help="Queue a one-off for this instant (ISO-8601 with offset); the daemon runs it.",
+)
 @click.option("--wait", is_flag=True, help="Run in the foreground and exit with its status.")
 @format_option
 @state_option
@@ -56,29 +63,61 @@ def run(
     envs: tuple[str, ...],
     pairs: tuple[str, ...],
     simulate: bool,
+    at: str | None,
     wait: bool,
     fmt: str,
     state: str | None,
 ) -> None:
-    """Run TEMPLATE now from the applied revision (trigger cli).
+    """Run TEMPLATE now (or --at TIME) from the applied revision (trigger cli).
 
     Targets default to the template's; with none at all the playbook runs on localhost.
-    Without --wait the run continues in the background: follow it with `reconciler logs ID
-    --follow`. With --wait the exit status is 0 succeeded, 1 failed, 124 timed out,
-    130 cancelled.
+    When a daemon (reconciler serve) with workers is alive on the state, the run is queued
+    for it; otherwise it runs in this process (in the background without --wait). With --wait
+    the exit status is 0 succeeded, 1 failed, 124 timed out, 130 cancelled.
     """
     from reconciler.engine import running as eng
     from reconciler.engine.planning import open_state, state_url
     from reconciler.model.common import Targets
 
     targets = Targets(servers=list(servers), roles=list(roles), environments=list(envs))
+    when = _at(at)
     _need_state(state)
     # from here on SIGINT, SIGTERM and SIGHUP end a run that exists in `cancelled`
     with eng.cancel_on_signals() as stop, open_state(state) as store:
         tmpl = eng.applied_template(store, template)
         values = eng.parse_vars(tmpl, pairs)
+        sensitive = [k for k in values if (p := tmpl.spec.prompt(k)) and p.sensitive]
+        if when is not None and sensitive:
+            raise click.UsageError(
+                f"--var {sensitive[0]} is sensitive, and a value given on the command line is "
+                "never stored: it cannot be queued for later (give it with valueFrom in a "
+                "schedule instead)"
+            )
+        daemon = when is not None or (not sensitive and _daemon_alive(store))
+        if daemon:
+            record, _ = eng.prepare_run(
+                store,
+                template,
+                targets,
+                values,
+                simulate,
+                "cli",
+                _now(),
+                requested_by="cli",
+                not_before=when,
+            )
+            _queued_for_daemon(ctx, store, record, when, wait, fmt, stop)
+            return
         record, resolved = eng.prepare_run(
-            store, template, targets, values, simulate, "cli", _now(), requested_by="cli"
+            store,
+            template,
+            targets,
+            values,
+            simulate,
+            "cli",
+            _now(),
+            requested_by="cli",
+            claim=wait,
         )
         try:
             secrets = {k: str(v) for k, v in resolved.secret_values.items()}
@@ -129,6 +168,76 @@ def run(
             )
     if fmt == "json":
         emit_json(eng.run_json(final))
+    else:
+        _print_run(final)
+    ctx.exit(EXIT_CODES.get(final.status, 1))
+
+
+def _at(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r} is not an ISO-8601 instant (e.g. 2026-12-24T02:00:00+01:00)",
+            param_hint="--at",
+        ) from None
+    if t.tzinfo is None:
+        raise click.BadParameter(
+            f"{text!r} has no UTC offset: write it with one, e.g. Z or +01:00", param_hint="--at"
+        )
+    return t
+
+
+def _daemon_alive(store: Any) -> bool:
+    """A ``serve`` replica with workers heartbeat the state recently."""
+    from reconciler.engine.status import REPLICA_TTL
+
+    return any(r.workers > 0 for r in store.list_replicas(_now() - REPLICA_TTL))
+
+
+def _queued_for_daemon(
+    ctx: click.Context,
+    store: Any,
+    record: Any,
+    when: datetime | None,
+    wait: bool,
+    fmt: str,
+    stop: Any,
+) -> None:
+    """The run was queued for the daemon: say so, and with --wait follow it to its end."""
+    from reconciler.engine.running import run_json
+
+    if not wait:
+        if fmt == "json":
+            emit_json({"run": {"id": record.id, "status": record.status}})
+        else:
+            what = f"for {when.isoformat()}" if when else "for the daemon"
+            click.echo(
+                f"run {record.id} queued {what}; follow it with: "
+                f"reconciler logs {record.id} --follow"
+            )
+        ctx.exit(0)
+    if fmt == "text":
+        click.echo(f"run {record.id} queued for the daemon; following it (Ctrl-C cancels it)")
+    offset = 0
+    cancelled = False
+    while True:  # until the run is final; a signal asks the daemon to cancel it
+        current = store.get_run(record.id)
+        part = store.read_log(record.id, offset)
+        if part.text and fmt == "text":
+            click.echo(part.text, nl=False)
+        offset = part.next_offset
+        if current is None or current.status in FINAL:
+            break
+        if stop.is_set() and not cancelled:
+            store.request_cancel(record.id, _now(), "the user (a signal to reconciler run)")
+            cancelled = True
+        stop.wait(0.3)
+    final = store.get_run(record.id)
+    if fmt == "json":
+        emit_json(run_json(final))
     else:
         _print_run(final)
     ctx.exit(EXIT_CODES.get(final.status, 1))

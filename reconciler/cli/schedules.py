@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import click
 
@@ -19,20 +19,52 @@ from reconciler.cli.state import state_option
     show_default=True,
     help="How many next fire times to show.",
 )
+@click.option(
+    "--system",
+    is_flag=True,
+    help="Also list the daemon's own recurring jobs (reconcile, history pruning, reaping).",
+)
 @format_option
 @state_option
-def schedules(count: int, fmt: str, state: str | None) -> None:
+def schedules(count: int, system: bool, fmt: str, state: str | None) -> None:
     """List the applied schedules with state, next fire times and last result."""
     from reconciler.engine.listing import list_schedules
     from reconciler.engine.planning import open_state, state_missing
 
     rows = []
+    jobs = []
+    now = datetime.now(UTC)
     if not state_missing(state):  # a state that does not exist is not created by a listing
         with open_state(state, readonly=True) as store:
-            rows = list_schedules(store, datetime.now(UTC), count)
+            rows = list_schedules(store, now, count)
+            if system:
+                jobs = store.list_system()
+    system_json = [
+        {
+            "name": j.name,
+            "template": None,
+            "state": "system",
+            "every_seconds": j.every_seconds,
+            "last_at": j.last_at.isoformat(),
+            "next": [(j.last_at + timedelta(seconds=j.every_seconds)).isoformat()],
+            "detail": j.detail,
+        }
+        for j in jobs
+    ]
     if fmt == "json":
-        emit_json({"schedules": [r.to_json() for r in rows]})
+        out: dict[str, object] = {"schedules": [r.to_json() for r in rows]}
+        if system:
+            out["system"] = system_json
+        emit_json(out)
         return
+    if system:
+        click.echo("System jobs of the daemon:" if jobs else "No daemon has run on this state.")
+        for j in system_json:
+            click.echo(
+                f"  {j['name']!s:<15} every {j['every_seconds']:g} s, last {j['last_at']}"
+                + (f"  {printable(str(j['detail']))}" if j["detail"] else "")
+            )
+        click.echo("")
     if not rows:
         click.echo("No schedules applied yet (run reconciler apply).")
         return

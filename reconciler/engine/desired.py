@@ -27,21 +27,21 @@ Default = Literal["worktree", "head"]
 
 
 @dataclass
-class Source:
+class OpenedSnapshot:
     """What a REPO argument resolved to."""
 
     snapshot: Snapshot
     description: str  # "working tree of X" / "commit abc123 of X"
     git: GitSource | None = None  # the opened repository, to read other revisions of it
 
-    def at(self, rev: str) -> Source:
+    def at(self, rev: str) -> OpenedSnapshot:
         """The same repository at another revision, without opening (or fetching) it again."""
         assert self.git is not None
         snap = self.git.snapshot(rev)
-        return Source(snap, f"commit {snap.revision[:12]} of {self.git.display}", self.git)
+        return OpenedSnapshot(snap, f"commit {snap.revision[:12]} of {self.git.display}", self.git)
 
 
-def open_snapshot(repo: str, rev: str | None, default: Default) -> Source:
+def open_snapshot(repo: str, rev: str | None, default: Default) -> OpenedSnapshot:
     """The snapshot ``repo`` + ``rev`` stands for; raises :class:`SourceError`."""
     from reconciler.sources import git
 
@@ -49,7 +49,7 @@ def open_snapshot(repo: str, rev: str | None, default: Default) -> Source:
     if git.is_url(repo):
         src = git.GitSource(repo, listing_cache=cache)
         snap = src.snapshot(rev or src.default_revision())
-        return Source(snap, f"commit {snap.revision[:12]} of {src.display}", src)
+        return OpenedSnapshot(snap, f"commit {snap.revision[:12]} of {src.display}", src)
     if not os.path.exists(repo):
         raise SourceError(f"{repo} does not exist")
     if rev is None and default == "worktree":
@@ -60,11 +60,11 @@ def open_snapshot(repo: str, rev: str | None, default: Default) -> Source:
             # in a Git work tree, repositories inside it (submodules) are skipped, as a
             # revision skips them; a plain directory is read as it is
             snapshot = DirectorySnapshot(repo, skip_repositories=kind == "worktree")
-            return Source(snapshot, f"working tree of {repo}")
+            return OpenedSnapshot(snapshot, f"working tree of {repo}")
         src = git.GitSource(repo, listing_cache=cache)
         snap = src.snapshot("HEAD")
         how = "HEAD, as a bare repository has no working tree"
-        return Source(snap, f"commit {snap.revision[:12]} of {repo}: {how}", src)
+        return OpenedSnapshot(snap, f"commit {snap.revision[:12]} of {repo}: {how}", src)
     try:
         src = git.GitSource(repo, listing_cache=cache)
     except SourceError:
@@ -72,9 +72,9 @@ def open_snapshot(repo: str, rev: str | None, default: Default) -> Source:
             raise SourceError(f"{repo} is not a Git repository, so --rev cannot be used") from None
         from reconciler.sources.directory import DirectorySnapshot
 
-        return Source(DirectorySnapshot(repo), f"directory {repo}")
+        return OpenedSnapshot(DirectorySnapshot(repo), f"directory {repo}")
     snap = src.snapshot(rev or src.default_revision())
-    return Source(snap, f"commit {snap.revision[:12]} of {repo}", src)
+    return OpenedSnapshot(snap, f"commit {snap.revision[:12]} of {repo}", src)
 
 
 _loader: Loader | None = None
@@ -93,7 +93,7 @@ def shared_loader() -> Loader:
 
 def load_repo(
     repo: str, rev: str | None, default: Default, now: datetime | None = None
-) -> tuple[Source, LoadResult]:
+) -> tuple[OpenedSnapshot, LoadResult]:
     source = open_snapshot(repo, rev, default)
     return source, load_source(source, now)
 
@@ -115,7 +115,7 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def load_source(source: Source, now: datetime | None = None) -> LoadResult:
+def load_source(source: OpenedSnapshot, now: datetime | None = None) -> LoadResult:
     """Load the snapshot of an opened source (with the shared, cached loader)."""
     with gc_paused():
         return shared_loader().load(source.snapshot, now or datetime.now(UTC))

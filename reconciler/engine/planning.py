@@ -9,8 +9,10 @@ import hashlib
 import json
 import os
 from collections import defaultdict
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from reconciler.errors import RevisionNotFound, StateCorrupt, StateError, StateUnavailable
 from reconciler.loading.loader import LoadResult
@@ -27,7 +29,11 @@ from reconciler.planning.plan import (
     StoredObjectInvalid,
     make_plan,
 )
-from reconciler.stores.base import ObjectWrite, StateStore, open_store
+from reconciler.stores.base import ObjectWrite, StateStore
+from reconciler.stores.opening import open_store
+
+if TYPE_CHECKING:
+    from reconciler.engine.desired import OpenedSnapshot
 
 DEFAULT_STATE = os.path.join(".reconciler", "state.sqlite")
 
@@ -96,11 +102,19 @@ def load_tracked(repo: str, rev: str | None, now: datetime) -> tuple[str, LoadRe
 
     Returns a description of what was read and the load result.
     """
+    source, result = load_tracked_source(repo, rev, now)
+    return source.description, result
+
+
+def load_tracked_source(
+    repo: str, rev: str | None, now: datetime
+) -> tuple[OpenedSnapshot, LoadResult]:
+    """:func:`load_tracked`, returning the opened source (the daemon asks it more)."""
     from reconciler.engine.desired import load_repo, load_source
 
     source, result = load_repo(repo, rev, "head", now)
     if rev is not None or source.git is None:
-        return source.description, result
+        return source, result
     # HEAD is only where the branch's name is read: a missing branch is an error, never HEAD
     try:
         tracked = source.git.resolve(source.git.default_revision(tracked_branch(result)))
@@ -112,7 +126,7 @@ def load_tracked(repo: str, rev: str | None, now: datetime) -> tuple[str, LoadRe
     if tracked != result.revision:
         source = source.at(tracked)
         result = load_source(source, now)
-    return source.description, result
+    return source, result
 
 
 def tracked_branch(result: LoadResult) -> str:
@@ -181,7 +195,11 @@ def decision_lookup(store: StateStore) -> DecisionLookup:
 
 
 def plan_against_state(
-    desired: DesiredState, store: StateStore, now: datetime, horizon: timedelta
+    desired: DesiredState,
+    store: StateStore,
+    now: datetime,
+    horizon: timedelta,
+    disabled: Mapping[str, str] | None = None,
 ) -> Plan:
     info = store.info()
     try:
@@ -193,9 +211,31 @@ def plan_against_state(
             info.serial,
             horizon,
             info.revision,
+            disabled,
         )
     except StoredObjectInvalid as e:
         raise e.at(info.location) from None
+
+
+def desired_for(
+    result: LoadResult, store: StateStore | None
+) -> tuple[DesiredState | None, dict[str, str]]:
+    """The desired state to plan, and the schedules to disable, under the contract's
+    access-change rule: a commit whose only errors are owners (not a Policy user, or without
+    ``run``) of schedules that are unchanged since the state in force is applied, and those
+    schedules become ``disabled`` with the reason; removing a person from Policy can never be
+    blocked by the schedules they own. (None, {}) when the commit cannot be applied."""
+    if result.desired is not None:
+        return result.desired, {}
+    desired = result.access_desired
+    if desired is None or store is None or not result.owner_problems:
+        return None, {}
+    for name in result.owner_problems:
+        rec = store.get_object("Schedule", name)
+        src = desired.sources.get(("Schedule", name))
+        if rec is None or src is None or rec.content_hash != src.digest:
+            return None, {}  # a new or changed schedule with a bad owner: CI must catch it
+    return desired, dict(result.owner_problems)
 
 
 def plan_against_empty(desired: DesiredState, now: datetime, horizon: timedelta) -> Plan:

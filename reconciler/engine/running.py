@@ -23,19 +23,17 @@ import socket
 import stat
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from reconciler.errors import ExecutionError, SourceError, StateError, UsageError
+from reconciler.errors import ExecutionError, StateError, UsageError
 from reconciler.executors.spec import (
     Executor,
-    HostResult,
+    HostOutcome,
     Progress,
-    RunHandle,
-    RunOutcome,
-    RunRequest,
     hosts_for_targets,
 )
 from reconciler.model.common import SecretRef, Targets
@@ -43,9 +41,7 @@ from reconciler.model.diagnostics import did_you_mean
 from reconciler.model.documents import JobTemplate, Schedule
 from reconciler.model.variables import ResolvedVariables, coerce_text, resolve
 from reconciler.planning.plan import SERVERS_KIND, SERVERS_NAME, ResolvedInventory
-from reconciler.stores.base import DriftRecord, NewRun, RunId, RunRecord, StateStore
-from reconciler.stores.base import DriftState as StoreDrift
-from reconciler.stores.base import HostResult as StoredHost
+from reconciler.stores.base import DriftState, HostResult, NewRun, RunId, RunRecord, StateStore
 
 LEASE_SECONDS = 120.0
 
@@ -103,8 +99,14 @@ def prepare_run(
     requested_by: str | None = None,
     schedule: Schedule | None = None,
     slot: datetime | None = None,
+    *,
+    not_before: datetime | None = None,
+    claim: bool = False,
 ) -> tuple[RunRecord, ResolvedVariables]:
-    """Validate a request against the applied state and queue it; raises UsageError."""
+    """Validate a request against the applied state and queue it; raises UsageError.
+
+    ``claim``: the run is created claimed by this process (it executes it itself, and no
+    daemon worker may take it); ``not_before``: a one-off for that instant (``run --at``)."""
     template = applied_template(store, template_name)
     if not template.spec.enabled:
         raise UsageError(f'template "{template_name}" is disabled (enabled: false in Git)')
@@ -130,6 +132,10 @@ def prepare_run(
             slot=slot,
             variables={**resolved.public(), **dict.fromkeys(sensitive, "")},
             sensitive=sensitive,
+            untrusted=frozenset(resolved.untrusted),
+            not_before=not_before,
+            claim_by=worker_id() if claim else None,
+            claim_seconds=LEASE_SECONDS,
             targets=effective.model_dump(),
             simulate=simulate,
             requested_by=requested_by,
@@ -212,42 +218,19 @@ def checkout(location: str, revision: str | None, into: Path) -> Path:
     return into
 
 
-def _host_record(h: HostResult) -> StoredHost:
-    return StoredHost(
+def _host_record(h: HostOutcome) -> HostResult:
+    return HostResult(
         h.name, h.status, h.ok, h.changed, h.failed, h.unreachable, h.skipped, 1 if h.drifted else 0
     )
 
 
-_DRIFT_STATE: dict[str, StoreDrift] = {
+_DRIFT_STATE: dict[str, DriftState] = {
     "in-sync": "in-sync",
     "fixed": "in-sync",
     "found": "drifted",
     "still-present": "drifted",
     "unknown": "unknown",
 }
-
-
-def record_outcome(
-    store: StateStore, run: RunRecord, outcome: RunOutcome, now: datetime, worker: str
-) -> RunRecord:
-    store.set_host_results(run.id, [_host_record(h) for h in outcome.hosts.values()])
-    if outcome.drift:
-        records = []
-        for host, state in outcome.drift.items():
-            result = outcome.hosts.get(host)
-            details: dict[str, Any] = {"outcome": state}
-            if result is not None and result.drift:
-                details["tasks"] = [
-                    {"task": d.task, "diff": d.diff, "hidden": d.hidden} for d in result.drift
-                ]
-            records.append(
-                DriftRecord(host, run.template, run.id, _DRIFT_STATE[state], details, now)
-            )
-        store.record_drift(records)
-    store.finish_run(run.id, outcome.status, now, outcome.message, worker_id=worker)
-    final = store.get_run(run.id)
-    assert final is not None
-    return final
 
 
 def worker_id() -> str:
@@ -265,158 +248,61 @@ def execute_run(
     cancel: threading.Event | None = None,
     lease_seconds: float = LEASE_SECONDS,
 ) -> RunRecord:
-    """Claim ``run`` (queued), execute it and record the outcome. Returns the final record.
+    """Claim ``run`` (queued) for this process and execute it through the one run lifecycle
+    (:func:`reconciler.engine.runs.execute_claimed`, which the daemon's workers use too).
+    Returns the final record.
 
-    Whatever happens once it is claimed, the run ends in a final status and its checkout is
-    removed. ``cancel`` (see :func:`cancel_on_signals`) is looked at between every step: once
-    it is set the run stops and is recorded ``cancelled`` (before it is claimed: it never
-    starts). While it runs its lease is renewed every quarter of ``lease_seconds``; a run whose
-    lease is gone (it was reaped as abandoned) is stopped. Without ``cancel``, a
-    KeyboardInterrupt cancels the run the same way.
+    ``secrets`` and ``caller_untrusted`` are what the submitting process holds in memory.
+    ``cancel`` (see :func:`cancel_on_signals`) is looked at between every step: once it is set
+    the run stops and is recorded ``cancelled`` (before it is claimed: it never starts).
     """
-    from reconciler.engine.planning import applied_source
+    from reconciler.engine.runs import execute_claimed
+    from reconciler.engine.working import Lease
 
     stop = cancel if cancel is not None else threading.Event()
     me = worker_id()
     if stop.is_set():
-        store.append_log(run.id, _CANCELLED)
+        store.append_log(run.id, "\nreconciler: cancelled by the user\n")
         store.finish_run(run.id, "cancelled", clock(), "cancelled before it started")
         final = store.get_run(run.id)
         assert final is not None
         return final
-    claimed = store.claim_run(run.id, me, lease_seconds, clock())
+    if run.status == "running" and run.worker == me:
+        claimed: RunRecord | None = run  # created claimed (prepare_run(claim=True))
+    else:
+        claimed = store.claim_run(run.id, me, lease_seconds, clock())
     if claimed is None:
         raise ExecutionError(f"run {run.id} is not queued any more")
-    tmp: Path | None = None
-    handle: RunHandle | None = None
-    with _Lease(store, run.id, me, lease_seconds, clock) as lease:
-        try:
-            template = applied_template(store, run.template)
-            inv = applied_inventory(store)
-            targets = Targets.model_validate(run.targets or {})
-            hosts = hosts_for_targets(
-                targets, list(inv.servers.values()), inv.roles, inv.environments
-            )
-            location = applied_source(store)
-            if location is None:
-                raise ExecutionError(
-                    "the state does not record where the repository is: "
-                    "apply it again with this version"
-                )
-            trusted = {
-                k: v
-                for k, v in run.variables.items()
-                if k not in caller_untrusted and k not in secrets
-            }
-            # named after the run and this process, so that reaping it (if this process dies)
-            # removes it too: see reap_runs
-            tmp = Path(tempfile.mkdtemp(prefix=f"reconciler-run-{run.id}-{os.getpid()}-"))
-            try:
-                project = checkout(location, run.commit, tmp / "project")
-            except (SourceError, OSError) as e:
-                commit = (run.commit or "working tree")[:12]
-                raise ExecutionError(
-                    f"cannot check out commit {commit} from {location}, "
-                    f"where the state says the applied repository is: {e}"
-                ) from None
-            request = RunRequest(
-                run_id=str(run.id),
-                project_dir=str(project),
-                playbook=template.spec.playbook,
-                kind=template.spec.type,
-                mode="simulate" if run.simulate else "run",
-                remediate=template.spec.type == "configuration" and not run.simulate,
-                hosts=hosts,
-                trusted_vars=trusted,
-                untrusted_vars=dict(caller_untrusted),
-                secrets=dict(secrets),
-                forks=template.spec.forks,
-                timeout=template.spec.timeout.total_seconds(),
-                hidden_env=secret_env_names(store),
-            )
-
-            def on_log(text: str) -> None:
-                store.append_log(run.id, text)
-
-            if stop.is_set() or lease.lost.is_set():
-                store.append_log(run.id, _CANCELLED if stop.is_set() else _LOST)
-                outcome = RunOutcome(str(run.id), "cancelled", "cancelled")
-            else:
-                handle = executor.start(request, on_progress, on_log)
-                outcome = _follow(handle, store, run.id, stop, lease)
-        except KeyboardInterrupt:  # Ctrl-C where the caller installed no handler
-            store.append_log(run.id, _CANCELLED)
-            if handle is None:
-                outcome = RunOutcome(str(run.id), "cancelled", "cancelled")
-            else:
-                handle.cancel()
-                outcome = handle.wait()
-        except Exception as e:
-            store.append_log(run.id, f"\nreconciler: the run could not be executed: {e}\n")
-            store.finish_run(run.id, "failed", clock(), str(e), worker_id=me)
-            raise
-        finally:
-            if tmp is not None:
-                shutil.rmtree(tmp, ignore_errors=True)
-        return record_outcome(store, run, outcome, clock(), me)
+    lease = Lease(me, lease_seconds, stop, threading.Event())
+    final = execute_claimed(
+        store,
+        claimed,
+        lease,
+        executor,
+        _FunctionClock(clock),
+        on_progress,
+        given=(secrets, caller_untrusted),
+    )
+    if final is None:
+        got = store.get_run(run.id)
+        assert got is not None
+        return got
+    return final
 
 
-_CANCELLED = "\nreconciler: cancelled by the user\n"
-_LOST = "\nreconciler: this process lost the run's lease (it was reaped); stopping it\n"
+class _FunctionClock:
+    """A :class:`~reconciler.clock.Clock` over a ``now()`` function (the CLI's and tests')."""
 
+    def __init__(self, now: Callable[[], datetime]) -> None:
+        self.now = now
 
-class _Lease:
-    """Renews the lease of a claimed run from a thread, every quarter of its length, until
-    the run is recorded (also during a long checkout, and while a cancelled run winds down);
-    ``lost`` is set once the run is not this process's any more (it was reaped)."""
+    def monotonic(self) -> float:
+        return time.monotonic()
 
-    def __init__(
-        self,
-        store: StateStore,
-        run_id: int,
-        me: str,
-        seconds: float,
-        clock: Callable[[], datetime],
-    ) -> None:
-        self.lost = threading.Event()
-        self._done = threading.Event()
-        self._args = (store, run_id, me, seconds, clock)
-        self._thread = threading.Thread(target=self._renew, name=f"lease-{run_id}", daemon=True)
+    def sleep_until(self, deadline: datetime, wake: threading.Event) -> bool:
+        from reconciler.clock import SystemClock
 
-    def _renew(self) -> None:
-        store, run_id, me, seconds, clock = self._args
-        while not self._done.wait(seconds / 4):
-            try:
-                kept = store.renew_lease(run_id, me, seconds, clock())
-            except StateError:
-                continue  # the database may be back by the next renewal
-            if not kept:
-                self.lost.set()
-                return
-
-    def __enter__(self) -> _Lease:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._done.set()
-        self._thread.join(10)
-
-
-def _follow(
-    handle: RunHandle, store: StateStore, run_id: int, stop: threading.Event, lease: _Lease
-) -> RunOutcome:
-    """Wait for the run to end; cancel it once ``stop`` is set or its lease is lost."""
-    stopping = False
-    while True:
-        with contextlib.suppress(TimeoutError):
-            return handle.wait(0.2)
-        if stopping:
-            continue
-        if stop.is_set() or lease.lost.is_set():
-            store.append_log(run_id, _CANCELLED if stop.is_set() else _LOST)
-            handle.cancel()
-            stopping = True
+        return SystemClock().sleep_until(deadline, wake)
 
 
 @contextlib.contextmanager

@@ -48,15 +48,15 @@ from reconciler.executors.folding import (
     merge_host,
 )
 from reconciler.executors.spec import (
-    HostResult,
+    HostOutcome,
     HostStatus,
     LogCallback,
+    OutcomeStatus,
     Phase,
     Progress,
     ProgressCallback,
     RunOutcome,
     RunRequest,
-    RunStatus,
     SimulationFinding,
     TargetHost,
     WorkerJob,
@@ -456,14 +456,14 @@ class AnsibleRunHandle:
     def _outcome_of(
         self,
         runs: Sequence[_PhaseRun],
-        hosts: Mapping[str, HostResult],
+        hosts: Mapping[str, HostOutcome],
         drift: Mapping[str, Any],
         findings: Sequence[SimulationFinding],
         started: float,
     ) -> RunOutcome:
         req = self._request
         last = runs[-1]
-        status: RunStatus
+        status: OutcomeStatus
         stopped = next((r.status for r in runs if r.status in ("cancelled", "timed-out")), None)
         bad = [h for h in hosts.values() if h.status in ("failed", "unreachable")]
         still = [n for n, d in drift.items() if d == "still-present"]
@@ -504,7 +504,7 @@ class AnsibleRunHandle:
         )
 
 
-def _summary(hosts: Mapping[str, HostResult], drift: Mapping[str, Any]) -> str:
+def _summary(hosts: Mapping[str, HostOutcome], drift: Mapping[str, Any]) -> str:
     counts: dict[str, int] = {}
     for h in hosts.values():
         counts[h.status] = counts.get(h.status, 0) + 1

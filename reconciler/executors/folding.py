@@ -29,8 +29,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from reconciler.executors.spec import (
-    DriftState,
-    HostResult,
+    DriftOutcome,
+    HostOutcome,
     HostStatus,
     SimulationFinding,
     TaskDiff,
@@ -65,7 +65,7 @@ class _Acc:
 class PhaseResult:
     """What one ansible-playbook invocation did: per-host results, findings, error text."""
 
-    hosts: Mapping[str, HostResult]
+    hosts: Mapping[str, HostOutcome]
     findings: tuple[SimulationFinding, ...] = ()
     error: str = ""
     stats_seen: bool = False
@@ -235,13 +235,13 @@ def fold_events(
                 setattr(a, attr, int(per_host.get(host, 0)))
                 if per_host.get(host):
                     a.seen = True
-    results: dict[str, HostResult] = {}
+    results: dict[str, HostOutcome] = {}
     for host, a in acc.items():
         status = _status(a) if a.seen else "skipped"
         drifted: bool | None = None
         if check and a.seen and status not in ("failed", "unreachable"):
             drifted = a.changed > 0
-        results[host] = HostResult(
+        results[host] = HostOutcome(
             name=host,
             status=status,
             ok=a.ok,
@@ -265,9 +265,9 @@ def drift_summary(
     check: PhaseResult,
     remediation: PhaseResult | None = None,
     recheck: PhaseResult | None = None,
-) -> dict[str, DriftState]:
-    """Per host: in-sync, found, fixed, still-present or unknown (see ``spec.DriftState``)."""
-    out: dict[str, DriftState] = {}
+) -> dict[str, DriftOutcome]:
+    """Per host: in-sync, found, fixed, still-present or unknown (see ``spec.DriftOutcome``)."""
+    out: dict[str, DriftOutcome] = {}
     for name, host in check.hosts.items():
         if host.drifted is None:
             out[name] = "unknown"
@@ -290,7 +290,7 @@ def drift_summary(
     return out
 
 
-def merge_host(check: HostResult, applied: HostResult | None) -> HostResult:
+def merge_host(check: HostOutcome, applied: HostOutcome | None) -> HostOutcome:
     """A configuration run's host result: the check's drift, the remediation's counts."""
     if applied is None:
         return check
@@ -302,6 +302,6 @@ def merge_host(check: HostResult, applied: HostResult | None) -> HostResult:
     )
 
 
-def combine_status(results: Iterable[HostResult]) -> bool:
+def combine_status(results: Iterable[HostOutcome]) -> bool:
     """True when no host failed or was unreachable."""
     return all(h.status not in ("failed", "unreachable") for h in results)

@@ -16,8 +16,8 @@ Vocabulary (the contract's exact strings):
 - ``RunMode``: ``run`` (for real) or ``simulate`` (check mode only, nothing is changed).
 - ``HostStatus``: the worst thing that happened on a host: ``ok``, ``changed``, ``failed``,
   ``unreachable``; ``skipped`` when every task was skipped.
-- ``RunStatus``: ``succeeded``, ``failed``, ``timed-out``, ``cancelled``.
-- ``DriftState``: per host of a configuration run: ``in-sync`` (checked, nothing differs),
+- ``OutcomeStatus``: ``succeeded``, ``failed``, ``timed-out``, ``cancelled``.
+- ``DriftOutcome``: per host of a configuration run: ``in-sync`` (checked, nothing differs),
   ``found`` (differs, not remediated), ``fixed`` (differed, remediation applied and, when
   re-checked, clean), ``still-present`` (differed and remediation failed or the re-check still
   differs), ``unknown`` (the host failed or was unreachable: never reported as in sync).
@@ -40,8 +40,8 @@ if TYPE_CHECKING:
 RunKind = Literal["orchestration", "configuration"]
 RunMode = Literal["run", "simulate"]
 HostStatus = Literal["ok", "changed", "failed", "unreachable", "skipped"]
-RunStatus = Literal["succeeded", "failed", "timed-out", "cancelled"]
-DriftState = Literal["in-sync", "found", "fixed", "still-present", "unknown"]
+OutcomeStatus = Literal["succeeded", "failed", "timed-out", "cancelled"]
+DriftOutcome = Literal["in-sync", "found", "fixed", "still-present", "unknown"]
 FindingKind = Literal["cannot-simulate", "runs-for-real"]
 Phase = Literal["run", "check", "remediate", "recheck", "simulate"]
 
@@ -82,7 +82,8 @@ def target_host(
 ) -> TargetHost:
     """A server of the Inventory as a run host: role vars, then environment vars, then host
     vars (later wins, as in Ansible where host vars beat group vars), ``host`` as
-    ``ansible_host``."""
+    ``ansible_host``; a local-connection server without ``ansible_python_interpreter`` runs
+    modules with the controller's Python."""
     merged: dict[str, Any] = {}
     for role in server.roles:
         group = (roles or {}).get(role)
@@ -95,6 +96,11 @@ def target_host(
     merged.update(server.vars)
     if server.host:
         merged["ansible_host"] = server.host
+    if merged.get("ansible_connection") == "local" and "ansible_python_interpreter" not in merged:
+        # Ansible gives its implicit localhost the controller's Python; a server that says
+        # ``ansible_connection: local`` is the same machine and gets the same, instead of
+        # interpreter discovery (which finds broken shims such as pyenv's python3.13).
+        merged["ansible_python_interpreter"] = "{{ ansible_playbook_python }}"
     return TargetHost(
         name=server.name,
         vars=merged,
@@ -178,7 +184,7 @@ class TaskDiff:
 
 
 @dataclass(frozen=True)
-class HostResult:
+class HostOutcome:
     """Per-host result of a run, folded from runner events.
 
     The counts are the ``playbook_on_stats`` of the run; for a remediated host they are those of
@@ -213,10 +219,10 @@ class RunOutcome:
     """The end of a run: status, one-line message, per-host results, drift and findings."""
 
     run_id: str
-    status: RunStatus
+    status: OutcomeStatus
     message: str
-    hosts: Mapping[str, HostResult] = field(default_factory=dict)
-    drift: Mapping[str, DriftState] = field(default_factory=dict)
+    hosts: Mapping[str, HostOutcome] = field(default_factory=dict)
+    drift: Mapping[str, DriftOutcome] = field(default_factory=dict)
     findings: tuple[SimulationFinding, ...] = ()
     rc: int | None = None
     seconds: float = 0.0

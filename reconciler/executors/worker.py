@@ -1,6 +1,6 @@
 """The worker: one subprocess per ansible-playbook invocation. I/O; the only ansible_runner user.
 
-Forked per phase by the executor's zygote (``python -m reconciler.executors.worker --zygote FD``,
+Forked per phase by the executor's zygote (``python -m reconciler.executors.zygote FD``,
 see :mod:`reconciler.executors.zygote`), which calls :func:`main` after ``setsid()``; or run as
 ``python -m reconciler.executors.worker`` by :mod:`reconciler.executors.ansible`, with
 ``start_new_session=True``, when there is no zygote. Either way, protocol: a
@@ -503,8 +503,4 @@ def main(stdin: IO[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--zygote":
-        from reconciler.executors.zygote import serve
-
-        sys.exit(serve(int(sys.argv[2])))
     sys.exit(main())

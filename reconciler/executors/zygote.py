@@ -6,7 +6,7 @@ invocation cost Python start-up plus importing ``ansible_runner``, about 0.13 s 
 0.1-0.25 s of wall time per run, the largest part of our overhead over bare ansible-playbook.
 A ``fork()`` of a process that has already paid it costs about a millisecond.
 
-Protocol. The parent (:class:`Zygote`) starts ``python -m reconciler.executors.worker --zygote
+Protocol. The parent (:class:`Zygote`) starts ``python -m reconciler.executors.zygote
 FD`` in a new session, where FD is one end of a ``socketpair``: the *control socket*. For each
 run the parent makes three pipes (the worker's stdin, stdout, stderr) and a socketpair (the
 *reply socket*) and passes the worker's ends to the zygote with ``SCM_RIGHTS``. The zygote
@@ -130,7 +130,7 @@ def _child(fds: list[int]) -> None:
 
 
 def serve(ctrl_fd: int) -> int:
-    """The zygote's main loop (``python -m reconciler.executors.worker --zygote FD``)."""
+    """The zygote's main loop (``python -m reconciler.executors.zygote FD``)."""
     _set_name(b"rcx-zygote")
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
@@ -310,7 +310,7 @@ class Zygote:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self.proc = subprocess.Popen(
-                [python, "-m", "reconciler.executors.worker", "--zygote", str(theirs.fileno())],
+                [python, "-m", "reconciler.executors.zygote", str(theirs.fileno())],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -373,3 +373,7 @@ class Zygote:
         if wait is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(wait)
+
+
+if __name__ == "__main__":
+    sys.exit(serve(int(sys.argv[1])))

@@ -148,6 +148,8 @@ class CrossChecker:
         self.docs, self.entries, self.read, self.locator = docs, entries, read, locator
         self.now, self.sink = now, sink
         self.state = DesiredState(revision=revision)
+        #: schedules whose owner is not a Policy user or lacks run (the access-change rule)
+        self.owner_problems: dict[str, str] = {}
         self._selects: dict[tuple[tuple[str, ...], ...], bool] = {}
         self._var_problems: dict[tuple[str, str], list[VariableProblem]] = {}
         # Documents that failed validation were already reported; references to them are not
@@ -260,11 +262,24 @@ class CrossChecker:
             hit = hits.get(keys[ld.name])
             if hit is not None:
                 self.sink.extend(d.with_path(ld.path) for d in hit)
+                self._owner_problem_of(ld, hit)
                 continue
             before = len(self.sink.items)
             self._schedule(ld)
             fresh[keys[ld.name]] = (self.sink.items[before:], time_sensitive(ld))
         cache.put_many({k: d for k, (d, sensitive) in fresh.items() if not sensitive})
+
+    def _owner_problem_of(self, ld: LoadedDocument, diagnostics: list[Diagnostic]) -> None:
+        """Note the owner problem of a schedule whose diagnostics came from the cache."""
+        assert isinstance(ld.doc, Schedule)
+        spec = ld.doc.spec
+        for d in diagnostics:
+            if d.code == "ref-owner":
+                self.owner_problems[ld.name] = f'its owner "{spec.owner}" is not a Policy user'
+            elif d.code == "owner-permission":
+                self.owner_problems[ld.name] = (
+                    f'its owner "{spec.owner}" does not hold run on template "{spec.template}"'
+                )
 
     def _settings(self, lds: list[LoadedDocument]) -> None:
         for extra in lds[1:]:
@@ -641,6 +656,7 @@ class CrossChecker:
         # with an invalid Policy the owner may be one of its users: say nothing about owners
         policy_known = not self._invalid("Policy")
         if policy_known and spec.owner not in st.users:
+            self.owner_problems[ld.name] = f'its owner "{spec.owner}" is not a Policy user'
             self.error(
                 ld,
                 ("spec", "owner"),
@@ -649,6 +665,9 @@ class CrossChecker:
                 did_you_mean(spec.owner, st.users),
             )
         elif policy_known and template is not None and not st.may_run(spec.owner, spec.template):
+            self.owner_problems[ld.name] = (
+                f'its owner "{spec.owner}" does not hold run on template "{spec.template}"'
+            )
             self.error(
                 ld,
                 ("spec", "owner"),

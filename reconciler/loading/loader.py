@@ -119,6 +119,10 @@ class _CheckCache:
             )
 
 
+#: The diagnostics of an owner who is not a Policy user or lacks ``run`` (access changes).
+OWNER_CODES = frozenset({"ref-owner", "owner-permission"})
+
+
 @dataclass
 class LoadResult:
     """The outcome of loading one revision."""
@@ -129,6 +133,11 @@ class LoadResult:
     documents: list[LoadedDocument] = field(default_factory=list)
     files_read: int = 0
     files_cached: int = 0
+    owner_problems: dict[str, str] = field(default_factory=dict)
+    """Schedules whose owner is not a Policy user or lacks ``run`` on its template."""
+    access_desired: DesiredState | None = None
+    """The desired state when its only errors are such owners: the access-change rule of the
+    contract may still apply it (if those schedules are unchanged since the state in force)."""
 
     @property
     def errors(self) -> int:
@@ -357,6 +366,9 @@ class Loader:
         desired = checker.run(self.checks)
         diagnostics = sink.sorted()
         ok = not sink.has_errors
+        owner_only = not ok and all(
+            d.code in OWNER_CODES for d in diagnostics if d.severity is Severity.ERROR
+        )
         return LoadResult(
             revision=snapshot.revision,
             desired=desired if ok else None,
@@ -364,4 +376,6 @@ class Loader:
             documents=documents,
             files_read=len(first) + len(rest) - hits,
             files_cached=hits,
+            owner_problems=dict(checker.owner_problems),
+            access_desired=desired if owner_only else None,
         )

@@ -17,7 +17,7 @@ from reconciler.model.policy import Permission, User, matches
 from reconciler.model.settings import SettingsSpec
 
 
-class Source(Protocol):
+class DocumentSource(Protocol):
     """A loaded document as the desired state keeps it (see loading.documents)."""
 
     kind: str
@@ -38,9 +38,9 @@ class DocMap(Mapping[str, T], Generic[T]):
     """name -> document model, built on first access from the loaded document."""
 
     def __init__(self) -> None:
-        self.sources: dict[str, Source] = {}
+        self.sources: dict[str, DocumentSource] = {}
 
-    def add(self, src: Source) -> None:
+    def add(self, src: DocumentSource) -> None:
         self.sources[src.name] = src
 
     def __getitem__(self, name: str) -> T:
@@ -71,7 +71,7 @@ class DesiredState:
     users: dict[str, User] = field(default_factory=dict)
     permissions: list[Permission] = field(default_factory=list)
     #: every named document by (kind, name): where it is, its digest and canonical body
-    sources: dict[tuple[str, str], Source] = field(default_factory=dict)
+    sources: dict[tuple[str, str], DocumentSource] = field(default_factory=dict)
 
     def may_run(self, user: str, template: str) -> bool:
         u = self.users.get(user)

@@ -37,7 +37,7 @@ class VariablePrompt(Strict):
         return self
 
 
-class Approval(Strict):
+class ApprovalRule(Strict):
     """Who must approve schedules of this template before they become active."""
 
     required: bool = False
@@ -50,7 +50,7 @@ class JobTemplateSpec(Strict):
     playbook: str
     variables: list[VariablePrompt] = Field(default_factory=list)
     allow_new_variables: bool = False
-    approval: Approval = Field(default_factory=Approval)
+    approval: ApprovalRule = Field(default_factory=ApprovalRule)
     api_keys: list[str] | None = None
     timeout: PositiveDuration = timedelta(hours=1)
     forks: int = Field(default=5, ge=1, le=256)

@@ -403,8 +403,12 @@ class Planner:
         now: datetime,
         horizon: timedelta = timedelta(days=7),
         upcoming: int = 3,
+        disabled: Mapping[str, str] | None = None,
     ) -> None:
         self.desired, self.stored, self.decisions = desired, stored, decisions
+        #: schedules the access-change rule will disable at their next slot (unchanged; their
+        #: owner lost run): the plan says so
+        self.disabled = dict(disabled or {})
         self.now, self.horizon, self.upcoming = now, horizon, upcoming
         self.after = _world_after(desired)
         self._before: _World | None = None
@@ -590,6 +594,7 @@ class Planner:
                 servers_changed
                 or tz_changed
                 or rec.state in ("awaiting-approval", "denied")
+                or (name in self.disabled and rec.state != "disabled")
                 # parse the stored body only when some template changed at all
                 or (changed_templates and self._template_name(rec) in changed_templates)
             ):
@@ -650,6 +655,12 @@ class Planner:
             state, reason = "disabled", rec.state_reason
         if state_changed:
             reasons.append(f"its state becomes {state}" + (f" ({reason})" if reason else ""))
+        if name in self.disabled and state == "active":
+            # the access-change rule: the firing loop disables it at its next slot, with a
+            # failed run that says why (the owner lost access; the schedule itself is unchanged)
+            reasons.append(
+                f"it will be disabled at its next slot, with a failed run: {self.disabled[name]}"
+            )
         if not reasons:
             return None
         impact = ScheduleImpact(
@@ -736,8 +747,12 @@ def make_plan(
     base_serial: int,
     horizon: timedelta = timedelta(days=7),
     applied_revision: str | None = None,
+    disabled: Mapping[str, str] | None = None,
 ) -> Plan:
-    """The plan that brings ``stored`` (applied from ``applied_revision``) to ``desired``."""
-    return Planner(desired, stored, decisions, now, horizon).plan(
+    """The plan that brings ``stored`` (applied from ``applied_revision``) to ``desired``.
+
+    ``disabled``: unchanged schedules whose owner lost access (the access-change rule): the
+    plan says that each will be disabled at its next slot, and why."""
+    return Planner(desired, stored, decisions, now, horizon, disabled=disabled).plan(
         desired.revision, base_serial, applied_revision
     )

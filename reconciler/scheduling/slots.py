@@ -35,6 +35,7 @@ from typing import Literal
 
 from reconciler.scheduling.jitter import fire_at
 from reconciler.scheduling.triggers import Trigger
+from reconciler.scheduling.zones import floor_seconds, instant
 
 MisfirePolicy = Literal["once", "skip", "all"]
 OverlapPolicy = Literal["skip", "queue", "cancel", "allow"]
@@ -182,3 +183,142 @@ def _words(d: timedelta) -> str:
         if secs % size == 0 and secs >= size:
             return f"{secs // size}{unit}"
     return f"{secs}s"
+
+
+@dataclass(frozen=True, slots=True)
+class DueEntry:
+    """One ledger entry the firing loop writes: a run for ``slot`` or a skip, possibly of a
+    range of ``count`` consecutive slots ending at ``until`` with the same reason and message.
+
+    ``reason`` is ``on-time`` or ``catch-up`` for runs, the ledger's skip reason for skips."""
+
+    slot: datetime
+    fire_at: datetime
+    action: Literal["run", "skip"]
+    reason: str
+    message: str
+    until: datetime | None = None
+    count: int = 1
+
+
+def plan_due(
+    trigger: Trigger,
+    schedule_name: str,
+    last_done: datetime,
+    now: datetime,
+    policy: MisfirePolicy,
+    window: timedelta,
+    *,
+    grace: timedelta = DEFAULT_GRACE,
+) -> tuple[list[DueEntry], datetime | None]:
+    """The entries for every slot ``s > last_done`` whose fire time (slot plus jitter) is at or
+    before ``now``, oldest first, and the last such slot (the new cursor; None: none is due).
+
+    The same rules as :func:`plan_missed`, measured from each slot's fire time, with runs of
+    consecutive skips that share a reason and message folded into one range entry, so an outage
+    of an ``every: 1s`` schedule is a few entries, not millions. Slots are walked one by one
+    (about 4 µs each) and never held in a list.
+    """
+    if policy not in ("once", "skip", "all"):
+        raise ValueError(f"unknown misfire policy {policy!r}")
+    out: list[DueEntry] = []
+    last: datetime | None = None
+    newest_missed: tuple[datetime, datetime] | None = None  # policy once: the catch-up candidate
+    missed_in_window: list[tuple[datetime, datetime]] = []  # policy once: only until decided
+    on_time_seen: datetime | None = None
+    jitter = trigger.jitter
+    ts = trigger.next_seconds(floor_seconds(last_done))
+    while ts is not None:
+        nxt = trigger.next_seconds(ts)
+        slot = instant(ts)
+        at = fire_at(schedule_name, slot, jitter, None if nxt is None else instant(nxt))
+        if at > now:
+            break
+        last = slot
+        late = now - at
+        if late <= grace:
+            if on_time_seen is None:
+                on_time_seen = slot
+            out.append(DueEntry(slot, at, "run", "on-time", "due now"))
+        elif late > window:
+            _add_skip(
+                out,
+                DueEntry(
+                    slot,
+                    at,
+                    "skip",
+                    "misfire",
+                    f"missed, and older than the misfire window ({_words(window)})",
+                ),
+            )
+        elif policy == "all":
+            out.append(DueEntry(slot, at, "run", "catch-up", "missed; misfire policy all runs it"))
+        elif policy == "skip":
+            _add_skip(out, DueEntry(slot, at, "skip", "misfire", "missed; misfire policy is skip"))
+        else:  # once: decided when the walk ends; keep a placeholder position
+            if newest_missed is not None:
+                missed_in_window.append(newest_missed)
+            newest_missed = (slot, at)
+            out.append(DueEntry(slot, at, "run", "catch-up", ""))  # placeholder, fixed below
+        ts = nxt
+    if policy == "once" and newest_missed is not None:
+        out = _settle_once(out, on_time_seen, len(missed_in_window) + 1)
+    return out, last
+
+
+def _settle_once(
+    entries: list[DueEntry], on_time: datetime | None, n_missed: int
+) -> list[DueEntry]:
+    """Policy ``once``: the placeholders become one catch-up run (the newest missed slot, unless
+    a slot is on time) and skips that name the slot whose run covers them."""
+    placeholders = [e for e in entries if e.action == "run" and e.reason == "catch-up"]
+    cover = on_time if on_time is not None else placeholders[-1].slot
+    out: list[DueEntry] = []
+    for e in entries:
+        if e.action == "run" and e.reason == "catch-up":
+            if on_time is None and e is placeholders[-1]:
+                out.append(
+                    DueEntry(
+                        e.slot,
+                        e.fire_at,
+                        "run",
+                        "catch-up",
+                        f"missed; the one catch-up run for {n_missed} missed slot(s)",
+                    )
+                )
+                continue
+            e = DueEntry(
+                e.slot,
+                e.fire_at,
+                "skip",
+                "misfire",
+                f"missed; covered by the single run for slot {cover.isoformat()} "
+                "(misfire policy once)",
+            )
+            _add_skip(out, e)
+        elif e.action == "skip":
+            _add_skip(out, e)
+        else:
+            out.append(e)
+    return out
+
+
+def _add_skip(out: list[DueEntry], e: DueEntry) -> None:
+    """Append a skip, folding it into the previous entry when that is a skip of the same reason
+    and message (a range)."""
+    if out:
+        p = out[-1]
+        if p.action == "skip" and p.reason == e.reason and p.message == e.message:
+            out[-1] = DueEntry(
+                p.slot, p.fire_at, "skip", p.reason, p.message, e.until or e.slot, p.count + e.count
+            )
+            return
+    out.append(e)
+
+
+def fold_skips(entries: list[DueEntry], reason: str, message: str) -> list[DueEntry]:
+    """Every entry turned into a skip for ``reason`` (a paused or disabled schedule), folded."""
+    out: list[DueEntry] = []
+    for e in entries:
+        _add_skip(out, DueEntry(e.slot, e.fire_at, "skip", reason, message, e.until, e.count))
+    return out

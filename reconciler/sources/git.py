@@ -313,9 +313,21 @@ class GitSource:
         return bool(self.repo.is_bare)
 
     @property
+    def git_dir(self) -> str:
+        """The repository's Git directory (what the daemon's watcher watches)."""
+        return str(self.repo.path)
+
+    @property
     def workdir(self) -> str | None:
         wd: str | None = self.repo.workdir
         return wd
+
+    def is_ancestor(self, older: str, newer: str) -> bool:
+        """Whether commit ``older`` is a strict ancestor of commit ``newer``."""
+        try:
+            return older != newer and bool(self.repo.descendant_of(newer, older))
+        except (KeyError, ValueError, pygit2.GitError):
+            return False
 
     def resolve(self, rev: str) -> str:
         """The full commit SHA a revision name stands for."""

@@ -37,9 +37,13 @@ from reconciler.stores.base import (
     SENSITIVE_PLACEHOLDER,
     ApiKey,
     Approval,
+    Cursor,
     Decision,
     DriftRecord,
     DriftState,
+    FireBatch,
+    FireResult,
+    HeartbeatAnswer,
     HistoryEntry,
     HostResult,
     Lease,
@@ -48,19 +52,21 @@ from reconciler.stores.base import (
     ObjectRecord,
     ObjectState,
     ObjectWrite,
+    ReconcileAttempt,
+    Replica,
     RunId,
     RunRecord,
     RunStatus,
+    RunTrigger,
     Scope,
     SkipReason,
     SlotEntry,
     StateInfo,
     StateStore,
-    Trigger,
+    SystemJob,
     as_utc,
     check_literal,
     hash_secret,
-    utcnow,
 )
 
 PRODUCT = "reconciler"
@@ -209,6 +215,44 @@ MIGRATIONS: tuple[Migration, ...] = (
                 expires {TS} NOT NULL)""",
         ),
     ),
+    Migration(
+        3,
+        "the daemon: firing cursors, slot ranges, replicas, reconcile attempts, cancel requests",
+        (
+            "ALTER TABLE rc_slots ADD COLUMN until_slot {TS}",
+            "ALTER TABLE rc_slots ADD COLUMN slot_count {INT} NOT NULL DEFAULT 1",
+            "ALTER TABLE rc_runs ADD COLUMN wait_for {INT}",
+            "ALTER TABLE rc_runs ADD COLUMN cancel_requested {BOOL} NOT NULL DEFAULT FALSE",
+            "ALTER TABLE rc_runs ADD COLUMN cancel_by TEXT",
+            "ALTER TABLE rc_runs ADD COLUMN untrusted TEXT NOT NULL DEFAULT '[]'",
+            """CREATE TABLE rc_cursors (
+                schedule TEXT PRIMARY KEY,
+                last_slot {TS} NOT NULL,
+                when_hash TEXT NOT NULL,
+                updated_at {TS} NOT NULL)""",
+            """CREATE TABLE rc_replicas (
+                id TEXT PRIMARY KEY,
+                host TEXT NOT NULL,
+                pid {INT} NOT NULL,
+                workers {INT} NOT NULL,
+                started {TS} NOT NULL,
+                seen {TS} NOT NULL)""",
+            """CREATE TABLE rc_attempts (
+                id {INT} PRIMARY KEY CHECK (id = 1),
+                revision TEXT,
+                at {TS} NOT NULL,
+                ok {BOOL} NOT NULL,
+                diagnostics TEXT NOT NULL,
+                message TEXT)""",
+            "CREATE INDEX rc_runs_active ON rc_runs (schedule, status) "
+            "WHERE status IN ('queued', 'running')",
+            """CREATE TABLE rc_system (
+                name TEXT PRIMARY KEY,
+                every_seconds {INT} NOT NULL,
+                last_at {TS} NOT NULL,
+                detail TEXT)""",
+        ),
+    ),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 
@@ -219,8 +263,12 @@ _OBJ_COLS = (
 _RUN_COLS = (
     "id, schedule, template, trigger_kind, slot, status, commit_sha, created_at, not_before, "
     "started_at, finished_at, variables, targets, simulate, message, requested_by, retry_of, "
-    "worker, lease_expires, log_size, log_truncated"
+    "worker, lease_expires, log_size, log_truncated, untrusted"
 )
+_SLOT_COLS = "schedule, slot, run_id, skip_reason, detail, recorded_at, until_slot, slot_count"
+#: Up to this many schedules, :meth:`SqlStore.schedule_activity` looks up only theirs (an
+#: index range each); more (a burst) read every active run once.
+_ACTIVITY_NAMES = 200
 _HOST_COLS = "run_id, server, status, ok, changed, failed, unreachable, skipped, drifted"
 
 
@@ -244,6 +292,12 @@ class SqlStore(ABC):
 
     backend: Literal["sqlite", "postgresql"]
     _lock_row = ""  # PostgreSQL: " FOR UPDATE"
+    #: PostgreSQL judges leases by the database's clock (``now()``), so clock skew between
+    #: replicas cannot make one abandon another's live run; SQLite (one machine's file) by the
+    #: instant the caller passes.
+    _db_clock = False
+    #: SQL for the database server's current instant, in the form instants are stored
+    _server_now = "strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')"
     _skip_locked = ""  # PostgreSQL: " FOR UPDATE SKIP LOCKED"
 
     def __init__(self, *, lock_timeout: float, log_cap: int, readonly: bool = False) -> None:
@@ -298,6 +352,18 @@ class SqlStore(ABC):
         """True only when the process that claimed ``run_id`` is known to have ended."""
         return False
 
+    def _lease_until(self, now: datetime, seconds: float) -> tuple[str, Any]:
+        """SQL for "``seconds`` from now" and its parameter."""
+        if self._db_clock:
+            return "now() + make_interval(secs => ?)", float(seconds)
+        return "?", self._ts(as_utc(now, "now") + timedelta(seconds=seconds))
+
+    def _now_sql(self, now: datetime) -> tuple[str, list[Any]]:
+        """SQL for "now" in lease comparisons and its parameters."""
+        if self._db_clock:
+            return "now()", []
+        return "?", [self._ts(as_utc(now, "now"))]
+
     # -- lifecycle
 
     def __enter__(self) -> StateStore:
@@ -317,7 +383,7 @@ class SqlStore(ABC):
             with self._tx("migrate") as tx:
                 current = self._schema_of(tx)
                 types = self._type_map()
-                now = self._ts(utcnow())
+                now = self._server_now  # the database's clock: the store never reads the time
                 for m in MIGRATIONS:
                     if current < m.version <= target:
                         for ddl in m.ddl:
@@ -325,13 +391,13 @@ class SqlStore(ABC):
                         if m.version == 1:
                             tx.run(
                                 "INSERT INTO rc_meta (id, product, schema_version, serial, "
-                                "created_at) VALUES (1, ?, 0, 0, ?)",
-                                (PRODUCT, now),
+                                f"created_at) VALUES (1, ?, 0, 0, {now})",
+                                (PRODUCT,),
                             )
                         tx.run(
                             "INSERT INTO rc_migrations (version, description, applied_at) "
-                            "VALUES (?, ?, ?)",
-                            (m.version, m.description, now),
+                            f"VALUES (?, ?, {now})",
+                            (m.version, m.description),
                         )
                         tx.run("UPDATE rc_meta SET schema_version = ? WHERE id = 1", (m.version,))
                         current = m.version
@@ -444,6 +510,7 @@ class SqlStore(ABC):
             lease_expires=odt(r[18]),
             log_size=r[19],
             log_truncated=bool(r[20]),
+            untrusted=tuple(self._json_of(r[21], what, list)),
             hosts=hosts,
         )
 
@@ -672,32 +739,39 @@ class SqlStore(ABC):
 
     def _slot(self, r: tuple[Any, ...]) -> SlotEntry:
         return SlotEntry(
-            r[0], self._dt(r[1]), None if r[2] is None else RunId(r[2]), r[3], r[4], self._dt(r[5])
+            r[0],
+            self._dt(r[1]),
+            None if r[2] is None else RunId(r[2]),
+            r[3],
+            r[4],
+            self._dt(r[5]),
+            self._odt(r[6]),
+            int(r[7]),
         )
 
     def get_slot(self, schedule: str, slot: datetime) -> SlotEntry | None:
         with self._tx("read") as tx:
             row = tx.one(
-                "SELECT schedule, slot, run_id, skip_reason, detail, recorded_at FROM rc_slots "
-                "WHERE schedule = ? AND slot = ?",
+                f"SELECT {_SLOT_COLS} FROM rc_slots WHERE schedule = ? AND slot = ?",
                 (schedule, self._ts(as_utc(slot, "slot"))),
             )
         return None if row is None else self._slot(row)
 
     def list_slots(
-        self, schedule: str, since: datetime | None = None, limit: int = 100
+        self, schedule: str | None = None, since: datetime | None = None, limit: int = 100
     ) -> list[SlotEntry]:
-        """The ledger of one schedule, newest slot first."""
-        sql = (
-            "SELECT schedule, slot, run_id, skip_reason, detail, recorded_at FROM rc_slots "
-            "WHERE schedule = ?"
-        )
-        params: list[Any] = [schedule]
+        """The ledger of one schedule (or of all), newest slot first. ``since`` also keeps a
+        range entry whose last slot is at or after it."""
+        sql = f"SELECT {_SLOT_COLS} FROM rc_slots WHERE 1 = 1"
+        params: list[Any] = []
+        if schedule is not None:
+            sql += " AND schedule = ?"
+            params.append(schedule)
         if since is not None:
-            sql += " AND slot >= ?"
+            sql += " AND COALESCE(until_slot, slot) >= ?"
             params.append(self._ts(as_utc(since, "since")))
         with self._tx("read") as tx:
-            rows = tx.all(sql + " ORDER BY slot DESC LIMIT ?", [*params, limit])
+            rows = tx.all(sql + " ORDER BY slot DESC, schedule LIMIT ?", [*params, limit])
         return [self._slot(r) for r in rows]
 
     # -- runs
@@ -706,57 +780,75 @@ class SqlStore(ABC):
         """Enqueue a run. A run for a schedule slot (trigger ``schedule`` or ``catch-up``)
         takes the slot in the ledger in the same transaction; if the slot is taken already,
         nothing is written and None is returned: at most once per slot."""
-        check_literal(run.trigger, Trigger, "trigger")
-        takes_slot = run.trigger in ("schedule", "catch-up")
-        if takes_slot and (run.schedule is None or run.slot is None):
-            raise ValueError(f"a run with trigger {run.trigger!r} needs a schedule and a slot")
         ts = self._ts(as_utc(now, "now"))
-        slot = None if run.slot is None else self._ts(as_utc(run.slot, "slot"))
-        variables = {
-            k: (SENSITIVE_PLACEHOLDER if k in run.sensitive else v)
-            for k, v in run.variables.items()
-        }
         try:
             with self._tx("write") as tx:
-                row = tx.one(
-                    "INSERT INTO rc_runs (schedule, template, trigger_kind, slot, status, "
-                    "commit_sha, created_at, not_before, variables, targets, simulate, message, "
-                    "requested_by, retry_of) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, "
-                    "?, ?) RETURNING id",
-                    (
-                        run.schedule,
-                        run.template,
-                        run.trigger,
-                        slot,
-                        run.commit,
-                        ts,
-                        None
-                        if run.not_before is None
-                        else self._ts(as_utc(run.not_before, "not_before")),
-                        _json(variables),
-                        _json(dict(run.targets)),
-                        run.simulate,
-                        run.message,
-                        run.requested_by,
-                        run.retry_of,
-                    ),
-                )
-                assert row is not None
-                run_id = int(row[0])
-                if takes_slot:
-                    n = tx.run(
-                        "INSERT INTO rc_slots (schedule, slot, run_id, skip_reason, detail, "
-                        "recorded_at) VALUES (?, ?, ?, NULL, NULL, ?) "
-                        "ON CONFLICT (schedule, slot) DO NOTHING",
-                        (run.schedule, slot, run_id, ts),
-                    )
-                    if n != 1:
-                        raise _SlotTaken
+                run_id = self._insert_run(tx, run, ts, now)
                 r = tx.one(f"SELECT {_RUN_COLS} FROM rc_runs WHERE id = ?", (run_id,))
                 assert r is not None
         except _SlotTaken:
             return None
         return self._run(r)
+
+    def _insert_run(self, tx: Tx, run: NewRun, ts: Any, now: datetime) -> int:
+        """Insert ``run`` (and its ledger row when it is for a slot); raises _SlotTaken. With
+        ``claim_by`` it is inserted already claimed (running, leased), so no worker of a daemon
+        can take a run that the submitting process executes itself."""
+        check_literal(run.trigger, RunTrigger, "trigger")
+        takes_slot = run.trigger in ("schedule", "catch-up")
+        if takes_slot and (run.schedule is None or run.slot is None):
+            raise ValueError(f"a run with trigger {run.trigger!r} needs a schedule and a slot")
+        slot = None if run.slot is None else self._ts(as_utc(run.slot, "slot"))
+        variables = {
+            k: (SENSITIVE_PLACEHOLDER if k in run.sensitive else v)
+            for k, v in run.variables.items()
+        }
+        final = run.status != "queued"
+        row = tx.one(
+            "INSERT INTO rc_runs (schedule, template, trigger_kind, slot, status, "
+            "commit_sha, created_at, not_before, variables, targets, simulate, message, "
+            "requested_by, retry_of, wait_for, finished_at, untrusted) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            (
+                run.schedule,
+                run.template,
+                run.trigger,
+                slot,
+                run.status,
+                run.commit,
+                ts,
+                None if run.not_before is None else self._ts(as_utc(run.not_before, "not_before")),
+                _json(variables),
+                _json(dict(run.targets)),
+                run.simulate,
+                run.message,
+                run.requested_by,
+                run.retry_of,
+                run.wait_for,
+                ts if final else None,
+                _json(sorted(run.untrusted)),
+            ),
+        )
+        assert row is not None
+        run_id = int(row[0])
+        if takes_slot:
+            n = tx.run(
+                "INSERT INTO rc_slots (schedule, slot, run_id, skip_reason, detail, "
+                "recorded_at) VALUES (?, ?, ?, NULL, NULL, ?) "
+                "ON CONFLICT (schedule, slot) DO NOTHING",
+                (run.schedule, slot, run_id, ts),
+            )
+            if n != 1:
+                raise _SlotTaken
+        if run.claim_by is not None and run.status == "queued":
+            until, until_p = self._lease_until(now, run.claim_seconds)
+            tx.run(
+                f"UPDATE rc_runs SET status = 'running', worker = ?, lease_expires = {until}, "
+                "started_at = ? WHERE id = ?",
+                (run.claim_by, until_p, ts, run_id),
+            )
+            self._hold_run(run_id)
+        return run_id
 
     def get_run(self, run_id: int) -> RunRecord | None:
         with self._tx("read") as tx:
@@ -806,16 +898,19 @@ class SqlStore(ABC):
             row = tx.one(
                 "SELECT id FROM rc_runs WHERE status = 'queued' "
                 "AND (not_before IS NULL OR not_before <= ?) "
+                "AND (wait_for IS NULL OR NOT EXISTS (SELECT 1 FROM rc_runs w "
+                "WHERE w.id = rc_runs.wait_for AND w.status IN ('queued', 'running'))) "
                 f"ORDER BY id LIMIT 1{self._skip_locked}",
                 (ts,),
             )
             if row is None:
                 return None
             self._hold_run(row[0])
+            until, until_p = self._lease_until(now, lease_seconds)
             tx.run(
-                "UPDATE rc_runs SET status = 'running', worker = ?, lease_expires = ?, "
+                f"UPDATE rc_runs SET status = 'running', worker = ?, lease_expires = {until}, "
                 "started_at = ? WHERE id = ? AND status = 'queued'",
-                (worker_id, self._ts(now + timedelta(seconds=lease_seconds)), ts, row[0]),
+                (worker_id, until_p, ts, row[0]),
             )
             rows = tx.all(f"SELECT {_RUN_COLS} FROM rc_runs WHERE id = ?", (row[0],))
             return self._with_hosts(tx, rows)[0]
@@ -829,10 +924,11 @@ class SqlStore(ABC):
         ts = self._ts(now)
         with self._tx("write") as tx:
             held = self._hold_run(run_id)
+            until, until_p = self._lease_until(now, lease_seconds)
             taken = tx.run(
-                "UPDATE rc_runs SET status = 'running', worker = ?, lease_expires = ?, "
+                f"UPDATE rc_runs SET status = 'running', worker = ?, lease_expires = {until}, "
                 "started_at = ? WHERE id = ? AND status = 'queued'",
-                (worker_id, self._ts(now + timedelta(seconds=lease_seconds)), ts, run_id),
+                (worker_id, until_p, ts, run_id),
             )
             if not taken:
                 if held:
@@ -843,22 +939,23 @@ class SqlStore(ABC):
 
     def renew_lease(self, run_id: int, worker_id: str, lease_seconds: float, now: datetime) -> bool:
         """Extend the lease; False if the run is no longer running under ``worker_id``."""
-        expires = as_utc(now, "now") + timedelta(seconds=lease_seconds)
+        until, until_p = self._lease_until(now, lease_seconds)
         with self._tx("write") as tx:
             n = tx.run(
-                "UPDATE rc_runs SET lease_expires = ? WHERE id = ? AND worker = ? "
+                f"UPDATE rc_runs SET lease_expires = {until} WHERE id = ? AND worker = ? "
                 "AND status = 'running'",
-                (self._ts(expires), run_id, worker_id),
+                (until_p, run_id, worker_id),
             )
         return n == 1
 
     def expired_runs(self, now: datetime) -> list[RunRecord]:
         """Running runs whose lease ran out before ``now``."""
+        at, at_p = self._now_sql(now)
         with self._tx("read") as tx:
             rows = tx.all(
                 f"SELECT {_RUN_COLS} FROM rc_runs WHERE status = 'running' "
-                "AND lease_expires < ? ORDER BY id",
-                (self._ts(as_utc(now, "now")),),
+                f"AND lease_expires < {at} ORDER BY id",
+                at_p,
             )
             return self._with_hosts(tx, rows)
 
@@ -872,11 +969,12 @@ class SqlStore(ABC):
         state may call this (the daemon does too); it writes only when there is a run to reap.
         """
         ts = self._ts(as_utc(now, "now"))
+        at, at_p = self._now_sql(now)
         with self._tx("read") as tx:
             rows = tx.all(
-                "SELECT id, worker, lease_expires < ? FROM rc_runs WHERE status = 'running' "
-                "ORDER BY id",
-                (ts,),
+                f"SELECT id, worker, lease_expires < {at} FROM rc_runs "
+                "WHERE status = 'running' ORDER BY id",
+                at_p,
             )
         expired = any(bool(r[2]) for r in rows)
         gone = [
@@ -893,8 +991,8 @@ class SqlStore(ABC):
                     "UPDATE rc_runs SET status = 'abandoned', finished_at = ?, "
                     "lease_expires = NULL, "
                     "message = COALESCE(message, 'its worker stopped renewing the lease') "
-                    "WHERE status = 'running' AND lease_expires < ? RETURNING id",
-                    (ts, ts),
+                    f"WHERE status = 'running' AND lease_expires < {at} RETURNING id",
+                    [ts, *at_p],
                 )
                 reaped += [RunId(r[0]) for r in rows]
             for run_id, worker in gone:
@@ -1223,3 +1321,442 @@ class SqlStore(ABC):
         with self._tx("read") as tx:
             row = tx.one("SELECT name, owner, expires FROM rc_leases WHERE name = ?", (name,))
         return None if row is None else Lease(row[0], row[1], self._dt(row[2]))
+
+    # -- the live half: firing, replicas, reconcile attempts, cancel, heartbeats
+
+    def fire_cursors(self) -> dict[str, Cursor]:
+        """Every schedule's firing cursor (how far its ledger is complete)."""
+        with self._tx("read") as tx:
+            rows = tx.all("SELECT schedule, last_slot, when_hash FROM rc_cursors")
+        return {r[0]: Cursor(r[0], self._dt(r[1]), r[2]) for r in rows}
+
+    def record_fires(self, batches: Sequence[FireBatch], now: datetime) -> list[FireResult]:
+        """Record the ledger entries of many schedules in one transaction (a burst of 1,000
+        slots due at one instant is one commit). Each batch is guarded by its cursor
+        (compare-and-swap): a batch whose cursor another replica moved is left out and
+        reported ``ok=False``; the (schedule, slot) key stays the last line of defence.
+
+        Set-based: one read of the cursors, then multi-row inserts of the runs, their ledger
+        rows, the skips and the cursors (a few statements per 500 rows, not eight per slot: on
+        PostgreSQL each statement is a round trip)."""
+        ts = self._ts(as_utc(now, "now"))
+        results: dict[str, FireResult] = {}
+        with self._tx("write") as tx:
+            stored = self._cursors_of(tx, [b.schedule for b in batches])
+            fresh: list[FireBatch] = []
+            for b in batches:
+                cur = stored.get(b.schedule)
+                if b.cursor is None:  # never fired under this ``when``
+                    ok = cur is None or cur[1] != b.when_hash
+                else:
+                    ok = cur == (as_utc(b.cursor), b.when_hash)
+                if ok:
+                    fresh.append(b)
+                else:
+                    results[b.schedule] = FireResult(b.schedule, False)
+            for b in fresh:
+                for run_id in b.cancel:
+                    tx.run(
+                        "UPDATE rc_runs SET cancel_requested = TRUE, cancel_by = ? "
+                        "WHERE id = ? AND status = 'running'",
+                        ("overlap: cancelled for a newer slot", run_id),
+                    )
+                    tx.run(
+                        "UPDATE rc_runs SET status = 'cancelled', finished_at = ?, "
+                        "message = 'cancelled for a newer slot (overlap: cancel)' "
+                        "WHERE id = ? AND status = 'queued'",
+                        (ts, run_id),
+                    )
+            new_runs = [(b.schedule, e.run) for b in fresh for e in b.entries if e.run is not None]
+            for b in fresh:
+                for e in b.entries:
+                    if e.run is None and not e.skip_reason:
+                        raise ValueError("a ledger entry is a run or a skip with a reason")
+            created = self._insert_fired_runs(tx, [r for _, r in new_runs], ts)
+            skips = [
+                (
+                    b.schedule,
+                    self._ts(as_utc(e.slot, "slot")),
+                    e.skip_reason,
+                    e.detail,
+                    ts,
+                    None if e.until is None else self._ts(as_utc(e.until, "until")),
+                    e.count,
+                )
+                for b in fresh
+                for e in b.entries
+                if e.run is None
+            ]
+            for chunk in _chunks(skips, 400):
+                tx.run(
+                    "INSERT INTO rc_slots (schedule, slot, run_id, skip_reason, detail, "
+                    "recorded_at, until_slot, slot_count) VALUES "
+                    + ",".join(["(?, ?, NULL, ?, ?, ?, ?, ?)"] * len(chunk))
+                    + " ON CONFLICT (schedule, slot) DO NOTHING",
+                    [v for row in chunk for v in row],
+                )
+            cursors = [
+                (b.schedule, self._ts(as_utc(b.new_cursor, "cursor")), b.when_hash, ts)
+                for b in fresh
+            ]
+            for chunk in _chunks(cursors, 500):
+                tx.run(
+                    "INSERT INTO rc_cursors (schedule, last_slot, when_hash, updated_at) VALUES "
+                    + ",".join(["(?, ?, ?, ?)"] * len(chunk))
+                    + " ON CONFLICT (schedule) DO UPDATE SET last_slot = excluded.last_slot, "
+                    "when_hash = excluded.when_hash, updated_at = excluded.updated_at",
+                    [v for row in chunk for v in row],
+                )
+            by_schedule: dict[str, list[RunRecord]] = {}
+            for chunk in _chunks(created, 500):
+                rows = tx.all(
+                    f"SELECT {_RUN_COLS} FROM rc_runs WHERE id IN ({','.join('?' * len(chunk))})",
+                    chunk,
+                )
+                for r in rows:
+                    rec = self._run(r)
+                    by_schedule.setdefault(rec.schedule or "", []).append(rec)
+        for b in fresh:
+            runs = sorted(by_schedule.get(b.schedule, []), key=lambda r: r.id)
+            results[b.schedule] = FireResult(b.schedule, True, tuple(runs))
+        return [results[b.schedule] for b in batches]
+
+    def _cursors_of(self, tx: Tx, schedules: Sequence[str]) -> dict[str, tuple[datetime, str]]:
+        out: dict[str, tuple[datetime, str]] = {}
+        for chunk in _chunks(list(dict.fromkeys(schedules)), 500):
+            rows = tx.all(
+                "SELECT schedule, last_slot, when_hash FROM rc_cursors WHERE schedule IN "
+                f"({','.join('?' * len(chunk))}){self._lock_row}",
+                chunk,
+            )
+            out.update({r[0]: (self._dt(r[1]), r[2]) for r in rows})
+        return out
+
+    def _insert_fired_runs(self, tx: Tx, runs: Sequence[NewRun], ts: Any) -> list[int]:
+        """Insert the runs of fired slots with their ledger rows, set-based; a slot that is
+        taken already (the unique key) keeps its entry and its new run is deleted again.
+        Returns the ids of the runs kept."""
+        kept: list[int] = []
+        for chunk in _chunks(list(runs), 400):
+            params: list[Any] = []
+            for run in chunk:
+                check_literal(run.trigger, RunTrigger, "trigger")
+                if run.schedule is None or run.slot is None:
+                    raise ValueError("a fired run needs a schedule and a slot")
+                variables = {
+                    k: (SENSITIVE_PLACEHOLDER if k in run.sensitive else v)
+                    for k, v in run.variables.items()
+                }
+                final = run.status != "queued"
+                params += [
+                    run.schedule,
+                    run.template,
+                    run.trigger,
+                    self._ts(as_utc(run.slot, "slot")),
+                    run.status,
+                    run.commit,
+                    ts,
+                    None,
+                    _json(variables),
+                    _json(dict(run.targets)),
+                    run.simulate,
+                    run.message,
+                    run.requested_by,
+                    run.retry_of,
+                    run.wait_for,
+                    ts if final else None,
+                    _json(sorted(run.untrusted)),
+                ]
+            rows = tx.all(
+                "INSERT INTO rc_runs (schedule, template, trigger_kind, slot, status, "
+                "commit_sha, created_at, not_before, variables, targets, simulate, message, "
+                "requested_by, retry_of, wait_for, finished_at, untrusted) VALUES "
+                + ",".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
+                + " RETURNING id, schedule, slot",
+                params,
+            )
+            ids = {(r[1], self._dt(r[2])): int(r[0]) for r in rows}
+            slot_rows = [
+                (
+                    run.schedule,
+                    self._ts(as_utc(run.slot, "slot")),
+                    ids[(run.schedule, as_utc(run.slot, "slot"))],
+                    ts,
+                )
+                for run in chunk
+                if run.schedule is not None and run.slot is not None
+            ]
+            taken_ok = tx.all(
+                "INSERT INTO rc_slots (schedule, slot, run_id, skip_reason, detail, recorded_at) "
+                "VALUES "
+                + ",".join(["(?, ?, ?, NULL, NULL, ?)"] * len(slot_rows))
+                + " ON CONFLICT (schedule, slot) DO NOTHING RETURNING run_id",
+                [v for row in slot_rows for v in row],
+            )
+            won = {int(r[0]) for r in taken_ok}
+            lost = [i for i in ids.values() if i not in won]
+            if lost:  # those slots had their entry already: their new runs go
+                tx.run(f"DELETE FROM rc_runs WHERE id IN ({','.join('?' * len(lost))})", lost)
+            kept += sorted(won)
+        return kept
+
+    def schedule_activity(
+        self, schedules: Sequence[str] | None = None
+    ) -> dict[str, tuple[list[RunId], list[RunId]]]:
+        """Per schedule, its running and its queued runs, oldest first (for the overlap policy).
+        With ``schedules``, at least theirs: the firing loop asks for the schedules due at a
+        wake, so a backlog of other schedules' queued runs costs it nothing.
+
+        Both queries are answered from the partial index ``rc_runs_active`` alone (an
+        ``ORDER BY id`` would make SQLite scan every run ever recorded instead), so the cost
+        follows the active runs asked for, not the history; the order is restored here."""
+        sql = (
+            "SELECT schedule, id, status FROM rc_runs WHERE status IN ('queued', 'running') "
+            "AND schedule IS NOT NULL"
+        )
+        params: list[str] = []
+        if schedules is not None and len(schedules) <= _ACTIVITY_NAMES:
+            if not schedules:
+                return {}
+            params = list(schedules)
+            sql += f" AND schedule IN ({','.join('?' * len(params))})"
+        with self._tx("read") as tx:
+            rows = tx.all(sql, params)
+        out: dict[str, tuple[list[RunId], list[RunId]]] = {}
+        for schedule, run_id, status in sorted(rows, key=lambda r: int(r[1])):  # oldest first
+            running, queued = out.setdefault(schedule, ([], []))
+            (running if status == "running" else queued).append(RunId(run_id))
+        return out
+
+    def queue_counts(self) -> dict[str, int]:
+        """How many runs are ``queued`` and ``running``."""
+        with self._tx("read") as tx:
+            rows = tx.all(
+                "SELECT status, COUNT(*) FROM rc_runs WHERE status IN ('queued', 'running') "
+                "GROUP BY status"
+            )
+        counts = {"queued": 0, "running": 0}
+        counts.update({r[0]: int(r[1]) for r in rows})
+        return counts
+
+    def request_cancel(self, run_id: int, now: datetime, by: str | None) -> RunRecord | None:
+        """Cancel a run: a queued one is ``cancelled`` at once; a running one is flagged and its
+        worker cancels it at its next heartbeat. None when there is no such run; the record as
+        it is when it was final already."""
+        ts = self._ts(as_utc(now, "now"))
+        note = f"cancelled by {by}" if by else "cancelled"
+        with self._tx("write") as tx:
+            tx.run(
+                "UPDATE rc_runs SET status = 'cancelled', finished_at = ?, message = ? "
+                "WHERE id = ? AND status = 'queued'",
+                (ts, note, run_id),
+            )
+            tx.run(
+                "UPDATE rc_runs SET cancel_requested = TRUE, cancel_by = ? "
+                "WHERE id = ? AND status = 'running'",
+                (note, run_id),
+            )
+            rows = tx.all(f"SELECT {_RUN_COLS} FROM rc_runs WHERE id = ?", (run_id,))
+            runs = self._with_hosts(tx, rows)
+        return runs[0] if runs else None
+
+    def heartbeat(
+        self, run_id: int, worker_id: str, lease_seconds: float, now: datetime
+    ) -> HeartbeatAnswer:
+        """Renew the lease of a running run held by ``worker_id`` and say whether a cancel was
+        requested; ``lost`` when the run is not running under this worker any more."""
+        until, until_p = self._lease_until(now, lease_seconds)
+        with self._tx("write") as tx:
+            row = tx.one(
+                f"UPDATE rc_runs SET lease_expires = {until} WHERE id = ? AND worker = ? "
+                "AND status = 'running' RETURNING cancel_requested",
+                (until_p, run_id, worker_id),
+            )
+        if row is None:
+            return "lost"
+        return "cancel" if row[0] else "ok"
+
+    def cancel_note(self, run_id: int) -> str | None:
+        """Who asked to cancel a running run (for its final message)."""
+        with self._tx("read") as tx:
+            row = tx.one("SELECT cancel_by FROM rc_runs WHERE id = ?", (run_id,))
+        return None if row is None else row[0]
+
+    def beat_replica(self, replica: Replica) -> None:
+        with self._tx("write") as tx:
+            tx.run(
+                "INSERT INTO rc_replicas (id, host, pid, workers, started, seen) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET seen = excluded.seen",
+                (
+                    replica.id,
+                    replica.host,
+                    replica.pid,
+                    replica.workers,
+                    self._ts(as_utc(replica.started)),
+                    self._ts(as_utc(replica.seen)),
+                ),
+            )
+
+    def list_replicas(self, seen_since: datetime) -> list[Replica]:
+        """Replicas that heartbeat at or after ``seen_since``, oldest first."""
+        with self._tx("read") as tx:
+            rows = tx.all(
+                "SELECT id, host, pid, started, seen, workers FROM rc_replicas "
+                "WHERE seen >= ? ORDER BY started, id",
+                (self._ts(as_utc(seen_since)),),
+            )
+        return [
+            Replica(r[0], r[1], int(r[2]), self._dt(r[3]), self._dt(r[4]), int(r[5])) for r in rows
+        ]
+
+    def remove_replica(self, replica_id: str) -> bool:
+        with self._tx("write") as tx:
+            return tx.run("DELETE FROM rc_replicas WHERE id = ?", (replica_id,)) == 1
+
+    def record_attempt(self, attempt: ReconcileAttempt) -> None:
+        with self._tx("write") as tx:
+            tx.run(
+                "INSERT INTO rc_attempts (id, revision, at, ok, diagnostics, message) "
+                "VALUES (1, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+                "revision = excluded.revision, at = excluded.at, ok = excluded.ok, "
+                "diagnostics = excluded.diagnostics, message = excluded.message",
+                (
+                    attempt.revision,
+                    self._ts(as_utc(attempt.at)),
+                    attempt.ok,
+                    _json([dict(d) for d in attempt.diagnostics]),
+                    attempt.message,
+                ),
+            )
+
+    def last_attempt(self) -> ReconcileAttempt | None:
+        with self._tx("read") as tx:
+            row = tx.one("SELECT revision, at, ok, diagnostics, message FROM rc_attempts")
+        if row is None:
+            return None
+        return ReconcileAttempt(
+            row[0], self._dt(row[1]), bool(row[2]), tuple(json.loads(row[3])), row[4]
+        )
+
+    def record_outcome(
+        self,
+        run_id: int,
+        worker_id: str,
+        status: RunStatus,
+        message: str | None,
+        hosts: Sequence[HostResult],
+        drift: Sequence[DriftRecord],
+        now: datetime,
+    ) -> bool:
+        """Record the end of a run in one transaction: host results, drift and the final
+        status, only while ``worker_id`` still holds the run (fenced: a worker that was stopped
+        past its lease and resumes finds its run abandoned and records nothing). False then."""
+        check_literal(status, RunStatus, "run status")
+        if status not in FINAL_STATUSES:
+            raise ValueError(f"{status!r} is not a final run status")
+        for d in drift:
+            check_literal(d.state, DriftState, "drift state")
+        with self._tx("write") as tx:
+            n = tx.run(
+                "UPDATE rc_runs SET status = ?, finished_at = ?, lease_expires = NULL, "
+                "message = COALESCE(?, message) WHERE id = ? AND status = 'running' "
+                "AND worker = ?",
+                (status, self._ts(as_utc(now, "now")), message, run_id, worker_id),
+            )
+            if n != 1:
+                self._release_run(run_id)
+                return False
+            if hosts:
+                tx.many(
+                    f"INSERT INTO rc_host_results ({_HOST_COLS}) VALUES (?,?,?,?,?,?,?,?,?) "
+                    "ON CONFLICT (run_id, server) DO UPDATE SET status = excluded.status, "
+                    "ok = excluded.ok, changed = excluded.changed, failed = excluded.failed, "
+                    "unreachable = excluded.unreachable, skipped = excluded.skipped, "
+                    "drifted = excluded.drifted",
+                    [
+                        (
+                            run_id,
+                            h.server,
+                            h.status,
+                            h.ok,
+                            h.changed,
+                            h.failed,
+                            h.unreachable,
+                            h.skipped,
+                            h.drifted,
+                        )
+                        for h in hosts
+                    ],
+                )
+            if drift:
+                tx.many(
+                    "INSERT INTO rc_drift (server, template, run_id, state, details, at) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    [
+                        (
+                            d.server,
+                            d.template,
+                            d.run_id,
+                            d.state,
+                            _json(dict(d.details)),
+                            self._ts(as_utc(d.at, "at")),
+                        )
+                        for d in drift
+                    ],
+                )
+        self._release_run(run_id)
+        return True
+
+    def record_system(self, job: SystemJob) -> None:
+        """Record that a system job of the daemon ran (``schedules --system`` lists them)."""
+        with self._tx("write") as tx:
+            tx.run(
+                "INSERT INTO rc_system (name, every_seconds, last_at, detail) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET every_seconds = excluded.every_seconds, "
+                "last_at = excluded.last_at, detail = excluded.detail",
+                (job.name, int(job.every_seconds), self._ts(as_utc(job.last_at)), job.detail),
+            )
+
+    def list_system(self) -> list[SystemJob]:
+        with self._tx("read") as tx:
+            rows = tx.all(
+                "SELECT name, every_seconds, last_at, detail FROM rc_system ORDER BY name"
+            )
+        return [SystemJob(r[0], float(r[1]), self._dt(r[2]), r[3]) for r in rows]
+
+    def prune_history(self, keep_runs: int, keep_days: int, now: datetime) -> int:
+        """Delete finished runs older than ``keep_days`` and all but the newest ``keep_runs`` of
+        each schedule, with their host results, logs and ledger lines (the firing cursor, not
+        the ledger, is what keeps a slot from firing again), and skip lines older than
+        ``keep_days``. Drift records keep their state and lose the link to a deleted run.
+        Returns how many runs were deleted."""
+        cutoff = self._ts(as_utc(now) - timedelta(days=keep_days))
+        final = "status NOT IN ('queued', 'running')"
+        with self._tx("write") as tx:
+            rows = tx.all(
+                f"SELECT id FROM rc_runs WHERE {final} AND created_at < ? "
+                "UNION SELECT id FROM (SELECT id, ROW_NUMBER() OVER (PARTITION BY schedule "
+                f"ORDER BY id DESC) AS n FROM rc_runs WHERE schedule IS NOT NULL AND {final}) "
+                "AS ranked WHERE n > ?",
+                (cutoff, keep_runs),
+            )
+            ids = [int(r[0]) for r in rows]
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                tx.run(f"DELETE FROM rc_slots WHERE run_id IN ({marks})", chunk)
+                tx.run(f"DELETE FROM rc_host_results WHERE run_id IN ({marks})", chunk)
+                tx.run(f"DELETE FROM rc_run_logs WHERE run_id IN ({marks})", chunk)
+                tx.run(f"UPDATE rc_drift SET run_id = NULL WHERE run_id IN ({marks})", chunk)
+                tx.run(f"UPDATE rc_runs SET retry_of = NULL WHERE retry_of IN ({marks})", chunk)
+                tx.run(f"UPDATE rc_runs SET wait_for = NULL WHERE wait_for IN ({marks})", chunk)
+                tx.run(f"DELETE FROM rc_runs WHERE id IN ({marks})", chunk)
+            tx.run(
+                "DELETE FROM rc_slots WHERE run_id IS NULL AND COALESCE(until_slot, slot) < ?",
+                (cutoff,),
+            )
+        return len(ids)
+
+
+def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]

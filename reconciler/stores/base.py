@@ -1,5 +1,5 @@
-"""The state store port: one typed interface, plain records, and :func:`open_store`. Pure apart
-from :func:`open_store`, which picks a backend (importing it lazily).
+"""The state store port: one typed interface and plain records. Pure. The port knows no backend:
+:func:`reconciler.stores.opening.open_store` picks one.
 
 The store holds the *actual state* of reconciler:
 
@@ -15,8 +15,9 @@ Who calls it: ``engine/`` and ``cli/``. Backends: :mod:`reconciler.stores.sqlite
 queries (:mod:`reconciler.stores._sql`) and the same contract tests.
 
 Time: every instant goes in as an aware :class:`~datetime.datetime` argument, is stored in UTC
-and comes back as an aware UTC datetime. The store never reads the clock itself, except that
-:func:`utcnow` is offered to callers as the documented default.
+and comes back as an aware UTC datetime. The store never reads the clock itself: where it needs
+"now" without a caller (the time a migration ran) it asks the database; on PostgreSQL leases are
+judged by the database's ``now()`` (see :mod:`reconciler.stores._sql`).
 """
 
 from __future__ import annotations
@@ -26,10 +27,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Literal, NewType, Protocol, TypeAlias, get_args
-
-from reconciler.errors import UsageError
 
 RunId = NewType("RunId", int)
 
@@ -55,7 +53,7 @@ FINAL_STATUSES: frozenset[str] = frozenset(
     {"succeeded", "failed", "cancelled", "timed-out", "abandoned", "skipped"}
 )
 
-Trigger = Literal["schedule", "api", "cli", "catch-up", "retry"]
+RunTrigger = Literal["schedule", "api", "cli", "catch-up", "retry"]
 """Why a run exists: a schedule slot, the HTTP API, ``reconciler run``, a missed slot caught
 up after downtime, or a retry of a failed run."""
 
@@ -80,11 +78,6 @@ Scope = Literal["trigger", "read", "approve"]
 
 #: Marker written as the value of the redacted variables.
 SENSITIVE_PLACEHOLDER = "<sensitive>"
-
-
-def utcnow() -> datetime:
-    """The documented default clock for callers: the current instant, aware, in UTC."""
-    return datetime.now(UTC)
 
 
 def as_utc(value: datetime, what: str = "instant") -> datetime:
@@ -165,7 +158,10 @@ class HistoryEntry:
 
 @dataclass(frozen=True, slots=True)
 class SlotEntry:
-    """One ledger line: a slot that became a run, or was skipped with a reason."""
+    """One ledger line: a slot that became a run, or was skipped with a reason.
+
+    A range entry (``count > 1``) stands for ``count`` consecutive slots from ``slot`` to
+    ``until`` skipped for the same reason (a long outage of an ``every: 1s`` schedule)."""
 
     schedule: str
     slot: datetime
@@ -173,6 +169,8 @@ class SlotEntry:
     skip_reason: SkipReason | None
     detail: str | None
     recorded_at: datetime
+    until: datetime | None = None
+    count: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +183,7 @@ class NewRun:
     """
 
     template: str
-    trigger: Trigger
+    trigger: RunTrigger
     commit: str | None
     schedule: str | None = None
     slot: datetime | None = None
@@ -199,6 +197,107 @@ class NewRun:
     """A user or an API key name (never the key itself)."""
     retry_of: RunId | None = None
     message: str | None = None
+    wait_for: RunId | None = None
+    """Overlap ``queue``: not claimable while this run is queued or running."""
+    status: Literal["queued", "failed"] = "queued"
+    """``failed``: recorded final at once (a slot whose owner lost ``run``: the run says why)."""
+    untrusted: frozenset[str] = frozenset()
+    """Names among ``variables`` that came from outside Git (CLI, API): data, never templated."""
+    claim_by: str | None = None
+    """Insert it claimed by this worker (``reconciler run`` executing its own run)."""
+    claim_seconds: float = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerWrite:
+    """One ledger entry the firing loop records: a run for ``slot`` or a skip with a reason
+    (``until``/``count`` for a range of consecutive skipped slots)."""
+
+    slot: datetime
+    run: NewRun | None = None
+    skip_reason: SkipReason | None = None
+    detail: str | None = None
+    until: datetime | None = None
+    count: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class FireBatch:
+    """What one firing pass records for one schedule, guarded by its cursor.
+
+    ``cursor`` is the last slot accounted for as the firing code read it (None: the schedule
+    was never fired); the batch is recorded only if the stored cursor still has that value and
+    the same ``when_hash``, then the cursor moves to ``new_cursor``. ``cancel``: runs of the
+    schedule to cancel first (overlap ``cancel``)."""
+
+    schedule: str
+    cursor: datetime | None
+    new_cursor: datetime
+    when_hash: str
+    entries: tuple[LedgerWrite, ...]
+    cancel: tuple[RunId, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class FireResult:
+    """The outcome of one :class:`FireBatch`: ``ok`` False when another replica moved the
+    cursor first (nothing was written); ``runs`` are the runs created."""
+
+    schedule: str
+    ok: bool
+    runs: tuple[RunRecord, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """How far the ledger of a schedule is complete: every slot up to ``last_slot`` of the
+    ``when`` with ``when_hash`` has its entry."""
+
+    schedule: str
+    last_slot: datetime
+    when_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class Replica:
+    """A ``serve`` process that heartbeats the state."""
+
+    id: str
+    host: str
+    pid: int
+    started: datetime
+    seen: datetime
+    workers: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileAttempt:
+    """The last reconcile pass: which revision it read and whether it was good.
+
+    ``diagnostics`` are the contract's diagnostic objects (JSON) when it failed validation;
+    ``message`` is one line for a failure that is not the commit's (fetch, database)."""
+
+    revision: str | None
+    at: datetime
+    ok: bool
+    diagnostics: tuple[Mapping[str, JsonValue], ...] = ()
+    message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SystemJob:
+    """One of the daemon's own recurring jobs (reconcile, prune-history, reap-abandoned) and
+    when a replica last ran it."""
+
+    name: str
+    every_seconds: float
+    last_at: datetime
+    detail: str | None = None
+
+
+HeartbeatAnswer = Literal["ok", "cancel", "lost"]
+"""What renewing a run's lease found: keep going, a cancel was requested, or the lease is no
+longer ours (the run was abandoned or finished by someone else: record nothing)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,7 +321,7 @@ class RunRecord:
     id: RunId
     schedule: str | None
     template: str
-    trigger: Trigger
+    trigger: RunTrigger
     slot: datetime | None
     status: RunStatus
     commit: str | None
@@ -240,6 +339,8 @@ class RunRecord:
     lease_expires: datetime | None
     log_size: int
     log_truncated: bool
+    untrusted: tuple[str, ...] = ()
+    """Names of ``variables`` that came from outside Git: passed to Ansible as data only."""
     hosts: tuple[HostResult, ...] = ()
 
 
@@ -350,7 +451,7 @@ class StateStore(Protocol):
     ) -> bool: ...
     def get_slot(self, schedule: str, slot: datetime) -> SlotEntry | None: ...
     def list_slots(
-        self, schedule: str, since: datetime | None = None, limit: int = 100
+        self, schedule: str | None = None, since: datetime | None = None, limit: int = 100
     ) -> list[SlotEntry]: ...
 
     # -- runs
@@ -414,6 +515,37 @@ class StateStore(Protocol):
     def release_lease(self, name: str, owner: str) -> bool: ...
     def get_lease(self, name: str) -> Lease | None: ...
 
+    # -- the live half: firing cursors, replicas, reconcile status, cancel, heartbeats
+    def fire_cursors(self) -> dict[str, Cursor]: ...
+    def record_fires(self, batches: Sequence[FireBatch], now: datetime) -> list[FireResult]: ...
+    def schedule_activity(
+        self, schedules: Sequence[str] | None = None
+    ) -> dict[str, tuple[list[RunId], list[RunId]]]: ...
+    def request_cancel(self, run_id: int, now: datetime, by: str | None) -> RunRecord | None: ...
+    def heartbeat(
+        self, run_id: int, worker_id: str, lease_seconds: float, now: datetime
+    ) -> HeartbeatAnswer: ...
+    def beat_replica(self, replica: Replica) -> None: ...
+    def list_replicas(self, seen_since: datetime) -> list[Replica]: ...
+    def remove_replica(self, replica_id: str) -> bool: ...
+    def record_attempt(self, attempt: ReconcileAttempt) -> None: ...
+    def last_attempt(self) -> ReconcileAttempt | None: ...
+    def queue_counts(self) -> dict[str, int]: ...
+    def cancel_note(self, run_id: int) -> str | None: ...
+    def record_system(self, job: SystemJob) -> None: ...
+    def list_system(self) -> list[SystemJob]: ...
+    def prune_history(self, keep_runs: int, keep_days: int, now: datetime) -> int: ...
+    def record_outcome(
+        self,
+        run_id: int,
+        worker_id: str,
+        status: RunStatus,
+        message: str | None,
+        hosts: Sequence[HostResult],
+        drift: Sequence[DriftRecord],
+        now: datetime,
+    ) -> bool: ...
+
 
 # --------------------------------------------------------------------------------------------
 # URLs
@@ -430,51 +562,6 @@ def redact(text: str) -> str:
 
 DEFAULT_LOG_CAP = 10 * 1024 * 1024
 DEFAULT_LOCK_TIMEOUT = 30.0
-
-
-def open_store(
-    url: str | Path,
-    *,
-    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
-    log_cap: int = DEFAULT_LOG_CAP,
-    readonly: bool = False,
-) -> StateStore:
-    """Open (creating or upgrading) the state at ``url``.
-
-    ``url`` is ``sqlite:///abs/path`` (``sqlite:`` + a path, as in ``file:`` URLs),
-    ``sqlite:relative/path``, a bare path, or ``postgresql://...`` / ``postgres://...``.
-    The default location is the caller's choice. ``lock_timeout`` bounds how long a writer
-    waits for another writer before giving up with StateConflict; ``log_cap`` is the maximum
-    size of one run's log in bytes. ``readonly`` is for callers that only read: the state
-    must exist at the latest schema, nothing is created or upgraded, every write fails with
-    StateUnavailable, and a SQLite state in a directory nobody may write can be read.
-    """
-    text = str(url)
-    scheme = text.split(":", 1)[0].lower() if re.match(r"^[a-z][a-z0-9+.-]*:", text, re.I) else ""
-    if scheme in ("postgresql", "postgres"):
-        from reconciler.stores.postgres import PostgresStore
-
-        return PostgresStore(text, lock_timeout=lock_timeout, log_cap=log_cap, readonly=readonly)
-    if scheme == "sqlite":
-        path = text[len("sqlite:") :]
-        if path.startswith("//"):
-            path = path[2:]  # sqlite:///abs -> /abs ; sqlite://rel is not a URL we accept
-            if not path.startswith("/"):
-                raise UsageError(
-                    f"state URL {redact(text)!r}: write sqlite:///absolute/path or "
-                    "sqlite:relative/path"
-                )
-        if not path:
-            raise UsageError("state URL 'sqlite:' names no file")
-        text = path
-    elif scheme and len(scheme) > 1:
-        raise UsageError(
-            f"state URL {redact(text)!r}: unknown scheme {scheme!r}; use a path, "
-            "sqlite:///path or postgresql://..."
-        )
-    from reconciler.stores.sqlite import SqliteStore
-
-    return SqliteStore(Path(text), lock_timeout=lock_timeout, log_cap=log_cap, readonly=readonly)
 
 
 def check_literal(value: str, allowed: Any, what: str) -> None:

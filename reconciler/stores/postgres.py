@@ -69,6 +69,8 @@ class PostgresStore(SqlStore):
     backend: Literal["sqlite", "postgresql"] = "postgresql"
     _lock_row = " FOR UPDATE"
     _skip_locked = " FOR UPDATE SKIP LOCKED"
+    _db_clock = True
+    _server_now = "now()"
 
     def __init__(
         self,

@@ -30,6 +30,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import re
 import socket
 import sqlite3
 import struct
@@ -47,6 +48,7 @@ from reconciler.stores.base import DEFAULT_LOCK_TIMEOUT, DEFAULT_LOG_CAP
 APPLICATION_ID = 0x52434E31
 _MAGIC = b"SQLite format 3\x00"
 _FLOCK = struct.Struct("hhqqi4x")  # struct flock of 64-bit Linux
+_WORKER = re.compile(r"^(?P<host>[^:/]+):(?P<pid>\d+)(?:[:/].*)?$")
 
 
 def _byte_lock(fd: int, command: int, kind: int, offset: int) -> int:
@@ -54,6 +56,15 @@ def _byte_lock(fd: int, command: int, kind: int, offset: int) -> int:
     ``l_type`` (F_UNLCK from F_OFD_GETLK: no other open file holds a lock there)."""
     out = fcntl.fcntl(fd, command, _FLOCK.pack(kind, os.SEEK_SET, offset, 1, 0))
     return int(_FLOCK.unpack(out)[0])
+
+
+# Files this process has open through SQLite, with a count. POSIX record locks belong to the
+# process, and closing *any* descriptor of a file drops all of them: reading the header of a
+# state that another connection of this process holds would drop that connection's locks, and
+# a reader in another process could then checkpoint and delete the WAL under it, losing every
+# later commit. So the header is read only by the first opener.
+_OPEN: dict[str, int] = {}
+_OPEN_LOCK = threading.Lock()
 
 
 class _SqliteTx:
@@ -97,7 +108,12 @@ class SqliteStore(SqlStore):
         self._locks_path = Path(f"{self.path}-runlocks")
         self._locks_fd: int | None = None
         self._held: set[int] = set()
-        self._check_header()
+        self._key = os.path.realpath(self.path)
+        with _OPEN_LOCK:
+            if not _OPEN.get(self._key):
+                self._check_header()
+            _OPEN[self._key] = _OPEN.get(self._key, 0) + 1
+        self._registered = True
         self._conn: sqlite3.Connection | None = None
         if readonly:
             self._conn = self._connect_for_reading()
@@ -247,6 +263,14 @@ class SqliteStore(SqlStore):
                 os.close(self._locks_fd)  # releases the locks of runs we did not finish
                 self._locks_fd = None
             self._held.clear()
+            if getattr(self, "_registered", False):
+                self._registered = False
+                with _OPEN_LOCK:
+                    left = _OPEN.get(self._key, 1) - 1
+                    if left:
+                        _OPEN[self._key] = left
+                    else:
+                        _OPEN.pop(self._key, None)
 
     # -- run locks (see the module docstring)
 
@@ -283,8 +307,9 @@ class SqliteStore(SqlStore):
             self._held.discard(run_id)
 
     def _process_gone(self, run_id: int, worker: str) -> bool:
-        host, _, pid = worker.rpartition(":")
-        if host != socket.gethostname() or not pid.isdigit():
+        # ``host:pid`` (reconciler run) or ``host:pid:replica/wN/claim`` (a serve worker)
+        m = _WORKER.match(worker)
+        if m is None or m["host"] != socket.gethostname():
             return False  # claimed elsewhere: only its lease can tell
         with self._lock:
             if run_id in self._held:

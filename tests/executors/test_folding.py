@@ -14,7 +14,7 @@ import yaml
 from reconciler.executors.fake import FakeExecutor, Script
 from reconciler.executors.folding import PhaseResult, drift_summary, fold_events
 from reconciler.executors.playbooks import real_tasks
-from reconciler.executors.spec import HostResult, Progress, RunOutcome, RunRequest
+from reconciler.executors.spec import HostOutcome, Progress, RunOutcome, RunRequest
 from reconciler.executors.worker import Redactor, extravars_yaml, wanted, wrap_unsafe_json
 
 from .conftest import write_project
@@ -51,8 +51,8 @@ def test_the_golden_check_run_reports_drift_unknown_for_failed_and_unreachable_h
     assert syntax["error"].startswith("[ERROR]: YAML parsing failed")
 
 
-def _host(name: str, status: str = "ok", drifted: bool | None = False) -> HostResult:
-    return HostResult(name=name, status=status, ok=1, drifted=drifted)  # type: ignore[arg-type]
+def _host(name: str, status: str = "ok", drifted: bool | None = False) -> HostOutcome:
+    return HostOutcome(name=name, status=status, ok=1, drifted=drifted)  # type: ignore[arg-type]
 
 
 def test_drift_summary_says_found_fixed_still_present_unknown_and_in_sync() -> None:
@@ -185,3 +185,20 @@ def test_the_worker_sends_every_event_the_parent_folds_or_logs() -> None:
     assert wanted({"event": "runner_item_on_ok", "stdout": ""})
     assert wanted({"event": "playbook_on_stats", "stdout": ""})
     assert wanted({"event": "verbose", "stdout": "ERROR! bad"})
+
+
+def test_a_local_connection_server_without_an_interpreter_gets_the_controllers_python() -> None:
+    from reconciler.executors.spec import target_host
+    from reconciler.model.inventory import Server
+
+    local = target_host(Server(name="a", host="127.0.0.1", vars={"ansible_connection": "local"}))
+    assert local.vars["ansible_python_interpreter"] == "{{ ansible_playbook_python }}"
+    chosen = target_host(
+        Server(
+            name="b",
+            vars={"ansible_connection": "local", "ansible_python_interpreter": "/usr/bin/python3"},
+        )
+    )
+    assert chosen.vars["ansible_python_interpreter"] == "/usr/bin/python3"
+    ssh = target_host(Server(name="c", host="10.0.0.1"))
+    assert "ansible_python_interpreter" not in ssh.vars

@@ -124,7 +124,8 @@ def test_each_run_gets_its_own_worker_forked_in_its_own_session(tmp_path: Path) 
         for pid in workers:
             assert os.getsid(pid) == pid
             assert Path(f"/proc/{pid}/comm").read_text().strip() == "rcx-worker"
-            assert b"reconciler.executors.worker" in Path(f"/proc/{pid}/cmdline").read_bytes()
+            # forked from the zygote: its command line, their own name
+            assert b"reconciler.executors.zygote" in Path(f"/proc/{pid}/cmdline").read_bytes()
         for handle in handles:
             assert handle.wait(60).status == "succeeded"
 

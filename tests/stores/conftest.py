@@ -10,6 +10,7 @@ PostgreSQL cannot be reached the tests fail (CI guarantees it is there): they ne
 from __future__ import annotations
 
 import sqlite3
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -48,3 +49,28 @@ def state_dump(url: str) -> str:
         if p.exists():
             data += p.read_bytes()
     return data.decode("latin-1")
+
+
+def age_leases(store: object, seconds: float) -> None:
+    """On PostgreSQL, where leases are judged by the database's own clock, move every lease
+    ``seconds`` into the past (as if that much time had passed on the database server). On
+    SQLite, leases follow the instants the caller passes, so tests pass a later instant and
+    this does nothing."""
+    if getattr(store, "backend", None) != "postgresql":
+        return
+    url = store._url  # type: ignore[attr-defined]
+    raw_sql(
+        url,
+        f"UPDATE rc_runs SET lease_expires = lease_expires - interval '{float(seconds)} seconds' "
+        "WHERE lease_expires IS NOT NULL",
+    )
+
+
+def lease_is(value: datetime | None, base: datetime, seconds: float, store: object) -> bool:
+    """A lease given at ``base`` for ``seconds``: exactly ``base + seconds`` on SQLite (the
+    caller's instants); on PostgreSQL that many seconds from the database's clock now."""
+    if value is None:
+        return False
+    if getattr(store, "backend", None) != "postgresql":
+        return value == base + timedelta(seconds=seconds)
+    return abs((value - datetime.now(UTC)).total_seconds() - seconds) < 10

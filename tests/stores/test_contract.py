@@ -42,7 +42,7 @@ from reconciler.stores.postgres import PostgresStore
 from reconciler.stores.sqlite import SqliteStore
 
 from . import _procs
-from .conftest import raw_sql, state_dump
+from .conftest import age_leases, lease_is, raw_sql, state_dump
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 SHA = "0123456789abcdef0123456789abcdef01234567"
@@ -605,7 +605,7 @@ def test_a_run_is_claimed_oldest_first_and_not_before_its_time(store: StateStore
     assert later is not None and now_run is not None
     got = store.claim_next_run("w", 30, NOW)
     assert got is not None and got.id == now_run.id
-    assert got.started_at == NOW and got.lease_expires == NOW + timedelta(seconds=30)
+    assert got.started_at == NOW and lease_is(got.lease_expires, NOW, 30, store)
     assert store.claim_next_run("w", 30, NOW) is None
     due = store.claim_next_run("w", 30, NOW + timedelta(hours=1))
     assert due is not None and due.id == later.id
@@ -623,6 +623,8 @@ def test_leases_are_renewed_by_their_worker_and_expired_ones_are_abandoned(
     assert store.renew_lease(a.id, "w1", 30, t) is True
     assert store.renew_lease(a.id, "w2", 30, t) is False  # not its run
     t2 = NOW + timedelta(seconds=40)
+    age_leases(store, 40)  # 40 s pass (on PostgreSQL: on the database's clock) ...
+    store.renew_lease(a.id, "w1", 30, t2)  # ... while w1 keeps renewing its lease
     assert [r.id for r in store.expired_runs(t2)] == [b.id]
     assert store.reap_runs(t2) == [b.id]
     gone = store.get_run(b.id)
@@ -667,6 +669,7 @@ def test_a_run_whose_process_died_is_reaped_at_once_on_sqlite_and_by_its_lease_e
         else:  # PostgreSQL keeps no lock per run: the lease tells
             assert after == []
         later = NOW + timedelta(seconds=31)
+        age_leases(reaper, 31)
         assert reaper.reap_runs(later) == (
             [foreign.id] if backend == "sqlite" else [run.id, foreign.id]
         )

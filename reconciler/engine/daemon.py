@@ -1,0 +1,320 @@
+"""The daemon behind ``reconciler serve``: starts the loops, heartbeats the replica, drains.
+
+Threads of one replica, each with its own store connection (a slow query of one never delays
+another's lease renewal):
+
+* reconcile (:class:`~reconciler.engine.reconciling.ReconcileLoop`), asked for a pass by the
+  watcher (a local repository's refs), the poll timer (``--poll``) and, later, forge webhooks;
+* firing (:class:`~reconciler.engine.firing.FiringLoop`), poked after every apply;
+* ``--workers`` workers (:class:`~reconciler.engine.working.WorkerPool`), woken when runs are
+  queued;
+* housekeeping: the replica heartbeat and reaping of runs whose worker died, every 5 s;
+* the HTTP server (uvicorn, in a thread).
+
+:meth:`Daemon.shutdown` (SIGTERM/SIGINT): stop firing and claiming, let running runs finish
+within ``grace``, cancel what is left (recorded ``cancelled``), stop the server, exit.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import secrets
+import socket
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from reconciler.clock import Clock
+from reconciler.engine.firing import FiringLoop
+from reconciler.engine.reconciling import PassResult, ReconcileLoop
+from reconciler.engine.working import Lease, WorkerPool
+from reconciler.errors import ReconcilerError, StateError
+from reconciler.executors.spec import Executor
+from reconciler.stores.base import Replica, RunRecord, StateStore, SystemJob
+
+log = logging.getLogger("reconciler.daemon")
+
+HOUSEKEEPING_EVERY = 5.0
+PRUNE_EVERY = 3600.0
+
+
+@dataclass
+class DaemonConfig:
+    repo: str
+    open_store: Callable[[], StateStore]
+    clock: Clock
+    executor: Executor
+    workers: int
+    poll: timedelta = timedelta(seconds=60)
+    grace: timedelta = timedelta(seconds=30)
+    lease_seconds: float = 60.0
+    late_after: timedelta = timedelta(seconds=60)
+    """A slot found later than this after its fire time was missed (the misfire policy decides)."""
+    watch: bool = True
+    replica_id: str = field(
+        default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+    )
+
+
+class StateHealth:
+    """One log line when the state becomes unreachable (whichever loop notices first), one when
+    it is back; the loops retry on their own meanwhile."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._down: str | None = None
+
+    def down(self, area: str, error: Exception) -> None:
+        with self._lock:
+            if self._down is not None:
+                return
+            self._down = area
+        log.warning("the state is unreachable (%s: %s); retrying until it is back", area, error)
+
+    def up(self) -> None:
+        with self._lock:
+            if self._down is None:
+                return
+            self._down = None
+        log.info("the state is reachable again")
+
+    @property
+    def is_down(self) -> bool:
+        return self._down is not None
+
+
+class Daemon:
+    def __init__(self, config: DaemonConfig) -> None:
+        from reconciler.engine.runs import execute_claimed
+
+        self.config = config
+        c = config
+        self.started = c.clock.now()
+        self.health = StateHealth()
+        self.stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.firing = FiringLoop(c.open_store(), c.clock, self._queued, grace=c.late_after)
+        # tens of thousands of armed schedules live as long as the process: keep the
+        # collector's full passes (tens of ms, a jump in fire lateness) from walking them
+        self.firing.after_reload = gc.freeze
+        self.reconcile = ReconcileLoop(
+            c.open_store(),
+            c.repo,
+            c.clock,
+            self.firing.poke,
+            self._passed,
+            poll_seconds=c.poll.total_seconds(),
+        )
+
+        def execute(store: StateStore, run: RunRecord, lease: Lease) -> RunRecord | None:
+            final = execute_claimed(store, run, lease, c.executor, c.clock)
+            if final is not None:
+                log.info(
+                    "run %d (%s) %s: %s",
+                    final.id,
+                    final.template,
+                    final.status,
+                    final.message or "",
+                )
+            return final
+
+        self.workers = WorkerPool(
+            c.open_store,
+            execute,
+            c.clock,
+            c.replica_id,
+            c.workers,
+            lease_seconds=c.lease_seconds,
+            on_state_error=lambda e: self.health.down("workers", e),
+        )
+        self._house = c.open_store()
+
+    # -- callbacks between the loops
+
+    def _queued(self, runs: Sequence[RunRecord]) -> None:
+        if len(runs) > 10:  # a burst: one line, not one per run
+            names = sorted({r.schedule or "" for r in runs})
+            log.info(
+                "%d runs queued for %d schedule(s) (%s%s)",
+                len(runs),
+                len(names),
+                ", ".join(names[:5]),
+                ", ..." if len(names) > 5 else "",
+            )
+            self.workers.poke()
+            return
+        for r in runs:
+            log.info(
+                "slot %s of %s: run %d queued (%s)",
+                r.slot.isoformat() if r.slot else "-",
+                r.schedule,
+                r.id,
+                r.trigger,
+            )
+        self.workers.poke()
+
+    def _passed(self, result: PassResult) -> None:
+        if result.outcome == "stalled":
+            log.error("stalled: %s", result.message)
+            for d in result.diagnostics[:20]:
+                log.error(
+                    "  %s:%s:%s: %s[%s]: %s",
+                    d.path,
+                    d.line,
+                    d.column,
+                    d.severity.value,
+                    d.code,
+                    d.message,
+                )
+        else:
+            log.info("%s", result.message)
+
+    def firing_behind(self) -> float | None:
+        deadline = self.firing.next_deadline()
+        if deadline is None:
+            return None
+        return max(0.0, (self.config.clock.now() - deadline).total_seconds())
+
+    # -- lifecycle
+
+    def _thread(self, target: Callable[[], None], name: str) -> None:
+        t = threading.Thread(target=target, name=name, daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def start(self) -> None:
+        c = self.config
+        self._beat()
+        self.reconcile.request()
+        self._thread(self.reconcile.run_forever, "reconcile")
+        self._thread(
+            lambda: self.firing.run_forever(lambda e: self.health.down("firing", e)), "firing"
+        )
+        self.workers.start()
+        self._thread(self._housekeeping, "housekeeping")
+        self._thread(self._poll, "poll")
+        if c.watch:
+            self._start_watcher()
+
+    def _start_watcher(self) -> None:
+        from reconciler.sources import git
+        from reconciler.sources.watcher import watch_git_refs, watch_tree
+
+        repo = self.config.repo
+        if git.is_url(repo):
+            return
+        try:
+            git_dir = git.GitSource(repo).git_dir
+        except ReconcilerError:
+            self._thread(
+                lambda: watch_tree(Path(repo), self.reconcile.request, self.stopping), "watch"
+            )
+            return
+        self._thread(
+            lambda: watch_git_refs(Path(git_dir), self.reconcile.request, self.stopping), "watch"
+        )
+
+    def _poll(self) -> None:
+        every = self.config.poll.total_seconds()
+        while not self.stopping.wait(every):
+            self.reconcile.request()
+
+    def _beat(self) -> None:
+        c = self.config
+        self._house.beat_replica(
+            Replica(
+                c.replica_id,
+                socket.gethostname(),
+                os.getpid(),
+                self.started,
+                c.clock.now(),
+                c.workers,
+            )
+        )
+
+    def _housekeeping(self) -> None:
+        next_prune = self.config.clock.monotonic()
+        while not self.stopping.wait(HOUSEKEEPING_EVERY):
+            try:
+                self._beat()
+                self.health.up()
+                now = self.config.clock.now()
+                reaped = self._house.reap_runs(now)
+                for run_id in reaped:
+                    log.warning("run %d abandoned: its worker stopped renewing the lease", run_id)
+                self._house.record_system(
+                    SystemJob(
+                        "reap-abandoned",
+                        HOUSEKEEPING_EVERY,
+                        now,
+                        f"{len(reaped)} run(s) abandoned" if reaped else None,
+                    )
+                )
+                if self.config.clock.monotonic() >= next_prune:
+                    next_prune = self.config.clock.monotonic() + PRUNE_EVERY
+                    self._prune(now)
+            except StateError as e:
+                self.health.down("housekeeping", e)
+            except ReconcilerError as e:
+                log.warning("housekeeping: %s", e)
+
+    def _prune(self, now: datetime) -> None:
+        from reconciler.model.documents import Settings
+        from reconciler.planning.plan import SETTINGS_NAME
+
+        rec = self._house.get_object("Settings", SETTINGS_NAME)
+        history = (
+            Settings.model_validate_json(rec.body).spec.history
+            if rec
+            else Settings.model_validate(
+                {"apiVersion": "reconciler/v1", "kind": "Settings", "spec": {}}
+            ).spec.history
+        )
+        n = self._house.prune_history(history.keep_runs, history.keep_days, now)
+        if n:
+            log.info(
+                "pruned %d run(s) beyond history keepRuns %d / keepDays %d",
+                n,
+                history.keep_runs,
+                history.keep_days,
+            )
+        self._house.record_system(
+            SystemJob(
+                "prune-history",
+                PRUNE_EVERY,
+                now,
+                f"keepRuns {history.keep_runs}, keepDays {history.keep_days}: {n} pruned",
+            )
+        )
+
+    def shutdown(self) -> bool:
+        """Drain: stop firing and claiming, wait up to ``grace`` for running runs, cancel the
+        rest. True when every worker ended within the grace period."""
+        c = self.config
+        self.stopping.set()
+        self.firing.stop()
+        self.reconcile.stop()
+        self.workers.stop_claiming()
+        running = self.workers.running()
+        if running:
+            log.info(
+                "draining: waiting up to %.0f s for %d running run(s)",
+                c.grace.total_seconds(),
+                running,
+            )
+        clean = self.workers.join(c.grace.total_seconds())
+        if not clean:
+            log.warning("grace period over: cancelling %d run(s)", self.workers.running())
+            self.workers.cancel_all()
+            self.workers.join(30)
+        for t in self._threads:
+            t.join(2)
+        try:  # after the housekeeping thread ended, so no late heartbeat brings the row back
+            self._house.remove_replica(c.replica_id)
+        except ReconcilerError as e:
+            log.warning("cannot remove the replica row: %s", e)
+        return clean

@@ -1,0 +1,84 @@
+"""A reconcile pass on real Git repositories: a bad commit, a deleted tracked branch and a
+force-push that rewinds the branch all stall with one clear message, and the last good state
+stays in force; a newer good commit moves on."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from reconciler.clock import ManualClock
+from reconciler.engine.reconciling import ReconcileLoop, reconcile_once
+from reconciler.errors import RevisionNotFound
+from reconciler.stores import open_store
+from tests.gitutil import git
+
+from .conftest import schedule, write_repo
+
+T0 = datetime(2026, 6, 15, 10, tzinfo=UTC)
+
+
+def _commit(repo: Path, message: str) -> str:
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", message)
+    return git(repo, "rev-parse", "HEAD")
+
+
+def _repo(tmp_path: Path) -> tuple[Path, str]:
+    repo = write_repo(tmp_path / "repo", {"a": schedule("a", '{cron: "0 3 * * *"}')})
+    git(repo, "init", "-q", "-b", "main")
+    return repo, _commit(repo, "initial")
+
+
+def test_a_rewound_branch_stalls_and_keeps_the_newer_state(tmp_path: Path) -> None:
+    repo, first = _repo(tmp_path)
+    clock = ManualClock(T0)
+    with open_store(tmp_path / "state.sqlite") as store:
+        assert reconcile_once(store, str(repo), clock).outcome == "applied"
+        (repo / "schedules" / "b.yaml").write_text(schedule("b", '{cron: "0 4 * * *"}'))
+        second = _commit(repo, "b")
+        assert reconcile_once(store, str(repo), clock).outcome == "applied"
+        git(repo, "reset", "-q", "--hard", first)  # a force-push back to the first commit
+        stalled = reconcile_once(store, str(repo), clock)
+        assert stalled.outcome == "stalled"
+        assert "rewound" in stalled.message and second[:12] in stalled.message
+        assert store.info().revision == second
+        assert store.get_object("Schedule", "b") is not None
+        attempt = store.last_attempt()
+        assert attempt is not None and not attempt.ok and attempt.revision == first
+        # a new commit on top moves on
+        (repo / "schedules" / "c.yaml").write_text(schedule("c", '{cron: "0 5 * * *"}'))
+        third = _commit(repo, "c")
+        assert reconcile_once(store, str(repo), clock).outcome == "applied"
+        assert store.info().revision == third
+
+
+def test_a_deleted_tracked_branch_stalls_the_loop_with_one_line(tmp_path: Path) -> None:
+    repo, first = _repo(tmp_path)
+    clock = ManualClock(T0)
+    with open_store(tmp_path / "state.sqlite") as store:
+        assert reconcile_once(store, str(repo), clock).outcome == "applied"
+        git(repo, "checkout", "-q", "--detach")
+        git(repo, "branch", "-q", "-D", "main")
+        with pytest.raises(RevisionNotFound, match='branch "main" does not exist'):
+            reconcile_once(store, str(repo), clock)
+        results = []
+        loop = ReconcileLoop(store, str(repo), clock, on_result=results.append)
+        loop.request()
+        t = threading.Thread(target=loop.run_forever, daemon=True)
+        t.start()
+        deadline = datetime.now(UTC) + timedelta(seconds=20)
+        while not results and datetime.now(UTC) < deadline:
+            t.join(0.05)
+        loop.stop()
+        t.join(10)
+        assert results and results[0].outcome == "stalled"
+        assert 'branch "main" does not exist' in results[0].message
+        assert store.info().revision == first
+        attempt = store.last_attempt()
+        assert (
+            attempt is not None and not attempt.ok and "does not exist" in (attempt.message or "")
+        )
