@@ -12,6 +12,7 @@ import json
 import re
 import sys
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import click
@@ -128,3 +129,19 @@ def diagnostics_json(diags: Sequence[Diagnostic]) -> dict[str, Any]:
 
 def plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def parse_instant(text: str, option: str) -> datetime:
+    """An ISO-8601 instant with its UTC offset (``Z`` allowed)."""
+    try:
+        t = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r} is not an ISO-8601 instant (e.g. 2026-03-23T02:00:00Z)", param_hint=option
+        ) from None
+    if t.tzinfo is None or t.utcoffset() is None:
+        raise click.BadParameter(
+            f"{text!r} has no UTC offset: write it with Z or an offset such as +01:00",
+            param_hint=option,
+        )
+    return t

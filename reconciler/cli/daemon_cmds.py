@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import click
 
-from reconciler.cli.common import emit_json, format_option
+from reconciler.cli.common import emit_json, format_option, parse_instant
 from reconciler.cli.state import state_option
 
 
@@ -22,22 +22,6 @@ def _need_state(state: str | None) -> None:
             f"no state at {state_url(state)}: nothing has been applied yet (reconciler apply, "
             "or reconciler serve)"
         )
-
-
-def _instant(text: str | None, option: str) -> datetime | None:
-    if text is None:
-        return None
-    try:
-        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise click.BadParameter(
-            f"{text!r} is not an ISO-8601 instant (e.g. 2026-12-01T02:00:00Z)", param_hint=option
-        ) from None
-    if t.tzinfo is None:
-        raise click.BadParameter(
-            f"{text!r}: give its UTC offset, e.g. Z or +01:00", param_hint=option
-        )
-    return t
 
 
 @click.command()
@@ -96,7 +80,7 @@ def slots(schedule: str | None, since: str | None, limit: int, fmt: str, state: 
     from reconciler.engine.ledger import ledger_rows
     from reconciler.engine.planning import open_state
 
-    start = _instant(since, "--since")
+    start = None if since is None else parse_instant(since, "--since")
     _need_state(state)
     with open_state(state, readonly=True) as store:
         if (

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from reconciler.cli.common import emit_json, format_option, printable
+from reconciler.cli.common import emit_json, format_option, parse_instant, printable
 from reconciler.cli.state import state_option
 
 #: exit status of ``run --wait`` per final run status
@@ -80,7 +80,7 @@ def run(
     from reconciler.model.common import Targets
 
     targets = Targets(servers=list(servers), roles=list(roles), environments=list(envs))
-    when = _at(at)
+    when = None if at is None else parse_instant(at, "--at")
     _need_state(state)
     # from here on SIGINT, SIGTERM and SIGHUP end a run that exists in `cancelled`
     with eng.cancel_on_signals() as stop, open_state(state) as store:
@@ -171,23 +171,6 @@ def run(
     else:
         _print_run(final)
     ctx.exit(EXIT_CODES.get(final.status, 1))
-
-
-def _at(text: str | None) -> datetime | None:
-    if text is None:
-        return None
-    try:
-        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise click.BadParameter(
-            f"{text!r} is not an ISO-8601 instant (e.g. 2026-12-24T02:00:00+01:00)",
-            param_hint="--at",
-        ) from None
-    if t.tzinfo is None:
-        raise click.BadParameter(
-            f"{text!r} has no UTC offset: write it with one, e.g. Z or +01:00", param_hint="--at"
-        )
-    return t
 
 
 def _daemon_alive(store: Any) -> bool:

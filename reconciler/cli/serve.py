@@ -86,7 +86,7 @@ def _duration(value: str, option: str) -> timedelta:
     default="127.0.0.1:8080",
     show_default=True,
     metavar="HOST:PORT",
-    help="Where the HTTP API and dashboard listen (port 0: any free port).",
+    help="Where the HTTP API listens (port 0: any free port).",
 )
 @click.option(
     "--workers",

@@ -18,27 +18,12 @@ from reconciler.cli.common import (
     emit_json,
     format_option,
     json_safe,
+    parse_instant,
     plural,
     printable,
     render_diagnostics_text,
 )
 from reconciler.engine.simulating import Outage, SimEntry, Simulation
-
-
-def parse_instant(text: str, option: str) -> datetime:
-    """An ISO-8601 instant with its UTC offset (``Z`` allowed)."""
-    try:
-        t = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise click.BadParameter(
-            f"{text!r} is not an ISO-8601 instant (e.g. 2026-03-23T02:00:00Z)", param_hint=option
-        ) from None
-    if t.tzinfo is None or t.utcoffset() is None:
-        raise click.BadParameter(
-            f"{text!r} has no UTC offset: write it with Z or an offset such as +01:00",
-            param_hint=option,
-        )
-    return t
 
 
 def parse_duration_option(text: str, option: str) -> timedelta:

@@ -1036,27 +1036,31 @@ class SqlStore(ABC):
         if not results:
             return
         with self._tx("write") as tx:
-            tx.many(
-                f"INSERT INTO rc_host_results ({_HOST_COLS}) VALUES (?,?,?,?,?,?,?,?,?) "
-                "ON CONFLICT (run_id, server) DO UPDATE SET status = excluded.status, "
-                "ok = excluded.ok, changed = excluded.changed, failed = excluded.failed, "
-                "unreachable = excluded.unreachable, skipped = excluded.skipped, "
-                "drifted = excluded.drifted",
-                [
-                    (
-                        run_id,
-                        h.server,
-                        h.status,
-                        h.ok,
-                        h.changed,
-                        h.failed,
-                        h.unreachable,
-                        h.skipped,
-                        h.drifted,
-                    )
-                    for h in results
-                ],
-            )
+            self._write_hosts(tx, run_id, results)
+
+    @staticmethod
+    def _write_hosts(tx: Tx, run_id: int, results: Sequence[HostResult]) -> None:
+        tx.many(
+            f"INSERT INTO rc_host_results ({_HOST_COLS}) VALUES (?,?,?,?,?,?,?,?,?) "
+            "ON CONFLICT (run_id, server) DO UPDATE SET status = excluded.status, "
+            "ok = excluded.ok, changed = excluded.changed, failed = excluded.failed, "
+            "unreachable = excluded.unreachable, skipped = excluded.skipped, "
+            "drifted = excluded.drifted",
+            [
+                (
+                    run_id,
+                    h.server,
+                    h.status,
+                    h.ok,
+                    h.changed,
+                    h.failed,
+                    h.unreachable,
+                    h.skipped,
+                    h.drifted,
+                )
+                for h in results
+            ],
+        )
 
     def append_log(self, run_id: int, text: str) -> bool:
         """Append to a run's log; True if all of ``text`` was kept. Past the cap the rest is
@@ -1133,21 +1137,24 @@ class SqlStore(ABC):
         for d in records:
             check_literal(d.state, DriftState, "drift state")
         with self._tx("write") as tx:
-            tx.many(
-                "INSERT INTO rc_drift (server, template, run_id, state, details, at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        d.server,
-                        d.template,
-                        d.run_id,
-                        d.state,
-                        _json(dict(d.details)),
-                        self._ts(as_utc(d.at, "at")),
-                    )
-                    for d in records
-                ],
-            )
+            self._write_drift(tx, records)
+
+    def _write_drift(self, tx: Tx, records: Sequence[DriftRecord]) -> None:
+        tx.many(
+            "INSERT INTO rc_drift (server, template, run_id, state, details, at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    d.server,
+                    d.template,
+                    d.run_id,
+                    d.state,
+                    _json(dict(d.details)),
+                    self._ts(as_utc(d.at, "at")),
+                )
+                for d in records
+            ],
+        )
 
     def list_drift(
         self, server: str | None = None, template: str | None = None, latest: bool = True
@@ -1667,43 +1674,9 @@ class SqlStore(ABC):
                 self._release_run(run_id)
                 return False
             if hosts:
-                tx.many(
-                    f"INSERT INTO rc_host_results ({_HOST_COLS}) VALUES (?,?,?,?,?,?,?,?,?) "
-                    "ON CONFLICT (run_id, server) DO UPDATE SET status = excluded.status, "
-                    "ok = excluded.ok, changed = excluded.changed, failed = excluded.failed, "
-                    "unreachable = excluded.unreachable, skipped = excluded.skipped, "
-                    "drifted = excluded.drifted",
-                    [
-                        (
-                            run_id,
-                            h.server,
-                            h.status,
-                            h.ok,
-                            h.changed,
-                            h.failed,
-                            h.unreachable,
-                            h.skipped,
-                            h.drifted,
-                        )
-                        for h in hosts
-                    ],
-                )
+                self._write_hosts(tx, run_id, hosts)
             if drift:
-                tx.many(
-                    "INSERT INTO rc_drift (server, template, run_id, state, details, at) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    [
-                        (
-                            d.server,
-                            d.template,
-                            d.run_id,
-                            d.state,
-                            _json(dict(d.details)),
-                            self._ts(as_utc(d.at, "at")),
-                        )
-                        for d in drift
-                    ],
-                )
+                self._write_drift(tx, drift)
         self._release_run(run_id)
         return True
 
