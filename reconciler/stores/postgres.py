@@ -18,6 +18,7 @@ current schema (``search_path``), all prefixed ``rc_``, so a database can be sha
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from functools import lru_cache
@@ -33,6 +34,10 @@ from reconciler.stores.base import DEFAULT_LOCK_TIMEOUT, DEFAULT_LOG_CAP, redact
 
 #: pg_advisory_xact_lock key for migrations ("RCN1").
 MIGRATION_LOCK_KEY = 0x52434E31
+#: Session advisory locks of running runs: this base plus the run id (one key space of ours).
+RUN_LOCK_BASE = 0x52434E31 << 32
+#: A run whose lock has been free this long (seen by the same reaper) lost its process.
+RUN_LOCK_GRACE = 10.0
 CONNECT_TIMEOUT = 10
 
 
@@ -89,6 +94,8 @@ class PostgresStore(SqlStore):
         except psycopg.Error:
             self._password = None
         self._lock = threading.RLock()
+        self._held: set[int] = set()
+        self._free_since: dict[int, float] = {}
         self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
         try:
             self._connection()
@@ -124,6 +131,8 @@ class PostgresStore(SqlStore):
             conn.execute(f"SET lock_timeout = '{int(self.lock_timeout * 1000)}ms'")
             if self.readonly and self._schema_version:  # reconnecting after the migration
                 conn.execute("SET default_transaction_read_only = on")
+            for run_id in sorted(self._held):  # a new session: take our runs' locks again
+                conn.execute("SELECT pg_advisory_lock(%s)", (RUN_LOCK_BASE + run_id,))
         except psycopg.Error as e:
             raise StateUnavailable(
                 f"cannot reach the PostgreSQL state at {self._shown}: {self._clean(str(e))}"
@@ -131,11 +140,54 @@ class PostgresStore(SqlStore):
         self._conn = conn
         return conn
 
+    # -- run locks: a session advisory lock per running run, held by the store that claimed it
+    # and freed by the server when that session ends (the process died). A reaper treats a run
+    # as gone only when its lock stayed free for RUN_LOCK_GRACE seconds across its passes, so
+    # a restart of the server (every session, hence every lock, gone for a moment while the
+    # workers reconnect and take their locks again) abandons nothing.
+
+    def _hold_run(self, run_id: int) -> bool:
+        with self._lock:
+            if run_id in self._held:
+                return False
+            self._connection().execute("SELECT pg_advisory_lock(%s)", (RUN_LOCK_BASE + run_id,))
+            self._held.add(run_id)
+            return True
+
+    def _release_run(self, run_id: int) -> None:
+        with self._lock:
+            if run_id not in self._held:
+                return
+            self._held.discard(run_id)
+            conn = self._conn
+            if conn is not None and not conn.closed and not conn.broken:
+                with suppress(psycopg.Error):
+                    conn.execute("SELECT pg_advisory_unlock(%s)", (RUN_LOCK_BASE + run_id,))
+
+    def _process_gone(self, run_id: int, worker: str) -> bool:
+        with self._lock:
+            if run_id in self._held:
+                return False
+            try:
+                conn = self._connection()
+                got = conn.execute(
+                    "SELECT pg_try_advisory_lock(%s)", (RUN_LOCK_BASE + run_id,)
+                ).fetchone()
+                if got is None or not got[0]:
+                    self._free_since.pop(run_id, None)
+                    return False
+                conn.execute("SELECT pg_advisory_unlock(%s)", (RUN_LOCK_BASE + run_id,))
+            except (psycopg.Error, StateError):
+                return False
+            first = self._free_since.setdefault(run_id, time.monotonic())
+            return time.monotonic() - first >= RUN_LOCK_GRACE
+
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:
-                self._conn.close()
+                self._conn.close()  # ends the session: the locks of runs not finished go too
                 self._conn = None
+            self._held.clear()
 
     def _location(self) -> str:
         return self._shown

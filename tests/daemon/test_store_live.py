@@ -3,8 +3,11 @@ cancel requests seen at the heartbeat, outcomes fenced by the lease token, histo
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+
+import pytest
 
 from reconciler.stores import (
     FireBatch,
@@ -103,3 +106,50 @@ def test_history_pruning_keeps_the_newest_runs_and_the_cursor_keeps_slots_from_r
     store.record_system(SystemJob("prune-history", 3600, NOW + S, "0 pruned"))
     [job] = store.list_system()
     assert (job.name, job.last_at, job.detail) == ("prune-history", NOW + S, "0 pruned")
+
+
+def test_on_postgresql_a_dead_workers_run_is_reaped_by_its_free_lock_after_a_grace(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A session advisory lock per running run: freed by the server when the claiming process
+    dies. A reaper abandons the run once the lock stayed free for the grace period across its
+    passes, long before the lease; a live claim (its lock held) is never reaped that way."""
+    import multiprocessing
+
+    from reconciler.stores import open_store
+    from reconciler.stores import postgres as pg
+    from tests.stores import _procs
+
+    monkeypatch.setattr(pg, "RUN_LOCK_GRACE", 0.5)
+    with open_store(pg_url) as s:
+        dying = s.create_run(NewRun("t", "cli", None), NOW)
+        alive = s.create_run(NewRun("t", "cli", None), NOW)
+    assert dying is not None and alive is not None
+    holder = open_store(pg_url)
+    reaper = open_store(pg_url)
+    ctx = multiprocessing.get_context("spawn")
+    results = ctx.Queue()
+    child = ctx.Process(target=_procs.claim_and_wait, args=(pg_url, dying.id, results))
+    child.start()
+    try:
+        assert results.get(timeout=60)[0] == "claimed"
+        assert holder.claim_run(alive.id, "somewhere:1", 600, NOW) is not None
+        assert reaper.reap_runs(NOW) == []  # both locks held
+        child.kill()
+        child.join(30)
+        assert reaper.reap_runs(NOW) == []  # free, but not for the grace period yet
+        deadline = time.monotonic() + 20
+        reaped: list[int] = []
+        while not reaped and time.monotonic() < deadline:
+            time.sleep(0.2)
+            reaped = list(reaper.reap_runs(NOW))
+        assert reaped == [dying.id]
+        assert reaper.get_run(alive.id).status == "running"  # type: ignore[union-attr]
+        gone = reaper.get_run(dying.id)
+        assert gone is not None and gone.status == "abandoned"
+    finally:
+        if child.is_alive():
+            child.kill()
+        child.join(30)
+        holder.close()
+        reaper.close()
