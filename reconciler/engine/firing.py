@@ -76,6 +76,9 @@ class Context:
         self.triggers: dict[str, Trigger] = {}
         self._owners: dict[tuple[str, str], str | None] = {}
         self._windows: dict[str, timedelta] = {}
+        #: run fields by what they depend on (template, variables, targets, mode): schedules
+        #: that differ only in their name and ``when`` share one validation and resolution
+        self.fields: dict[str, dict[str, Any]] = {}
 
     def owner_problem(self, owner: str, template: str) -> str | None:
         """Why ``owner`` may not run ``template`` under the applied Policy, or None."""
@@ -182,6 +185,21 @@ class Armed:
 
 
 def _run_fields(a: Armed) -> dict[str, Any]:
+    raw = json.loads(a.body)["spec"]
+    key = json.dumps(
+        [raw.get(k) for k in ("template", "variables", "targets", "mode")],
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    cached = a.ctx.fields.get(key)
+    if cached is not None:
+        return cached
+    fields = _resolve_fields(a)
+    a.ctx.fields[key] = fields
+    return fields
+
+
+def _resolve_fields(a: Armed) -> dict[str, Any]:
     spec = Schedule.model_validate_json(a.body).spec
     template = a.ctx.templates.get(spec.template)
     fields: dict[str, Any] = {"variables": {}, "sensitive": frozenset(), "targets": {}}

@@ -1415,14 +1415,36 @@ class SqlStore(ABC):
                     [v for row in chunk for v in row],
                 )
             by_schedule: dict[str, list[RunRecord]] = {}
-            for chunk in _chunks(created, 500):
-                rows = tx.all(
-                    f"SELECT {_RUN_COLS} FROM rc_runs WHERE id IN ({','.join('?' * len(chunk))})",
-                    chunk,
+            at = as_utc(now, "now")
+            for new_id, run in created:  # the records as written (no read back)
+                rec = RunRecord(
+                    id=RunId(new_id),
+                    schedule=run.schedule,
+                    template=run.template,
+                    trigger=run.trigger,
+                    slot=None if run.slot is None else as_utc(run.slot),
+                    status=run.status,
+                    commit=run.commit,
+                    created_at=at,
+                    not_before=None,
+                    started_at=None,
+                    finished_at=at if run.status != "queued" else None,
+                    variables={
+                        k: (SENSITIVE_PLACEHOLDER if k in run.sensitive else v)
+                        for k, v in run.variables.items()
+                    },
+                    targets=dict(run.targets),
+                    simulate=run.simulate,
+                    message=run.message,
+                    requested_by=run.requested_by,
+                    retry_of=run.retry_of,
+                    worker=None,
+                    lease_expires=None,
+                    log_size=0,
+                    log_truncated=False,
+                    untrusted=tuple(sorted(run.untrusted)),
                 )
-                for r in rows:
-                    rec = self._run(r)
-                    by_schedule.setdefault(rec.schedule or "", []).append(rec)
+                by_schedule.setdefault(rec.schedule or "", []).append(rec)
         for b in fresh:
             runs = sorted(by_schedule.get(b.schedule, []), key=lambda r: r.id)
             results[b.schedule] = FireResult(b.schedule, True, tuple(runs))
@@ -1439,11 +1461,13 @@ class SqlStore(ABC):
             out.update({r[0]: (self._dt(r[1]), r[2]) for r in rows})
         return out
 
-    def _insert_fired_runs(self, tx: Tx, runs: Sequence[NewRun], ts: Any) -> list[int]:
+    def _insert_fired_runs(
+        self, tx: Tx, runs: Sequence[NewRun], ts: Any
+    ) -> list[tuple[int, NewRun]]:
         """Insert the runs of fired slots with their ledger rows, set-based; a slot that is
         taken already (the unique key) keeps its entry and its new run is deleted again.
-        Returns the ids of the runs kept."""
-        kept: list[int] = []
+        Returns the runs kept, with their ids."""
+        kept: list[tuple[int, NewRun]] = []
         for chunk in _chunks(list(runs), 400):
             params: list[Any] = []
             for run in chunk:
@@ -1504,7 +1528,11 @@ class SqlStore(ABC):
             lost = [i for i in ids.values() if i not in won]
             if lost:  # those slots had their entry already: their new runs go
                 tx.run(f"DELETE FROM rc_runs WHERE id IN ({','.join('?' * len(lost))})", lost)
-            kept += sorted(won)
+            for run in chunk:
+                assert run.schedule is not None and run.slot is not None
+                new_id = ids[(run.schedule, as_utc(run.slot, "slot"))]
+                if new_id in won:
+                    kept.append((new_id, run))
         return kept
 
     def schedule_activity(
