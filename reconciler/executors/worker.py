@@ -443,7 +443,9 @@ def run_job(job: WorkerJob, workdir: str, emit: Callable[[dict[str, Any]], None]
         status, rc = str(runner.status), runner.rc
     finally:
         timer.cancel()
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        # a second SIGTERM (the parent's death signal arriving now, a cancel repeated) must not
+        # cut the clean-up short: the directories below would stay behind
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if job.secrets:
             _unblock_fifo(fifo)
         sweep()
@@ -467,6 +469,11 @@ def main(stdin: IO[str] | None = None) -> int:
     protocol = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
     os.dup2(2, 1)  # stray prints from libraries must not corrupt the protocol
     _prctl(PR_SET_CHILD_SUBREAPER, 1)
+
+    def _stop_early(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)  # before the run starts: unwind, removing what we made
+
+    signal.signal(signal.SIGTERM, _stop_early)
     _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     lock = threading.Lock()
 
@@ -489,8 +496,10 @@ def main(stdin: IO[str] | None = None) -> int:
         result = {"type": "result", "status": "error", "rc": None, "stats": {}, "seconds": 0.0}
         result["message"] = redact(f"{type(exc).__name__}: {exc}")
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # nothing may cut the clean-up short
         if not job.keep_workdir:
             shutil.rmtree(workdir, ignore_errors=True)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
     me = resource.getrusage(resource.RUSAGE_SELF)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     result["cpu"] = {  # seconds: the worker itself, and ansible-playbook with all it ran
