@@ -224,11 +224,6 @@ class Applied:
     broken: dict[str, str] = field(default_factory=dict)
 
 
-def when_hash(spec_when: Any, timezone: str) -> str:
-    text = json.dumps(spec_when, sort_keys=True, separators=(",", ":")) + "\x00" + timezone
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
 def read_context(store: StateStore) -> Context:
     settings = store.get_object("Settings", SETTINGS_NAME)
     tz = Settings.model_validate_json(settings.body).spec.timezone if settings else "UTC"
@@ -270,6 +265,7 @@ def arm(rec: ObjectRecord, ctx: Context) -> Armed:
     spec = json.loads(rec.body)["spec"]
     raw_when = spec["when"]
     zone = raw_when.get("timezone") or ctx.tz
+    # the cursor's key: what the slots depend on (the ``when`` and its zone)
     key = json.dumps(raw_when, sort_keys=True, separators=(",", ":")) + "\x00" + zone
     trigger = ctx.triggers.get(key)
     if trigger is None:

@@ -265,6 +265,13 @@ _RUN_COLS = (
     "started_at, finished_at, variables, targets, simulate, message, requested_by, retry_of, "
     "worker, lease_expires, log_size, log_truncated, untrusted"
 )
+#: The columns a new run is written with (:meth:`SqlStore._new_run_row` gives their values).
+_NEW_RUN_COLS = (
+    "schedule, template, trigger_kind, slot, status, commit_sha, created_at, not_before, "
+    "variables, targets, simulate, message, requested_by, retry_of, wait_for, finished_at, "
+    "untrusted"
+)
+_NEW_RUN_MARKS = ", ".join("?" * len(_NEW_RUN_COLS.split(",")))
 _SLOT_COLS = "schedule, slot, run_id, skip_reason, detail, recorded_at, until_slot, slot_count"
 #: Up to this many schedules, :meth:`SqlStore.schedule_activity` looks up only theirs (an
 #: index range each); more (a burst) read every active run once.
@@ -790,6 +797,28 @@ class SqlStore(ABC):
             return None
         return self._run(r)
 
+    def _new_run_row(self, run: NewRun, ts: Any) -> list[Any]:
+        """The values of ``_NEW_RUN_COLS`` for ``run``, created at ``ts``."""
+        return [
+            run.schedule,
+            run.template,
+            run.trigger,
+            None if run.slot is None else self._ts(as_utc(run.slot, "slot")),
+            run.status,
+            run.commit,
+            ts,
+            None if run.not_before is None else self._ts(as_utc(run.not_before, "not_before")),
+            _json(_stored_variables(run)),
+            _json(dict(run.targets)),
+            run.simulate,
+            run.message,
+            run.requested_by,
+            run.retry_of,
+            run.wait_for,
+            ts if run.status != "queued" else None,
+            _json(sorted(run.untrusted)),
+        ]
+
     def _insert_run(self, tx: Tx, run: NewRun, ts: Any, now: datetime) -> int:
         """Insert ``run`` (and its ledger row when it is for a slot); raises _SlotTaken. With
         ``claim_by`` it is inserted already claimed (running, leased), so no worker of a daemon
@@ -799,35 +828,9 @@ class SqlStore(ABC):
         if takes_slot and (run.schedule is None or run.slot is None):
             raise ValueError(f"a run with trigger {run.trigger!r} needs a schedule and a slot")
         slot = None if run.slot is None else self._ts(as_utc(run.slot, "slot"))
-        variables = {
-            k: (SENSITIVE_PLACEHOLDER if k in run.sensitive else v)
-            for k, v in run.variables.items()
-        }
-        final = run.status != "queued"
         row = tx.one(
-            "INSERT INTO rc_runs (schedule, template, trigger_kind, slot, status, "
-            "commit_sha, created_at, not_before, variables, targets, simulate, message, "
-            "requested_by, retry_of, wait_for, finished_at, untrusted) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            (
-                run.schedule,
-                run.template,
-                run.trigger,
-                slot,
-                run.status,
-                run.commit,
-                ts,
-                None if run.not_before is None else self._ts(as_utc(run.not_before, "not_before")),
-                _json(variables),
-                _json(dict(run.targets)),
-                run.simulate,
-                run.message,
-                run.requested_by,
-                run.retry_of,
-                run.wait_for,
-                ts if final else None,
-                _json(sorted(run.untrusted)),
-            ),
+            f"INSERT INTO rc_runs ({_NEW_RUN_COLS}) VALUES ({_NEW_RUN_MARKS}) RETURNING id",
+            self._new_run_row(run, ts),
         )
         assert row is not None
         run_id = int(row[0])
@@ -1429,10 +1432,7 @@ class SqlStore(ABC):
                     not_before=None,
                     started_at=None,
                     finished_at=at if run.status != "queued" else None,
-                    variables={
-                        k: (SENSITIVE_PLACEHOLDER if k in run.sensitive else v)
-                        for k, v in run.variables.items()
-                    },
+                    variables=_stored_variables(run),
                     targets=dict(run.targets),
                     simulate=run.simulate,
                     message=run.message,
@@ -1474,35 +1474,10 @@ class SqlStore(ABC):
                 check_literal(run.trigger, RunTrigger, "trigger")
                 if run.schedule is None or run.slot is None:
                     raise ValueError("a fired run needs a schedule and a slot")
-                variables = {
-                    k: (SENSITIVE_PLACEHOLDER if k in run.sensitive else v)
-                    for k, v in run.variables.items()
-                }
-                final = run.status != "queued"
-                params += [
-                    run.schedule,
-                    run.template,
-                    run.trigger,
-                    self._ts(as_utc(run.slot, "slot")),
-                    run.status,
-                    run.commit,
-                    ts,
-                    None,
-                    _json(variables),
-                    _json(dict(run.targets)),
-                    run.simulate,
-                    run.message,
-                    run.requested_by,
-                    run.retry_of,
-                    run.wait_for,
-                    ts if final else None,
-                    _json(sorted(run.untrusted)),
-                ]
+                params += self._new_run_row(run, ts)
             rows = tx.all(
-                "INSERT INTO rc_runs (schedule, template, trigger_kind, slot, status, "
-                "commit_sha, created_at, not_before, variables, targets, simulate, message, "
-                "requested_by, retry_of, wait_for, finished_at, untrusted) VALUES "
-                + ",".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
+                f"INSERT INTO rc_runs ({_NEW_RUN_COLS}) VALUES "
+                + ",".join([f"({_NEW_RUN_MARKS})"] * len(chunk))
                 + " RETURNING id, schedule, slot",
                 params,
             )
@@ -1761,3 +1736,10 @@ class SqlStore(ABC):
 
 def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _stored_variables(run: NewRun) -> dict[str, Any]:
+    """A run's variables as stored: the sensitive ones only as the placeholder."""
+    return {
+        k: (SENSITIVE_PLACEHOLDER if k in run.sensitive else v) for k, v in run.variables.items()
+    }
