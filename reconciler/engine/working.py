@@ -145,7 +145,7 @@ class WorkerPool:
 
 
 class Heartbeat:
-    """Renews one run's lease every ``lease_seconds / 4`` while it executes; sets
+    """Renews one run's lease every quarter of it (at most every 2 s) while it executes; sets
     ``lease.cancelled`` when a cancel was requested and ``lease.lost`` when the lease is gone,
     calling ``on_stop`` once in either case (the executor's cancel)."""
 
