@@ -7,21 +7,11 @@ from datetime import UTC, datetime
 import click
 
 from reconciler.cli.common import emit_json, format_option, parse_instant
-from reconciler.cli.state import state_option
+from reconciler.cli.state import need_state, state_option
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _need_state(state: str | None) -> None:
-    from reconciler.engine.planning import state_missing, state_url
-
-    if state_missing(state):
-        raise click.ClickException(
-            f"no state at {state_url(state)}: nothing has been applied yet (reconciler apply, "
-            "or reconciler serve)"
-        )
 
 
 @click.command()
@@ -33,7 +23,7 @@ def status(fmt: str, state: str | None) -> None:
     from reconciler.engine.planning import open_state
     from reconciler.engine.status import status_json
 
-    _need_state(state)
+    need_state(state)
     with open_state(state, readonly=True) as store:
         data = status_json(store, _now())
     if fmt == "json":
@@ -81,7 +71,7 @@ def slots(schedule: str | None, since: str | None, limit: int, fmt: str, state: 
     from reconciler.engine.planning import open_state
 
     start = None if since is None else parse_instant(since, "--since")
-    _need_state(state)
+    need_state(state)
     with open_state(state, readonly=True) as store:
         if (
             schedule is not None
@@ -113,7 +103,7 @@ def cancel(run_id: int, fmt: str, state: str | None) -> None:
     from reconciler.engine.planning import open_state
     from reconciler.engine.running import run_json
 
-    _need_state(state)
+    need_state(state)
     with open_state(state) as store:
         before = store.get_run(run_id)
         if before is None:

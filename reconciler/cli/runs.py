@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from reconciler.cli.common import emit_json, format_option, parse_instant, printable
-from reconciler.cli.state import state_option
+from reconciler.cli.state import need_state, state_option
 
 #: exit status of ``run --wait`` per final run status
 EXIT_CODES = {"succeeded": 0, "failed": 1, "timed-out": 124, "cancelled": 130}
@@ -26,15 +26,6 @@ def _applied(state: str | None) -> bool:
     from reconciler.engine.planning import state_missing
 
     return not state_missing(state)
-
-
-def _need_state(state: str | None) -> None:
-    if not _applied(state):
-        from reconciler.engine.planning import state_url
-
-        raise click.ClickException(
-            f"no state at {state_url(state)}: nothing has been applied yet (reconciler apply)"
-        )
 
 
 @click.command()
@@ -81,7 +72,7 @@ def run(
 
     targets = Targets(servers=list(servers), roles=list(roles), environments=list(envs))
     when = None if at is None else parse_instant(at, "--at")
-    _need_state(state)
+    need_state(state)
     # from here on SIGINT, SIGTERM and SIGHUP end a run that exists in `cancelled`
     with eng.cancel_on_signals() as stop, open_state(state) as store:
         tmpl = eng.applied_template(store, template)
@@ -325,7 +316,7 @@ def runs_show(ctx: click.Context, run_id: int, fmt: str, state: str | None) -> N
     from reconciler.engine.running import run_json
 
     state = state or ctx.obj.get("state")
-    _need_state(state)
+    need_state(state)
     with open_state(state, readonly=True) as store:
         r = store.get_run(run_id)
     if r is None:
@@ -344,7 +335,7 @@ def logs(run_id: int, follow: bool, state: str | None) -> None:
     """The log of a run (secrets are redacted before it is stored)."""
     from reconciler.engine.planning import open_state
 
-    _need_state(state)
+    need_state(state)
     with open_state(state, readonly=True) as store:
         if store.get_run(run_id) is None:
             raise click.ClickException(f"no run {run_id}")

@@ -29,6 +29,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from reconciler.engine.working import LEASE_SECONDS
 from reconciler.errors import ExecutionError, StateError, UsageError
 from reconciler.executors.spec import (
     Executor,
@@ -42,8 +43,6 @@ from reconciler.model.documents import JobTemplate, Schedule
 from reconciler.model.variables import ResolvedVariables, coerce_text, resolve
 from reconciler.planning.plan import SERVERS_KIND, SERVERS_NAME, ResolvedInventory
 from reconciler.stores.base import DriftState, HostResult, NewRun, RunId, RunRecord, StateStore
-
-LEASE_SECONDS = 120.0
 
 
 def applied_template(store: StateStore, name: str) -> JobTemplate:
