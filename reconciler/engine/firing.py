@@ -26,7 +26,7 @@ import heapq
 import json
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -79,6 +79,8 @@ class Context:
         #: run fields by what they depend on (template, variables, targets, mode): schedules
         #: that differ only in their name and ``when`` share one validation and resolution
         self.fields: dict[str, dict[str, Any]] = {}
+        #: the (kind, name, content hash) of what was read (see :func:`context_key`)
+        self.key: tuple[tuple[str, str, str], ...] = ()
 
     def owner_problem(self, owner: str, template: str) -> str | None:
         """Why ``owner`` may not run ``template`` under the applied Policy, or None."""
@@ -222,32 +224,49 @@ class Applied:
 
     armed: dict[str, Armed] = field(default_factory=dict)
     broken: dict[str, str] = field(default_factory=dict)
+    heads: dict[str, tuple[object, ...]] = field(default_factory=dict)
+    """What says that each schedule read changed (see :func:`_head`)."""
+    context: tuple[tuple[str, str, str], ...] = ()
 
 
 def read_context(store: StateStore) -> Context:
     settings = store.get_object("Settings", SETTINGS_NAME)
     tz = Settings.model_validate_json(settings.body).spec.timezone if settings else "UTC"
+    seen = [settings] if settings else []
     templates: dict[str, JobTemplate] = {}
-    for rec in store.list_objects("JobTemplate"):
+    template_recs = store.list_objects("JobTemplate")
+    policy_recs = store.list_objects("Policy")
+    seen += [*template_recs, *policy_recs]
+    for rec in template_recs:
         try:
             templates[rec.name] = JobTemplate.model_validate_json(rec.body)
         except ValueError:
             continue
     policies: list[PolicySpec] = []
-    for rec in store.list_objects("Policy"):
+    for rec in policy_recs:
         try:
             policies.append(PolicySpec.model_validate(json.loads(rec.body)["spec"]))
         except (ValueError, KeyError):
             continue
-    return Context(tz, templates, policies)
+    ctx = Context(tz, templates, policies)
+    ctx.key = context_key(seen)
+    return ctx
+
+
+def context_key(records: Iterable[ObjectRecord]) -> tuple[tuple[str, str, str], ...]:
+    """What every armed schedule depends on, as (kind, name, content hash), sorted."""
+    return tuple(
+        sorted((r.kind, r.name, r.content_hash) for r in records if r.kind in _CONTEXT_KINDS)
+    )
 
 
 def read_applied(store: StateStore) -> Applied:
     """Arm every applied schedule (one read of the schedules, templates, Policy, Settings)."""
     ctx = read_context(store)
     cursors = store.fire_cursors()
-    out = Applied()
+    out = Applied(context=ctx.key)
     for rec in store.list_objects("Schedule"):
+        out.heads[rec.name] = _head(rec)
         try:
             armed = arm(rec, ctx)
         except (ValueError, KeyError, TypeError, WhenError) as e:
@@ -488,20 +507,13 @@ class FiringLoop:
         (an apply that touches a few schedules costs a read of the object heads, not of 100,000
         bodies); a change of Settings, a template or a Policy, which every schedule depends on,
         re-arms them all."""
+        if not self._armed:  # the first time: one read of everything
+            self._rearm_all()
+            return
         heads = self.store.list_object_heads()
-        context = tuple((r.kind, r.name, r.content_hash) for r in heads if r.kind in _CONTEXT_KINDS)
         schedules = {r.name: r for r in heads if r.kind == "Schedule"}
-        if not self._armed or context != self._context:
-            applied = read_applied(self.store)
-            self._armed, self.broken = applied.armed, applied.broken
-            self._heads = {n: _head(r) for n, r in schedules.items()}
-            self._context = context
-            self._heap = []
-            for a in self._armed.values():
-                self._push(a)
-            self._dirty = False
-            if self.after_reload is not None:
-                self.after_reload()
+        if context_key(heads) != self._context:
+            self._rearm_all()
             return
         self._dirty = False
         changed = [n for n, r in schedules.items() if self._heads.get(n) != _head(r)]
@@ -513,12 +525,12 @@ class FiringLoop:
         if not changed:
             return
         ctx = next(iter(self._armed.values())).ctx if self._armed else read_context(self.store)
-        cursors = self.store.fire_cursors() if len(changed) > 50 else None
+        cursors = self.store.fire_cursors()  # once for all the changed schedules
         for n in changed:
             rec = self.store.get_object("Schedule", n)
             if rec is None:
                 continue
-            self._heads[n] = _head(schedules[n])
+            self._heads[n] = _head(rec)
             try:
                 a = arm(rec, ctx)
             except (ValueError, KeyError, TypeError, WhenError) as e:
@@ -526,13 +538,24 @@ class FiringLoop:
                 self.broken[n] = str(e).splitlines()[0] if str(e) else type(e).__name__
                 continue
             self.broken.pop(n, None)
-            cur = cursors.get(n) if cursors is not None else self.store.fire_cursors().get(n)
+            cur = cursors.get(n)
             a.cursor = cur if cur is not None and cur.when_hash == a.when_hash else None
             old = self._armed.get(n)
             if old is not None:
                 a.generation = old.generation
             self._armed[n] = a
             self._push(a)
+
+    def _rearm_all(self) -> None:
+        applied = read_applied(self.store)
+        self._armed, self.broken = applied.armed, applied.broken
+        self._heads, self._context = applied.heads, applied.context
+        self._heap = []
+        for a in self._armed.values():
+            self._push(a)
+        self._dirty = False
+        if self.after_reload is not None:
+            self.after_reload()
 
     def _push(self, a: Armed) -> None:
         a.generation += 1
