@@ -136,7 +136,8 @@ def serve(
     """
     import uvicorn
 
-    from reconciler.api.app import Health, create_app
+    from reconciler.api.app import create_app
+    from reconciler.api.context import ApiContext, Health
     from reconciler.clock import SystemClock
     from reconciler.engine.daemon import Daemon, DaemonConfig
     from reconciler.engine.planning import open_state, state_url
@@ -183,7 +184,17 @@ def serve(
         raise click.ClickException(f"cannot listen on {host}:{port}: {e.strerror}") from None
     sock.listen(128)
     bound = sock.getsockname()[1]
-    app = create_app(opener, clock, Health(daemon.firing_behind))
+    app = create_app(
+        ApiContext(
+            opener,
+            clock,
+            Health(daemon.firing_behind),
+            repo=redact(repo),
+            replica_id=daemon.config.replica_id,
+            request_reconcile=daemon.request_reconcile,
+            wake_workers=daemon.workers.poke,
+        )
+    )
     server = uvicorn.Server(
         uvicorn.Config(
             app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=5

@@ -173,6 +173,11 @@ class Daemon:
         else:
             log.info("%s", result.message)
 
+    def request_reconcile(self, reason: str) -> None:
+        """Ask for a reconcile pass (a forge push, an API call); passes coalesce."""
+        log.info("reconcile requested: %s", reason)
+        self.reconcile.request()
+
     def firing_behind(self) -> float | None:
         deadline = self.firing.next_deadline()
         if deadline is None:

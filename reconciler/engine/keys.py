@@ -83,3 +83,15 @@ def authenticate(store: StateStore, presented: str | None) -> ApiKey | None:
 def may_read(key: ApiKey) -> bool:
     """Read endpoints: a read key, or an approve key (it acts on what it can see)."""
     return "read" in key.scopes or "approve" in key.scopes
+
+
+def may_trigger(key: ApiKey, template: str, allowed_keys: Sequence[str] | None) -> str | None:
+    """Why ``key`` may not trigger ``template`` (None: it may). ``allowed_keys`` is the
+    template's ``apiKeys`` list (None: any trigger key for the template)."""
+    if "trigger" not in key.scopes:
+        return f"API key {key.name} has no trigger scope"
+    if template not in key.templates:
+        return f"API key {key.name} may not trigger template {template}"
+    if allowed_keys is not None and key.name not in allowed_keys:
+        return f"template {template} accepts only the API keys {', '.join(allowed_keys)}"
+    return None

@@ -253,6 +253,44 @@ MIGRATIONS: tuple[Migration, ...] = (
                 detail TEXT)""",
         ),
     ),
+    Migration(
+        4,
+        "the API: approval sources, change authors, webhook deliveries, idempotency keys, "
+        "signed revisions, run provenance",
+        (
+            # where a decision came from (cli, api, github, gitlab, gitea) and the commit it
+            # was given for
+            "ALTER TABLE rc_approvals ADD COLUMN via TEXT NOT NULL DEFAULT 'cli'",
+            "ALTER TABLE rc_approvals ADD COLUMN revision TEXT",
+            # the commit author e-mails of an object's applied content (JSON list): the
+            # author of a change never counts as its approver
+            "ALTER TABLE rc_objects ADD COLUMN authors TEXT NOT NULL DEFAULT '[]'",
+            # the key that signed the applied revision (requireSignedCommits)
+            "ALTER TABLE rc_meta ADD COLUMN signing_key TEXT",
+            "ALTER TABLE rc_revisions ADD COLUMN signing_key TEXT",
+            # commit, signing key, approvers, content hash, replica: JSON object
+            "ALTER TABLE rc_runs ADD COLUMN provenance TEXT NOT NULL DEFAULT '{{}}'",
+            """CREATE TABLE rc_deliveries (
+                forge TEXT NOT NULL,
+                delivery_id TEXT NOT NULL,
+                event TEXT NOT NULL,
+                received_at {TS} NOT NULL,
+                status TEXT NOT NULL,
+                facts TEXT NOT NULL,
+                detail TEXT,
+                processed_at {TS},
+                PRIMARY KEY (forge, delivery_id))""",
+            "CREATE INDEX rc_deliveries_pending ON rc_deliveries (received_at) "
+            "WHERE status = 'pending'",
+            """CREATE TABLE rc_idempotency (
+                api_key TEXT NOT NULL,
+                idem_key TEXT NOT NULL,
+                body_hash TEXT NOT NULL,
+                run_id {INT} NOT NULL REFERENCES rc_runs (id),
+                created_at {TS} NOT NULL,
+                PRIMARY KEY (api_key, idem_key))""",
+        ),
+    ),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 
@@ -1723,6 +1761,7 @@ class SqlStore(ABC):
                 tx.run(f"DELETE FROM rc_slots WHERE run_id IN ({marks})", chunk)
                 tx.run(f"DELETE FROM rc_host_results WHERE run_id IN ({marks})", chunk)
                 tx.run(f"DELETE FROM rc_run_logs WHERE run_id IN ({marks})", chunk)
+                tx.run(f"DELETE FROM rc_idempotency WHERE run_id IN ({marks})", chunk)
                 tx.run(f"UPDATE rc_drift SET run_id = NULL WHERE run_id IN ({marks})", chunk)
                 tx.run(f"UPDATE rc_runs SET retry_of = NULL WHERE retry_of IN ({marks})", chunk)
                 tx.run(f"UPDATE rc_runs SET wait_for = NULL WHERE wait_for IN ({marks})", chunk)
@@ -1732,6 +1771,14 @@ class SqlStore(ABC):
                 (cutoff,),
             )
         return len(ids)
+
+    # -- approvals with their sources and authors (engine/approving.py)
+
+    # -- webhook deliveries (api/routes/webhooks.py, engine/webhooks.py)
+
+    # -- idempotency keys of the trigger endpoint (api/routes/jobs.py)
+
+    # -- signed revisions and run provenance
 
 
 def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:

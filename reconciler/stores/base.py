@@ -546,6 +546,14 @@ class StateStore(Protocol):
         now: datetime,
     ) -> bool: ...
 
+    # -- approvals with their sources and authors (engine/approving.py)
+
+    # -- webhook deliveries (api/routes/webhooks.py, engine/webhooks.py)
+
+    # -- idempotency keys of the trigger endpoint (api/routes/jobs.py)
+
+    # -- signed revisions and run provenance
+
 
 # --------------------------------------------------------------------------------------------
 # URLs

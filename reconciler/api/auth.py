@@ -1,0 +1,54 @@
+"""API keys on requests: where a key is presented and what it may do (SPEC section 5).
+
+A key comes in the ``X-API-Key`` header or, as Otter allows, ``?key=`` in the query. The
+lookup and the constant-time comparison are :func:`reconciler.engine.keys.authenticate`'s.
+Use these as FastAPI dependencies: ``Depends(need_read(ctx))``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi import Request
+
+from reconciler.api.context import ApiContext
+from reconciler.api.errors import ApiError
+from reconciler.engine.keys import authenticate, may_read
+from reconciler.stores.base import ApiKey
+
+
+def presented_key(request: Request) -> str | None:
+    """The secret the client presented (header first), or None."""
+    return request.headers.get("x-api-key") or request.query_params.get("key")
+
+
+def need_key(ctx: ApiContext, request: Request) -> ApiKey:
+    """The request's active key; 401 when it is missing, unknown or revoked."""
+    key = authenticate(ctx.store(), presented_key(request))
+    if key is None:
+        raise ApiError(401, "unauthorized", "a valid API key is required (header X-API-Key)")
+    return key
+
+
+def need_read(ctx: ApiContext) -> Callable[[Request], ApiKey]:
+    """A dependency: a key with the read scope (an approve key may read too)."""
+
+    def dependency(request: Request) -> ApiKey:
+        key = need_key(ctx, request)
+        if not may_read(key):
+            raise ApiError(403, "forbidden", f"API key {key.name} has no read scope")
+        return key
+
+    return dependency
+
+
+def need_approve(ctx: ApiContext) -> Callable[[Request], ApiKey]:
+    """A dependency: a key with the approve scope; it acts as its Policy user (``key.user``)."""
+
+    def dependency(request: Request) -> ApiKey:
+        key = need_key(ctx, request)
+        if "approve" not in key.scopes or not key.user:
+            raise ApiError(403, "forbidden", f"API key {key.name} has no approve scope")
+        return key
+
+    return dependency
