@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from reconciler.clock import Clock
+from reconciler.engine.telemetry import NullTelemetry, Telemetry
 from reconciler.stores.base import StateStore
 
 DEFAULT_BODY_LIMIT = 3 * 1024 * 1024
@@ -48,6 +49,7 @@ class ApiContext:
     wake_workers: Callable[[], None] = _noop
     """Tell the local workers that a run was queued."""
     body_limit: int = DEFAULT_BODY_LIMIT
+    telemetry: Telemetry = field(default_factory=NullTelemetry)
     _local: threading.local = field(default_factory=threading.local, repr=False)
 
     def store(self) -> StateStore:

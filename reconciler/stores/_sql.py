@@ -265,6 +265,8 @@ MIGRATIONS: tuple[Migration, ...] = (
             # the commit author e-mails of an object's applied content (JSON list): the
             # author of a change never counts as its approver
             "ALTER TABLE rc_objects ADD COLUMN authors TEXT NOT NULL DEFAULT '[]'",
+            # the approval content hash a schedule's state was decided for (None: no approval)
+            "ALTER TABLE rc_objects ADD COLUMN approval_hash TEXT",
             # the key that signed the applied revision (requireSignedCommits)
             "ALTER TABLE rc_meta ADD COLUMN signing_key TEXT",
             "ALTER TABLE rc_revisions ADD COLUMN signing_key TEXT",
@@ -296,7 +298,7 @@ LATEST_VERSION = MIGRATIONS[-1].version
 
 _OBJ_COLS = (
     "kind, name, content_hash, body, revision, managed, state, state_reason, serial, "
-    "created_at, updated_at"
+    "created_at, updated_at, authors, approval_hash"
 )
 _RUN_COLS = (
     "id, schedule, template, trigger_kind, slot, status, commit_sha, created_at, not_before, "
@@ -525,6 +527,8 @@ class SqlStore(ABC):
             r[8],
             self._dt(r[9], what),
             self._dt(r[10], what),
+            tuple(str(a) for a in self._json_of(r[11], what + " authors", list)),
+            r[12],
         )
 
     def _run(self, r: tuple[Any, ...], hosts: tuple[HostResult, ...] = ()) -> RunRecord:
@@ -684,12 +688,13 @@ class SqlStore(ABC):
                 }
             if upserts:
                 tx.many(
-                    f"INSERT INTO rc_objects ({_OBJ_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
+                    f"INSERT INTO rc_objects ({_OBJ_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
                     "ON CONFLICT (kind, name) DO UPDATE SET "
                     "content_hash = excluded.content_hash, body = excluded.body, "
                     "revision = excluded.revision, managed = excluded.managed, "
                     "state = excluded.state, state_reason = excluded.state_reason, "
-                    "serial = excluded.serial, updated_at = excluded.updated_at",
+                    "serial = excluded.serial, updated_at = excluded.updated_at, "
+                    "authors = excluded.authors, approval_hash = excluded.approval_hash",
                     [
                         (
                             u.kind,
@@ -703,6 +708,8 @@ class SqlStore(ABC):
                             new,
                             ts,
                             ts,
+                            json.dumps(sorted(u.authors)),
+                            u.approval_hash,
                         )
                         for u in upserts
                     ],

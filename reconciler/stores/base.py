@@ -123,6 +123,10 @@ class ObjectWrite:
     state: ObjectState | None = None
     """For schedules; ``None`` for kinds without a state."""
     state_reason: str | None = None
+    authors: tuple[str, ...] = ()
+    """E-mails of the commit authors of this content (the author never approves it)."""
+    approval_hash: str | None = None
+    """For schedules whose template requires approval: the content hash approvals are for."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +145,10 @@ class ObjectRecord:
     """The serial of the write that last changed this object."""
     created_at: datetime
     updated_at: datetime
+    authors: tuple[str, ...] = ()
+    """E-mails of the commit authors of this content (the author never approves it)."""
+    approval_hash: str | None = None
+    """For schedules whose template requires approval: the content hash approvals are for."""
 
 
 @dataclass(frozen=True, slots=True)

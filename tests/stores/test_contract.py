@@ -96,8 +96,17 @@ def test_reopening_a_state_keeps_its_contents_and_runs_no_migration_again(
 def test_an_older_schema_is_upgraded_on_open_and_keeps_its_objects(state_url: str) -> None:
     old = open_backend(state_url, migrate_to=1)
     assert old.info().schema_version == 1
-    old.apply_changes(0, SHA, [obj("a"), obj("b")], [], NOW)
     old.close()
+    # written as a schema-1 program wrote them: only the columns that schema has
+    for name in ("a", "b"):
+        raw_sql(
+            state_url,
+            "INSERT INTO rc_objects (kind, name, content_hash, body, revision, managed, state, "
+            "state_reason, serial, created_at, updated_at) VALUES ('Schedule', "
+            f"'{name}', 'h', '{{}}', '{SHA}', TRUE, 'active', NULL, 1, "
+            "'2026-01-01T00:00:00+00:00', '2026-01-01T00:00:00+00:00')",
+        )
+    raw_sql(state_url, "UPDATE rc_meta SET serial = 1")
     assert raw_sql(state_url, "SELECT count(*) FROM rc_migrations") == [(1,)]
     with open_store(state_url) as s:
         assert s.info().schema_version == LATEST_VERSION
