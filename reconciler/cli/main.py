@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "schedules": ("reconciler.cli.schedules:schedules", "List schedules, states and fire times."),
     "run": ("reconciler.cli.runs:run", "Run a job template now."),
     "runs": ("reconciler.cli.runs:runs", "Run history; runs show ID for one run."),
+    "retry": ("reconciler.cli.runs:retry", "Run a finished run again, as a new run."),
     "logs": ("reconciler.cli.runs:logs", "The log of a run."),
     "drift": ("reconciler.cli.runs:drift", "Configuration drift per server and template."),
     "serve": ("reconciler.cli.serve:serve", "Run the daemon: watch, reconcile, fire, execute."),

@@ -164,6 +164,71 @@ def run(
     ctx.exit(EXIT_CODES.get(final.status, 1))
 
 
+@click.command()
+@click.argument("run_id", type=int)
+@click.option("--wait", is_flag=True, help="Run in the foreground and exit with its status.")
+@format_option
+@state_option
+@click.pass_context
+def retry(ctx: click.Context, run_id: int, wait: bool, fmt: str, state: str | None) -> None:
+    """Run the finished run RUN_ID again, as a new run (trigger retry).
+
+    The new run has the same template, schedule, slot, targets, mode and caller values, and
+    comes from the applied revision; the original run and its ledger entry stay as they are.
+    A live daemon (reconciler serve) with workers runs it; otherwise it runs in this process
+    (in the background without --wait). Exit status with --wait as for reconciler run.
+    """
+    from reconciler.engine import running as eng
+    from reconciler.engine.planning import open_state, state_url
+    from reconciler.engine.runs import submit_retry
+
+    need_state(state)
+    with eng.cancel_on_signals() as stop, open_state(state) as store:
+        if _daemon_alive(store):
+            record = submit_retry(store, run_id, _now(), "cli")
+            _queued_for_daemon(ctx, store, record, None, wait, fmt, stop)
+            return
+        record = submit_retry(
+            store, run_id, _now(), "cli", claim_by=eng.worker_id() if wait else None
+        )
+        if not wait:
+            from reconciler.engine import detached
+
+            detached.start(
+                record.id, state_url(state), {}, {}, eng.secret_env_names(store), from_state=True
+            )
+            if fmt == "json":
+                emit_json({"run": {"id": record.id, "status": record.status}})
+            else:
+                click.echo(
+                    f"run {record.id} queued (a retry of run {run_id}); follow it with: "
+                    f"reconciler logs {record.id} --follow"
+                )
+            ctx.exit(0)
+        from reconciler.executors.ansible import AnsibleExecutor
+
+        if fmt == "text":
+            click.echo(f"run {record.id}: a retry of run {run_id}")
+        tty = sys.stdout.isatty() and fmt == "text"
+        with AnsibleExecutor(prefork=False) as executor:
+            final = eng.execute_run(
+                store,
+                record,
+                executor,
+                {},
+                {},
+                _now,
+                on_progress=_progress_printer() if tty else None,
+                cancel=stop,
+                from_state=True,
+            )
+    if fmt == "json":
+        emit_json(eng.run_json(final))
+    else:
+        _print_run(final)
+    ctx.exit(EXIT_CODES.get(final.status, 1))
+
+
 def _daemon_alive(store: Any) -> bool:
     """A ``serve`` replica with workers heartbeat the state recently."""
     from reconciler.engine.status import REPLICA_TTL
@@ -246,6 +311,8 @@ def _print_run(r: Any) -> None:
     )
     if r.slot:
         click.echo(f"  slot {r.slot.isoformat()}")
+    if r.retry_of:
+        click.echo(f"  a retry of run {r.retry_of}")
     if r.started_at:
         end = r.finished_at.isoformat() if r.finished_at else "running"
         click.echo(f"  started {r.started_at.isoformat()}, finished {end}")

@@ -29,8 +29,11 @@ def start(
     secrets: Mapping[str, str],
     untrusted: Mapping[str, Any],
     hidden_env: Collection[str],
+    *,
+    from_state: bool = False,
 ) -> None:
-    """Start the process that executes the queued run ``run_id``; returns at once."""
+    """Start the process that executes the queued run ``run_id``; returns at once.
+    ``from_state``: it resolves the run's values from the applied state (a retry)."""
     proc = subprocess.Popen(
         # the state URL (which may hold a database password) goes on stdin, never on argv
         [sys.executable, "-m", "reconciler.engine.detached", str(run_id), "--state-on-stdin"],
@@ -43,7 +46,14 @@ def start(
     )
     assert proc.stdin is not None
     proc.stdin.write(
-        json.dumps({"state": state, "secrets": dict(secrets), "untrusted": dict(untrusted)})
+        json.dumps(
+            {
+                "state": state,
+                "secrets": dict(secrets),
+                "untrusted": dict(untrusted),
+                "from_state": from_state,
+            }
+        )
     )
     proc.stdin.close()
 
@@ -79,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
                 payload.get("untrusted", {}),
                 lambda: datetime.now(UTC),
                 cancel=stop,
+                from_state=bool(payload.get("from_state")),
             )
     return 0 if final.status == "succeeded" else 1
 

@@ -246,6 +246,8 @@ def execute_run(
     on_progress: Callable[[Progress], None] | None = None,
     cancel: threading.Event | None = None,
     lease_seconds: float = LEASE_SECONDS,
+    *,
+    from_state: bool = False,
 ) -> RunRecord:
     """Claim ``run`` (queued) for this process and execute it through the one run lifecycle
     (:func:`reconciler.engine.runs.execute_claimed`, which the daemon's workers use too).
@@ -254,6 +256,8 @@ def execute_run(
     ``secrets`` and ``caller_untrusted`` are what the submitting process holds in memory.
     ``cancel`` (see :func:`cancel_on_signals`) is looked at between every step: once it is set
     the run stops and is recorded ``cancelled`` (before it is claimed: it never starts).
+    ``from_state``: resolve the values from the applied state as a daemon worker does (a
+    retry), ignoring ``secrets`` and ``caller_untrusted``.
     """
     from reconciler.engine.runs import execute_claimed
     from reconciler.engine.working import Lease
@@ -280,7 +284,7 @@ def execute_run(
         executor,
         _FunctionClock(clock),
         on_progress,
-        given=(secrets, caller_untrusted),
+        given=None if from_state else (secrets, caller_untrusted),
     )
     if final is None:
         got = store.get_run(run.id)
@@ -362,6 +366,7 @@ def run_json(r: RunRecord) -> dict[str, Any]:
         "finished": iso(r.finished_at),
         "created": iso(r.created_at),
         "message": r.message,
+        "retry_of": r.retry_of,
         "simulate": r.simulate,
         "variables": dict(r.variables),
         "targets": dict(r.targets),

@@ -19,12 +19,13 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from reconciler.clock import Clock
-from reconciler.engine.working import Heartbeat, Lease
-from reconciler.errors import ExecutionError, ReconcilerError, SourceError
+from reconciler.engine.working import LEASE_SECONDS, Heartbeat, Lease
+from reconciler.errors import ExecutionError, ReconcilerError, SourceError, UsageError
 from reconciler.executors.spec import (
     Executor,
     Progress,
@@ -37,9 +38,12 @@ from reconciler.model.common import Targets
 from reconciler.model.documents import Schedule
 from reconciler.model.variables import resolve
 from reconciler.stores.base import (
+    FINAL_STATUSES,
     SENSITIVE_PLACEHOLDER,
     DriftRecord,
     HostResult,
+    NewRun,
+    RunId,
     RunRecord,
     StateStore,
 )
@@ -259,3 +263,64 @@ def _record(
         log.warning("run %d: its lease was lost before the outcome was recorded", run.id)
         return None
     return store.get_run(run.id)
+
+
+def submit_retry(
+    store: StateStore,
+    run_id: int,
+    now: datetime,
+    requested_by: str,
+    *,
+    claim_by: str | None = None,
+) -> RunRecord:
+    """Queue a new run for the same job as the final run ``run_id``: trigger ``retry``,
+    ``retry_of`` = ``run_id``, the same template, schedule, slot, targets, mode and caller
+    values, from the applied revision (a run is never re-queued itself; the ledger entry of its
+    slot stays the original run's). Raises UsageError when it cannot be retried: it is not
+    final yet, its template or schedule is no longer applied, or a caller gave it a sensitive
+    value, which is never stored."""
+    from reconciler.engine.running import applied_template
+
+    original = store.get_run(run_id)
+    if original is None:
+        raise UsageError(f"no run {run_id} in the state")
+    if original.status not in FINAL_STATUSES:
+        raise UsageError(
+            f"run {run_id} is {original.status}: only a finished run can be retried "
+            f"(reconciler cancel {run_id} first)"
+        )
+    template = applied_template(store, original.template)
+    if not template.spec.enabled:
+        raise UsageError(f'template "{original.template}" is disabled (enabled: false in Git)')
+    if original.schedule is not None and original.trigger in ("schedule", "catch-up", "retry"):
+        if store.get_object("Schedule", original.schedule) is None:
+            raise UsageError(f'schedule "{original.schedule}" is not applied any more')
+    else:
+        hidden = [k for k, v in original.variables.items() if v == SENSITIVE_PLACEHOLDER]
+        if hidden:
+            raise UsageError(
+                f"run {run_id} was given the sensitive variable {hidden[0]!r}, whose value is "
+                f"never stored: start it again with reconciler run {original.template} "
+                f"--var {hidden[0]}=..."
+            )
+    run = store.create_run(
+        NewRun(
+            template=original.template,
+            trigger="retry",
+            commit=store.info().revision,
+            schedule=original.schedule,
+            slot=original.slot,
+            variables=dict(original.variables),
+            untrusted=frozenset(original.untrusted),
+            targets=dict(original.targets),
+            simulate=original.simulate,
+            requested_by=requested_by,
+            retry_of=RunId(run_id),
+            claim_by=claim_by,
+            claim_seconds=LEASE_SECONDS,
+        ),
+        now,
+    )
+    if run is None:  # a retry takes no slot; this cannot happen
+        raise ExecutionError(f"run {run_id} could not be retried")
+    return run

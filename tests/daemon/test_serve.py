@@ -181,7 +181,13 @@ def _cli(state: str, *args: str) -> subprocess.CompletedProcess[str]:
 def test_run_queues_for_a_live_daemon_run_at_waits_and_cancel_stops_a_running_run(
     tmp_path: Path, serves: list[Serve]
 ) -> None:
-    repo = make_repo(tmp_path, {"idle": schedule("idle", '{cron: "0 3 * * *"}')})
+    repo = make_repo(
+        tmp_path,
+        {
+            "idle": schedule("idle", '{cron: "0 3 * * *"}'),
+            "once": schedule("once", '{at: "2026-01-01T00:00:00"}'),
+        },
+    )
     state = str(tmp_path / "state.sqlite")
     s = Serve(repo, state, "--workers", "2", "--poll", "1h", fake="5")
     serves.append(s)
@@ -218,6 +224,22 @@ def test_run_queues_for_a_live_daemon_run_at_waits_and_cancel_stops_a_running_ru
     assert again.returncode == 1 and "already ended" in again.stderr
     bad = _cli(state, "run", "ping", "--at", "2026-12-01T02:00:00")
     assert bad.returncode == 1 and "offset" in bad.stderr and "Traceback" not in bad.stderr
+    # retry: a new run (trigger retry) for the same job, run by the daemon; the original and
+    # its ledger entry stay as they are
+    with open_store(state) as store:
+        until(lambda: ledger_slots(store, "once"), 20, "the past at: slot")
+        first = store.list_runs(schedule="once")[0]
+        until(lambda: store.get_run(first.id).status == "succeeded", 30, "the once run")  # type: ignore[union-attr]
+    for original in (first.id, rid):
+        redo = _cli(state, "retry", str(original), "--wait", "--format", "json")
+        assert redo.returncode == 0, redo.stderr
+        got = json.loads(redo.stdout)
+        assert (got["trigger"], got["retry_of"], got["status"]) == ("retry", original, "succeeded")
+    with open_store(state) as store:
+        retried = store.get_run(got["id"] - 1)
+        assert retried is not None and retried.schedule == "once" and retried.slot == first.slot
+        assert retried.worker and "/w" in retried.worker  # a daemon worker ran it
+        assert [e.run_id for e in store.list_slots("once")] == [first.id]
     s.signal(signal.SIGTERM)
     assert s.wait(60) == 0
 

@@ -162,6 +162,45 @@ def test_a_sensitive_value_is_used_but_lands_nowhere_on_disk(applied: tuple[Cli,
     assert secret not in dump
 
 
+def test_a_finished_run_is_retried_as_a_new_run_with_the_same_request(
+    applied: tuple[Cli, Path],
+) -> None:
+    cli, tmp = applied
+    first = cli.json("run", "deploy-web", "--server", "web-1", "--var", "release=7.1", "--wait")
+    again = cli.json("retry", str(first["id"]), "--wait")
+    assert again["id"] != first["id"] and again["status"] == "succeeded"
+    assert (again["trigger"], again["retry_of"]) == ("retry", first["id"])
+    assert again["variables"] == first["variables"] and again["targets"] == first["targets"]
+    assert "release" in cli("logs", str(again["id"])).stdout
+    shown = cli("runs", "show", str(again["id"])).stdout
+    assert f"a retry of run {first['id']}" in shown
+    # the original is untouched
+    assert cli.json("runs", "show", str(first["id"]))["status"] == "succeeded"
+
+
+def test_a_run_that_cannot_be_retried_says_why_in_one_line(applied: tuple[Cli, Path]) -> None:
+    cli, tmp = applied
+    secret = cli.json(
+        "run",
+        "deploy-web",
+        "--server",
+        "web-1",
+        "--var",
+        "release=1",
+        "--var",
+        "registry_token=abc-123-secret",
+        "--wait",
+    )
+    refused = cli("retry", str(secret["id"]), check=1)
+    assert "sensitive variable 'registry_token'" in refused.stderr
+    assert "abc-123-secret" not in refused.stderr
+    missing = cli("retry", "999999", check=1)
+    assert "no run 999999" in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1
+    as_json = cli("retry", "999999", "--format", "json", check=1)
+    assert json.loads(as_json.stdout)["error"]["message"].startswith("no run 999999")
+
+
 def test_mistakes_in_a_run_request_give_one_clear_line(applied: tuple[Cli, Path]) -> None:
     cli, _ = applied
     unknown = cli("run", "motdd", "--wait", check=1)
