@@ -86,18 +86,20 @@ def colour() -> bool:
     return sys.stdout.isatty()
 
 
-def render_diagnostics_text(diags: Sequence[Diagnostic]) -> None:
+def render_diagnostics_text(diags: Sequence[Diagnostic], err: bool = False) -> None:
+    """One ``path:line:col: severity[CODE]: message`` line per diagnostic (stderr: ``err``)."""
     for d in diags:
         sev = str(d.severity)
-        if colour():
+        if colour() and not err:
             sev = click.style(
                 sev, fg="red" if d.severity is Severity.ERROR else "yellow", bold=True
             )
         click.echo(
-            f"{printable(d.path)}:{d.line}:{d.column}: {sev}[{d.code}]: {printable(d.message)}"
+            f"{printable(d.path)}:{d.line}:{d.column}: {sev}[{d.code}]: {printable(d.message)}",
+            err=err,
         )
         if d.hint:
-            click.echo(f"  hint: {printable(d.hint)}")
+            click.echo(f"  hint: {printable(d.hint)}", err=err)
 
 
 def _gh_escape(text: str, prop: bool = False) -> str:

@@ -32,6 +32,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "cancel": ("reconciler.cli.daemon_cmds:cancel", "Cancel a queued or running run."),
     "api-key": ("reconciler.cli.api_keys:api_key", "Create, list and revoke API keys."),
     "simulate": ("reconciler.cli.simulate:simulate", "The ledger serve would write over a range."),
+    "pause": ("reconciler.cli.writeback:pause", "Pause a schedule in Git (enabled: false)."),
+    "resume": ("reconciler.cli.writeback:resume", "Resume a paused schedule in Git."),
+    "assume-ownership": (
+        "reconciler.cli.writeback:assume_ownership",
+        "Make a user the owner of a schedule in Git.",
+    ),
+    "clone": ("reconciler.cli.writeback:clone", "Copy a schedule in Git under a new name."),
 }
 
 

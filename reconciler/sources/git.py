@@ -377,3 +377,34 @@ def default_cache_dir() -> str:
         return env
     xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(xdg, "reconciler")
+
+
+def commit_paths(worktree: str, paths: list[str], message: str) -> str:
+    """Commit only ``paths`` (relative to ``worktree``) of a Git working tree with the
+    author and committer of the Git configuration (hooks and signing settings apply, as with
+    ``git commit``); other staged changes stay staged. Returns the new commit's SHA; raises
+    SourceError with Git's own words when Git refuses. Nothing is ever pushed."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECONCILER_")}
+    env["GIT_TERMINAL_PROMPT"] = "0"
+
+    def git(*args: str) -> str:
+        try:
+            done = subprocess.run(
+                ["git", "-C", worktree, *args],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+        except (OSError, subprocess.SubprocessError) as e:
+            raise SourceError(f"cannot run git: {e}") from None
+        if done.returncode != 0:
+            lines = [ln for ln in (done.stderr or done.stdout).splitlines() if ln.strip()]
+            why = lines[-1].strip() if lines else f"exit status {done.returncode}"
+            raise SourceError(f"git {args[0]} failed in {worktree}: {why}")
+        return done.stdout.strip()
+
+    git("add", "--", *paths)
+    git("commit", "--quiet", "--only", "-m", message, "--", *paths)
+    return git("rev-parse", "HEAD")
