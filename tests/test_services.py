@@ -1,4 +1,4 @@
-"""``.ci/services``: make test makes sure of PostgreSQL and sshd, or stops with one line.
+"""``.ci/services``: make test makes sure of PostgreSQL, sshd and Chromium, or stops with one line.
 
 The script runs for real with PATH pointing at a directory the test fills: empty, or holding
 links to the machine's real tools.
@@ -51,8 +51,19 @@ def test_without_sshd_and_no_way_to_install_it_it_stops_with_one_line(tmp_path: 
     assert "sshd" in lines[0] and "install openssh-server" in lines[0]
 
 
-def test_with_everything_there_it_is_quiet_and_succeeds(tmp_path: Path) -> None:
+def test_without_chromium_and_no_way_to_install_it_it_stops_with_one_line(
+    tmp_path: Path,
+) -> None:
     _link(tmp_path, "pg_isready", "sshd", "ssh", "ssh-keygen")
+    done = _run(tmp_path)
+    assert done.returncode == 1
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "chromium" in lines[0] and "install chromium and chromium-driver" in lines[0]
+
+
+def test_with_everything_there_it_is_quiet_and_succeeds(tmp_path: Path) -> None:
+    _link(tmp_path, "pg_isready", "sshd", "ssh", "ssh-keygen", "chromium", "chromedriver")
     done = _run(tmp_path)
     assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
 
