@@ -585,9 +585,9 @@ class SqlStore(ABC):
 
     def info(self) -> StateInfo:
         with self._tx("read") as tx:
-            row = tx.one(
-                "SELECT serial, revision, applied_at, schema_version, signing_key FROM rc_meta"
-            )
+            # a state opened at an older schema (tests of the upgrade) has no signing_key yet
+            key = "signing_key" if self._schema_version >= 4 else "NULL"
+            row = tx.one(f"SELECT serial, revision, applied_at, schema_version, {key} FROM rc_meta")
         if row is None:
             raise StateCorrupt(f"{self._location()} is not a reconciler state: no header row")
         return StateInfo(
