@@ -34,6 +34,8 @@ def status(fmt: str, state: str | None) -> None:
         f"applied:   {applied['revision'] or 'nothing'} (serial {applied['serial']}"
         + (f", at {applied['at']})" if applied["at"] else ")")
     )
+    if applied.get("signing_key"):
+        click.echo(f"  signed by {printable(applied['signing_key'])}")
     att = data["attempted"]
     if att is None:
         click.echo("attempted: no reconcile pass yet")

@@ -19,7 +19,10 @@ from reconciler.cli.common import (
 from reconciler.cli.state import state_option
 
 if TYPE_CHECKING:
+    from reconciler.engine.desired import OpenedSnapshot
+    from reconciler.loading.loader import LoadResult
     from reconciler.model.desired import DesiredState
+    from reconciler.stores.base import StateStore
 
 
 def _horizon(text: str) -> timedelta:
@@ -31,14 +34,40 @@ def _horizon(text: str) -> timedelta:
         raise click.BadParameter(str(e)) from None
 
 
+def _signed(
+    source: OpenedSnapshot, result: LoadResult, store: StateStore | None, fmt: str
+) -> str | None:
+    """The key that signed the revision under ``requireSignedCommits`` (None when signatures
+    are not required); prints one error line (JSON: the diagnostics) and exits 1 when the
+    revision is not signed by a key that the state in force trusts."""
+    from reconciler.engine.signing import check_signature
+
+    check = check_signature(source, result, store)
+    if check.diagnostic is None:
+        return check.key
+    d = check.diagnostic
+    if fmt == "json":
+        emit_json(diagnostics_json([d]))
+    else:
+        click.echo(f"error[{d.code}]: {printable(d.message)}", err=True)
+    sys.exit(1)
+
+
 def _load(
     repo: str, rev: str | None, fmt: str, now: datetime, state: str | None
-) -> tuple[str, DesiredState, dict[str, str]]:
-    """The desired state of REPO and the schedules the access-change rule disables; prints the
-    diagnostics and exits 1 when the revision cannot be planned."""
+) -> tuple[str, DesiredState, dict[str, str], str | None]:
+    """The desired state of REPO, the schedules the access-change rule disables and the key
+    that signed the revision; prints the diagnostics and exits 1 when the revision cannot be
+    planned (it does not validate, or it is not signed as requireSignedCommits asks)."""
     from reconciler.engine import planning as eng
 
-    where, result = eng.load_tracked(repo, rev, now)
+    source, result = eng.load_tracked_source(repo, rev, now)
+    where = source.description
+    if eng.state_missing(state):
+        key = _signed(source, result, None, fmt)
+    else:
+        with eng.open_state(state, readonly=True) as store:
+            key = _signed(source, result, store, fmt)
     desired = result.desired
     disabled: dict[str, str] = {}
     if desired is None and result.access_desired is not None and not eng.state_missing(state):
@@ -63,7 +92,7 @@ def _load(
             f"{len(disabled)} schedule(s) will be disabled",
             err=True,
         )
-    return where, desired, disabled
+    return where, desired, disabled, key
 
 
 @click.command()
@@ -108,7 +137,7 @@ def plan(
         raise click.UsageError("--out cannot be used with --base (that plan has no state)")
     now = datetime.now(UTC)
     window = _horizon(horizon)
-    where, desired, disabled = _load(repo, rev, fmt, now, state)
+    where, desired, disabled, _ = _load(repo, rev, fmt, now, state)
     if base is not None:
         from reconciler.engine.desired import load_repo
 
@@ -178,7 +207,7 @@ def apply(
         )
     now = datetime.now(UTC)
     if plan_file is None:  # a repository that cannot be read must not create a state
-        where, desired, disabled = _load(repo, rev, fmt, now, state)
+        where, desired, disabled, key = _load(repo, rev, fmt, now, state)
     with eng.open_state(state) as store:
         if plan_file is not None:
             try:
@@ -197,6 +226,20 @@ def apply(
             # the state is the one the plan was made from, so its revision is the one in force
             p = replace(p, applied_revision=info.revision)
             where = plan_file
+            from reconciler.engine.desired import load_repo
+            from reconciler.engine.signing import applied_settings
+
+            if source is not None:  # the saved plan's commit, checked as a plan of it would be
+                key = _signed(*load_repo(source, p.revision, "head", now), store, fmt)
+            else:
+                in_force = applied_settings(store)
+                if in_force is not None and in_force.require_signed_commits is not None:
+                    raise PlanFileError(
+                        f"{plan_file} names no repository, so the signature of its commit "
+                        "cannot be verified, and requireSignedCommits is in force: make a new "
+                        "plan with this version"
+                    )
+                key = None
         else:
             source = repo
             p = eng.plan_against_state(desired, store, now, timedelta(days=7), disabled)
@@ -213,7 +256,7 @@ def apply(
                 "\nApply these changes?" if not p.empty else "\nRecord the new revision?",
                 abort=True,
             )
-        serial = eng.apply_plan(store, p, now, source)
+        serial = eng.apply_plan(store, p, now, source, key)
         if fmt == "json":
             emit_json({**p.to_json(), "applied": True, "serial": serial})
         else:

@@ -302,6 +302,22 @@ def _progress_printer() -> Any:
     return show
 
 
+def _print_provenance(r: Any) -> None:
+    from reconciler.engine.provenance import provenance_json
+
+    p = provenance_json(r)
+    click.echo("Provenance:")
+    click.echo(f"  commit       {printable(p['commit'] or 'working tree')}")
+    click.echo(f"  signing key  {printable(p['signing_key'] or 'none (unsigned commits allowed)')}")
+    if p["content_hash"]:
+        who = ", ".join(printable(u) for u in p["approvers"]) or "nobody yet"
+        click.echo(f"  approval     content {printable(p['content_hash'])}, approved by {who}")
+    else:
+        click.echo("  approval     not required")
+    click.echo(f"  trigger      {p['trigger']}" + (f", slot {p['slot']}" if p["slot"] else ""))
+    click.echo(f"  replica      {printable(p['replica'] or 'not claimed by a worker')}")
+
+
 def _print_run(r: Any) -> None:
     click.echo(f"run {r.id}: {r.status}" + (f": {printable(r.message)}" if r.message else ""))
     click.echo(
@@ -392,6 +408,7 @@ def runs_show(ctx: click.Context, run_id: int, fmt: str, state: str | None) -> N
         emit_json(run_json(r))
     else:
         _print_run(r)
+        _print_provenance(r)
 
 
 @click.command()

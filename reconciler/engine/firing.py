@@ -119,6 +119,7 @@ class Armed:
     __slots__ = (
         "_fields",
         "_owner",
+        "approval_hash",
         "body",
         "commit",
         "ctx",
@@ -129,6 +130,7 @@ class Armed:
         "next_fire",
         "overlap",
         "owner",
+        "provenance",
         "since",
         "state",
         "state_reason",
@@ -150,6 +152,7 @@ class Armed:
         since: datetime,
         commit: str | None,
         ctx: Context,
+        approval_hash: str | None = None,
     ) -> None:
         # only a few short fields and the body's text are kept: 100,000 armed schedules must
         # fit in a few hundred MB (a parsed body costs several times its text)
@@ -167,6 +170,9 @@ class Armed:
         self.generation = 0
         self._fields: dict[str, Any] | None = None
         self._owner: tuple[str | None] | None = None
+        self.approval_hash = approval_hash
+        #: what its runs record as provenance (see :func:`fill_provenance`); None: not read yet
+        self.provenance: dict[str, Any] | None = None
 
     @property
     def window(self) -> timedelta:
@@ -303,6 +309,7 @@ def arm(rec: ObjectRecord, ctx: Context) -> Armed:
         rec.updated_at,
         rec.revision,
         ctx,
+        rec.approval_hash,
     )
 
 
@@ -444,10 +451,39 @@ def _new_run(
         targets=f["targets"],
         simulate=f["simulate"],
         requested_by=None,
+        provenance=a.provenance or _NO_PROVENANCE,
         message=message or (None if e.reason == "on-time" else e.message),
         wait_for=wait_for if wait_for is not None and wait_for > 0 else None,
         status="failed" if status == "failed" else "queued",
     )
+
+
+_NO_PROVENANCE: dict[str, Any] = {}
+
+
+def fill_provenance(
+    store: StateStore, due: Sequence[Armed], signing_keys: dict[str, str | None]
+) -> None:
+    """Work out the provenance of the schedules in ``due`` that have none yet: one read of the
+    signing keys of the revisions not in ``signing_keys`` (a cache the caller keeps), one read
+    of the approvals per schedule that needs approval. Schedules with the same provenance
+    share one mapping, which the store then serialises once per batch."""
+    from reconciler.engine.provenance import approvers, stored_provenance
+
+    todo = [a for a in due if a.provenance is None]
+    if not todo:
+        return
+    missing = sorted({a.commit for a in todo if a.commit and a.commit not in signing_keys})
+    if missing:
+        signing_keys.update(store.signing_keys(missing))
+    shared: dict[tuple[str | None, str | None, tuple[str, ...]], dict[str, Any]] = {}
+    for a in todo:
+        key = signing_keys.get(a.commit) if a.commit else None
+        approved = approvers(store, a.name, a.approval_hash) if a.approval_hash else []
+        ident = (key, a.approval_hash, tuple(approved))
+        a.provenance = shared.get(ident)
+        if a.provenance is None:
+            a.provenance = shared[ident] = stored_provenance(key, a.approval_hash, approved)
 
 
 #: Kinds every armed schedule depends on (the time zone, templates, who may run what).
@@ -485,6 +521,8 @@ class FiringLoop:
         self.broken: dict[str, str] = {}
         self.fired = 0
         self.recorded = 0
+        #: the signing key of each applied revision its schedules came from (provenance)
+        self._signing_keys: dict[str, str | None] = {}
         #: called after a full reload (the daemon freezes the garbage collector's view of the
         #: armed schedules, so collections stop walking them)
         self.after_reload: Callable[[], None] | None = None
@@ -548,6 +586,7 @@ class FiringLoop:
 
     def _rearm_all(self) -> None:
         applied = read_applied(self.store)
+        self._signing_keys = {}
         self._armed, self.broken = applied.armed, applied.broken
         self._heads, self._context = applied.heads, applied.context
         self._heap = []
@@ -595,6 +634,7 @@ class FiringLoop:
 
     def _fire(self, due: list[Armed], now: datetime) -> list[RunRecord]:
         activity = self.store.schedule_activity([a.name for a in due])
+        fill_provenance(self.store, due, self._signing_keys)
         batches: list[FireBatch] = []
         disables: list[Disable] = []
         by_name: dict[str, Armed] = {}

@@ -290,11 +290,18 @@ def applied_source(store: StateStore) -> str | None:
     return location
 
 
-def apply_plan(store: StateStore, plan: Plan, now: datetime, source: str | None = None) -> int:
+def apply_plan(
+    store: StateStore,
+    plan: Plan,
+    now: datetime,
+    source: str | None = None,
+    signing_key: str | None = None,
+) -> int:
     """Write a plan in one transaction; raises StateConflict if the serial moved.
 
     ``source`` (the REPO it was made from) is recorded so that runs can read the applied
-    revision's playbooks later.
+    revision's playbooks later; ``signing_key`` (the key that signed the revision, see
+    :mod:`reconciler.engine.signing`) is recorded with the revision.
     """
     upserts = [
         ObjectWrite(
@@ -320,4 +327,6 @@ def apply_plan(store: StateStore, plan: Plan, now: datetime, source: str | None 
     message = (
         f"{summary['create']} created, {summary['update']} updated, {summary['delete']} deleted"
     )
-    return store.apply_changes(plan.base_serial, plan.revision, upserts, deletes, now, message)
+    return store.apply_changes(
+        plan.base_serial, plan.revision, upserts, deletes, now, message, signing_key
+    )

@@ -14,8 +14,10 @@ Outcomes of a pass (:class:`PassResult.outcome`):
 ``pending``
     ``sync: manual``: the head is valid but waits for ``reconciler apply``;
 ``stalled``
-    the head failed validation: the last good state stays in force, the diagnostics are kept
-    as the last attempt (``status``, the API), and nothing is retried until a new commit;
+    the head failed validation, or ``requireSignedCommits`` is in force and the head is not
+    signed by a trusted key (:mod:`reconciler.engine.signing`): the last good state stays in
+    force, the diagnostics are kept as the last attempt (``status``, the API), and nothing is
+    retried until a new commit;
 raises a transient :class:`~reconciler.errors.ReconcilerError` (fetch or database failure):
     the loop retries with capped back-off.
 """
@@ -94,6 +96,18 @@ def reconcile_once(store: StateStore, repo: str, clock: Clock) -> PassResult:
         if not last.ok:
             return PassResult("stalled", revision, f"{where} is still the invalid commit")
         return PassResult("unchanged", revision, f"{where} is applied")
+    from reconciler.engine.signing import check_signature
+
+    signed = check_signature(source, result, store)
+    if signed.diagnostic is not None:
+        bad = signed.diagnostic
+        store.record_attempt(ReconcileAttempt(revision, now, False, (bad.to_json(),), bad.message))
+        return PassResult(
+            "stalled",
+            revision,
+            f"{where}: {bad.message} (keeping revision {(info.revision or 'none')[:12]})",
+            diagnostics=(bad,),
+        )
     errors = tuple(d for d in result.diagnostics if d.severity is Severity.ERROR)
     desired, disabled = desired_for(result, store)
     if desired is None:
@@ -125,7 +139,7 @@ def reconcile_once(store: StateStore, repo: str, clock: Clock) -> PassResult:
     changed = False
     if not plan.empty or info.revision != revision:
         try:
-            apply_plan(store, plan, now, repo)
+            apply_plan(store, plan, now, repo, signed.key)
             changed = True
         except StateConflict:
             # another replica applied first; the next pass sees its result

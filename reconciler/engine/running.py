@@ -120,8 +120,11 @@ def prepare_run(
             "the targets match no server (roles and environments together "
             "select servers that are in both)"
         )
+    from reconciler.engine.provenance import for_request
+
     info = store.info()
     sensitive = frozenset(resolved.secret_values)
+    provenance = for_request(store, info.signing_key, schedule.name if schedule else None)
     run = store.create_run(
         NewRun(
             template=template_name,
@@ -138,6 +141,7 @@ def prepare_run(
             targets=effective.model_dump(),
             simulate=simulate,
             requested_by=requested_by,
+            provenance=provenance,
         ),
         now,
     )
@@ -349,7 +353,9 @@ def reap_runs(store: StateStore, now: datetime) -> list[RunId]:
 
 
 def run_json(r: RunRecord) -> dict[str, Any]:
-    """A run as the contract's JSON object (``runs``, ``runs show``, the API)."""
+    """A run as the contract's JSON object (``runs``, ``runs show``, the API), with its
+    ``provenance`` (:func:`reconciler.engine.provenance.provenance_json`)."""
+    from reconciler.engine.provenance import provenance_json
 
     def iso(t: datetime | None) -> str | None:
         return t.isoformat() if t else None
@@ -382,6 +388,7 @@ def run_json(r: RunRecord) -> dict[str, Any]:
             }
             for h in r.hosts
         },
+        "provenance": provenance_json(r),
     }
 
 

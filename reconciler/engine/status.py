@@ -20,6 +20,7 @@ def status_json(store: StateStore, now: datetime) -> dict[str, Any]:
             "revision": info.revision,
             "serial": info.serial,
             "at": info.applied_at.isoformat() if info.applied_at else None,
+            "signing_key": info.signing_key,
         },
         "attempted": None
         if attempt is None

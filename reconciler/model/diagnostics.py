@@ -76,6 +76,11 @@ CODES: dict[str, str] = {
     "when-window": "start is not before end",
     "when-never": "a schedule that can never fire",
     "when-past": "an at: time that has already passed",
+    # signed commits (requireSignedCommits)
+    "commit-unsigned": "requireSignedCommits is in force and the commit is not signed",
+    "commit-bad-signature": "the commit's signature does not verify, or its key is not trusted",
+    "commit-unverifiable": "the signature cannot be checked here (no gpg or ssh-keygen, or the "
+    "repository is a plain directory)",
 }
 
 

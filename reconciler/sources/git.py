@@ -340,6 +340,17 @@ class GitSource:
             raise RevisionNotFound(f'revision "{rev}" does not exist in {self.display}') from None
         return str(commit.id)
 
+    def commit_signature(self, rev: str) -> tuple[bytes, bytes] | None:
+        """The signature of commit ``rev`` (its ``gpgsig`` header: an SSH or OpenPGP
+        signature, ASCII-armoured) and the payload it signs (the commit object without that
+        header), or None when the commit is not signed."""
+        commit = self.repo[self.resolve(rev)]
+        assert isinstance(commit, pygit2.Commit)
+        signature, payload = commit.gpg_signature
+        if not signature or payload is None:
+            return None
+        return bytes(signature), bytes(payload)
+
     def snapshot(self, rev: str) -> GitSnapshot:
         sha = self.resolve(rev)
         commit = self.repo[sha]

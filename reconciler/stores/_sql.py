@@ -67,6 +67,7 @@ from reconciler.stores.base import (
     as_utc,
     check_literal,
     hash_secret,
+    replica_of,
 )
 
 PRODUCT = "reconciler"
@@ -303,13 +304,13 @@ _OBJ_COLS = (
 _RUN_COLS = (
     "id, schedule, template, trigger_kind, slot, status, commit_sha, created_at, not_before, "
     "started_at, finished_at, variables, targets, simulate, message, requested_by, retry_of, "
-    "worker, lease_expires, log_size, log_truncated, untrusted"
+    "worker, lease_expires, log_size, log_truncated, untrusted, provenance"
 )
 #: The columns a new run is written with (:meth:`SqlStore._new_run_row` gives their values).
 _NEW_RUN_COLS = (
     "schedule, template, trigger_kind, slot, status, commit_sha, created_at, not_before, "
     "variables, targets, simulate, message, requested_by, retry_of, wait_for, finished_at, "
-    "untrusted"
+    "untrusted, provenance"
 )
 _NEW_RUN_MARKS = ", ".join("?" * len(_NEW_RUN_COLS.split(",")))
 _SLOT_COLS = "schedule, slot, run_id, skip_reason, detail, recorded_at, until_slot, slot_count"
@@ -561,6 +562,7 @@ class SqlStore(ABC):
             log_truncated=bool(r[20]),
             untrusted=tuple(self._json_of(r[21], what, list)),
             hosts=hosts,
+            provenance=self._json_of(r[22], what + " provenance"),
         )
 
     def _with_hosts(self, tx: Tx, rows: list[tuple[Any, ...]]) -> list[RunRecord]:
@@ -583,7 +585,9 @@ class SqlStore(ABC):
 
     def info(self) -> StateInfo:
         with self._tx("read") as tx:
-            row = tx.one("SELECT serial, revision, applied_at, schema_version FROM rc_meta")
+            # a state opened at an older schema (tests of the upgrade) has no signing_key yet
+            key = "signing_key" if self._schema_version >= 4 else "NULL"
+            row = tx.one(f"SELECT serial, revision, applied_at, schema_version, {key} FROM rc_meta")
         if row is None:
             raise StateCorrupt(f"{self._location()} is not a reconciler state: no header row")
         return StateInfo(
@@ -593,6 +597,7 @@ class SqlStore(ABC):
             schema_version=row[3],
             backend=self.backend,
             location=self._location(),
+            signing_key=row[4],
         )
 
     def serial(self) -> int:
@@ -655,10 +660,12 @@ class SqlStore(ABC):
         deletes: Sequence[tuple[str, str]],
         now: datetime,
         message: str | None = None,
+        signing_key: str | None = None,
     ) -> int:
         """Write ``upserts`` and ``deletes`` in one transaction if the serial is still
         ``expected_serial``; return the new serial. Applying no change for the revision already
-        applied changes nothing (the serial stays)."""
+        applied changes nothing (the serial stays). ``signing_key``: the key that signed
+        ``revision`` (``requireSignedCommits``), recorded with it in the header and history."""
         now = as_utc(now, "now")
         keys = [(u.kind, u.name) for u in upserts]
         if len(set(keys)) != len(keys):
@@ -720,12 +727,13 @@ class SqlStore(ABC):
             created = sum(1 for k in keys if k not in existing)
             tx.run(
                 "INSERT INTO rc_revisions (serial, revision, applied_at, created, updated, "
-                "deleted, message) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (new, revision, ts, created, len(keys) - created, len(gone), message),
+                "deleted, message, signing_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (new, revision, ts, created, len(keys) - created, len(gone), message, signing_key),
             )
             tx.run(
-                "UPDATE rc_meta SET serial = ?, revision = ?, applied_at = ? WHERE id = 1",
-                (new, revision, ts),
+                "UPDATE rc_meta SET serial = ?, revision = ?, applied_at = ?, signing_key = ? "
+                "WHERE id = 1",
+                (new, revision, ts, signing_key),
             )
         return new
 
@@ -756,13 +764,13 @@ class SqlStore(ABC):
     def history(self, limit: int = 50) -> list[HistoryEntry]:
         with self._tx("read") as tx:
             rows = tx.all(
-                "SELECT serial, revision, applied_at, created, updated, deleted, message "
-                "FROM rc_revisions ORDER BY serial DESC LIMIT ?",
+                "SELECT serial, revision, applied_at, created, updated, deleted, message, "
+                "signing_key FROM rc_revisions ORDER BY serial DESC LIMIT ?",
                 (limit,),
             )
         return [
             HistoryEntry(
-                r[0], r[1], self._dt(r[2], f"rc_revisions row {r[0]}"), r[3], r[4], r[5], r[6]
+                r[0], r[1], self._dt(r[2], f"rc_revisions row {r[0]}"), r[3], r[4], r[5], r[6], r[7]
             )
             for r in rows
         ]
@@ -842,8 +850,19 @@ class SqlStore(ABC):
             return None
         return self._run(r)
 
-    def _new_run_row(self, run: NewRun, ts: Any) -> list[Any]:
-        """The values of ``_NEW_RUN_COLS`` for ``run``, created at ``ts``."""
+    def _new_run_row(
+        self, run: NewRun, ts: Any, memo: dict[int, tuple[Any, str]] | None = None
+    ) -> list[Any]:
+        """The values of ``_NEW_RUN_COLS`` for ``run``, created at ``ts``. ``memo`` keeps the
+        JSON of provenance mappings shared by many runs (every slot of a schedule) for one
+        batch, so each is serialised once."""
+        if memo is None:
+            provenance = _json(dict(run.provenance))
+        else:
+            got = memo.get(id(run.provenance))
+            if got is None:  # the mapping is kept in the memo, so its id is not reused
+                got = memo[id(run.provenance)] = (run.provenance, _json(dict(run.provenance)))
+            provenance = got[1]
         return [
             run.schedule,
             run.template,
@@ -862,6 +881,7 @@ class SqlStore(ABC):
             run.wait_for,
             ts if run.status != "queued" else None,
             _json(sorted(run.untrusted)),
+            provenance,
         ]
 
     def _insert_run(self, tx: Tx, run: NewRun, ts: Any, now: datetime) -> int:
@@ -892,8 +912,14 @@ class SqlStore(ABC):
             until, until_p = self._lease_until(now, run.claim_seconds)
             tx.run(
                 f"UPDATE rc_runs SET status = 'running', worker = ?, lease_expires = {until}, "
-                "started_at = ? WHERE id = ?",
-                (run.claim_by, until_p, ts, run_id),
+                "started_at = ?, provenance = ? WHERE id = ?",
+                (
+                    run.claim_by,
+                    until_p,
+                    ts,
+                    _json({**run.provenance, "replica": replica_of(run.claim_by)}),
+                    run_id,
+                ),
             )
             self._hold_run(run_id)
         return run_id
@@ -944,7 +970,7 @@ class SqlStore(ABC):
         ts = self._ts(now)
         with self._tx("write") as tx:
             row = tx.one(
-                "SELECT id FROM rc_runs WHERE status = 'queued' "
+                "SELECT id, provenance FROM rc_runs WHERE status = 'queued' "
                 "AND (not_before IS NULL OR not_before <= ?) "
                 "AND (wait_for IS NULL OR NOT EXISTS (SELECT 1 FROM rc_runs w "
                 "WHERE w.id = rc_runs.wait_for AND w.status IN ('queued', 'running'))) "
@@ -957,8 +983,8 @@ class SqlStore(ABC):
             until, until_p = self._lease_until(now, lease_seconds)
             tx.run(
                 f"UPDATE rc_runs SET status = 'running', worker = ?, lease_expires = {until}, "
-                "started_at = ? WHERE id = ? AND status = 'queued'",
-                (worker_id, until_p, ts, row[0]),
+                "started_at = ?, provenance = ? WHERE id = ? AND status = 'queued'",
+                (worker_id, until_p, ts, self._claimed_provenance(row[1], worker_id), row[0]),
             )
             rows = tx.all(f"SELECT {_RUN_COLS} FROM rc_runs WHERE id = ?", (row[0],))
             return self._with_hosts(tx, rows)[0]
@@ -973,10 +999,17 @@ class SqlStore(ABC):
         with self._tx("write") as tx:
             held = self._hold_run(run_id)
             until, until_p = self._lease_until(now, lease_seconds)
+            before = tx.one("SELECT provenance FROM rc_runs WHERE id = ?", (run_id,))
             taken = tx.run(
                 f"UPDATE rc_runs SET status = 'running', worker = ?, lease_expires = {until}, "
-                "started_at = ? WHERE id = ? AND status = 'queued'",
-                (worker_id, until_p, ts, run_id),
+                "started_at = ?, provenance = ? WHERE id = ? AND status = 'queued'",
+                (
+                    worker_id,
+                    until_p,
+                    ts,
+                    self._claimed_provenance(before[0] if before else "{}", worker_id),
+                    run_id,
+                ),
             )
             if not taken:
                 if held:
@@ -1488,6 +1521,7 @@ class SqlStore(ABC):
                     log_size=0,
                     log_truncated=False,
                     untrusted=tuple(sorted(run.untrusted)),
+                    provenance=run.provenance,
                 )
                 by_schedule.setdefault(rec.schedule or "", []).append(rec)
         for b in fresh:
@@ -1513,13 +1547,14 @@ class SqlStore(ABC):
         taken already (the unique key) keeps its entry and its new run is deleted again.
         Returns the runs kept, with their ids."""
         kept: list[tuple[int, NewRun]] = []
+        memo: dict[int, tuple[Any, str]] = {}
         for chunk in _chunks(list(runs), 400):
             params: list[Any] = []
             for run in chunk:
                 check_literal(run.trigger, RunTrigger, "trigger")
                 if run.schedule is None or run.slot is None:
                     raise ValueError("a fired run needs a schedule and a slot")
-                params += self._new_run_row(run, ts)
+                params += self._new_run_row(run, ts, memo)
             rows = tx.all(
                 f"INSERT INTO rc_runs ({_NEW_RUN_COLS}) VALUES "
                 + ",".join([f"({_NEW_RUN_MARKS})"] * len(chunk))
@@ -1786,6 +1821,31 @@ class SqlStore(ABC):
     # -- idempotency keys of the trigger endpoint (api/routes/jobs.py)
 
     # -- signed revisions and run provenance
+
+    def signing_keys(self, revisions: Sequence[str]) -> dict[str, str | None]:
+        """The key that signed each of ``revisions`` when it was last applied (None: applied
+        unsigned, or never applied); the firing loop asks once per revision, not per slot."""
+        out: dict[str, str | None] = dict.fromkeys(revisions)
+        with self._tx("read") as tx:
+            for chunk in _chunks(list(out), 500):
+                rows = tx.all(
+                    "SELECT revision, signing_key FROM rc_revisions WHERE revision IN "
+                    f"({','.join('?' * len(chunk))}) ORDER BY serial",
+                    chunk,
+                )
+                out.update({r[0]: r[1] for r in rows})  # the latest application wins
+        return out
+
+    def _claimed_provenance(self, stored: Any, worker_id: str) -> str:
+        """A run's provenance JSON with the replica of the worker that claims it."""
+        try:
+            data = json.loads(stored) if stored else {}
+        except (TypeError, ValueError):
+            data = {}
+        if not isinstance(data, dict):
+            data = {}
+        data["replica"] = replica_of(worker_id)
+        return _json(data)
 
 
 def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:

@@ -80,6 +80,16 @@ Scope = Literal["trigger", "read", "approve"]
 SENSITIVE_PLACEHOLDER = "<sensitive>"
 
 
+#: What ``rc_runs.provenance`` holds; the commit, trigger and slot are the run's own columns.
+PROVENANCE_KEYS: tuple[str, ...] = ("signing_key", "content_hash", "approvers", "replica")
+
+
+def replica_of(worker_id: str) -> str:
+    """The replica a worker id belongs to: a daemon's workers are ``replica/wN/nonce``, a
+    process that executes its own run (``reconciler run``) is ``host:pid``."""
+    return worker_id.split("/", 1)[0]
+
+
 def as_utc(value: datetime, what: str = "instant") -> datetime:
     """``value`` in UTC; a naive datetime is a programming error (ValueError)."""
     if value.tzinfo is None or value.utcoffset() is None:
@@ -107,6 +117,10 @@ class StateInfo:
     backend: Literal["sqlite", "postgresql"]
     location: str
     """A path or a URL with any password removed."""
+    signing_key: str | None = None
+    """The key that signed the applied revision (``requireSignedCommits``): an SSH key's type
+    and fingerprint (``ssh-ed25519 SHA256:...``) or an OpenPGP fingerprint; None when unsigned
+    commits are allowed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +176,8 @@ class HistoryEntry:
     updated: int
     deleted: int
     message: str | None = None
+    signing_key: str | None = None
+    """The key that signed this revision (see :attr:`StateInfo.signing_key`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +230,10 @@ class NewRun:
     claim_by: str | None = None
     """Insert it claimed by this worker (``reconciler run`` executing its own run)."""
     claim_seconds: float = 120.0
+    provenance: Mapping[str, JsonValue] = field(default_factory=dict)
+    """Where the run comes from beyond its own columns (:data:`PROVENANCE_KEYS`): the key that
+    signed its commit, the approval content hash and its approvers. The replica is added when
+    a worker claims the run. One mapping may be shared by every slot of a schedule."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,6 +370,8 @@ class RunRecord:
     untrusted: tuple[str, ...] = ()
     """Names of ``variables`` that came from outside Git: passed to Ansible as data only."""
     hosts: tuple[HostResult, ...] = ()
+    provenance: Mapping[str, JsonValue] = field(default_factory=dict)
+    """As stored (see :attr:`NewRun.provenance`), with ``replica`` once a worker claimed it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -441,6 +463,7 @@ class StateStore(Protocol):
         deletes: Sequence[tuple[str, str]],
         now: datetime,
         message: str | None = None,
+        signing_key: str | None = None,
     ) -> int: ...
     def set_object_state(
         self,
@@ -561,6 +584,7 @@ class StateStore(Protocol):
     # -- idempotency keys of the trigger endpoint (api/routes/jobs.py)
 
     # -- signed revisions and run provenance
+    def signing_keys(self, revisions: Sequence[str]) -> dict[str, str | None]: ...
 
 
 # --------------------------------------------------------------------------------------------
