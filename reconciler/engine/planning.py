@@ -29,7 +29,7 @@ from reconciler.planning.plan import (
     StoredObjectInvalid,
     make_plan,
 )
-from reconciler.stores.base import ObjectWrite, StateStore
+from reconciler.stores.base import ObjectWrite, OutboxWrite, StateStore
 from reconciler.stores.opening import open_store
 
 if TYPE_CHECKING:
@@ -320,4 +320,15 @@ def apply_plan(store: StateStore, plan: Plan, now: datetime, source: str | None 
     message = (
         f"{summary['create']} created, {summary['update']} updated, {summary['delete']} deleted"
     )
-    return store.apply_changes(plan.base_serial, plan.revision, upserts, deletes, now, message)
+    notifications = _waiting(store, plan)
+    return store.apply_changes(
+        plan.base_serial, plan.revision, upserts, deletes, now, message, notifications
+    )
+
+
+def _waiting(store: StateStore, plan: Plan) -> list[OutboxWrite]:
+    """The approval (waiting) notifications of the schedules this plan leaves awaiting
+    approval: written in the apply's transaction."""
+    from reconciler.engine.notifying import waiting_notifications
+
+    return waiting_notifications(store, plan)

@@ -43,6 +43,8 @@ from reconciler.stores.base import (
     DriftRecord,
     HostResult,
     NewRun,
+    NotifyMark,
+    OutboxWrite,
     RunId,
     RunRecord,
     StateStore,
@@ -196,11 +198,11 @@ def execute_claimed(
                 outcome = handle.wait()
         except ReconcilerError as e:
             store.append_log(run.id, f"\nreconciler: the run could not be executed: {e}\n")
-            store.record_outcome(run.id, lease.worker_id, "failed", str(e), [], [], clock.now())
+            _record_failed(store, run, lease, str(e), clock.now())
             raise
         except Exception as e:  # a bug: the run still ends, the error goes up
             store.append_log(run.id, f"\nreconciler: the run could not be executed: {e}\n")
-            store.record_outcome(run.id, lease.worker_id, "failed", str(e), [], [], clock.now())
+            _record_failed(store, run, lease, str(e), clock.now())
             raise
         finally:
             if tmp is not None:
@@ -221,6 +223,18 @@ def execute_claimed(
 
 _CANCELLED = "\nreconciler: cancelled by the user\n"
 _LOST = "\nreconciler: this process lost the run's lease (it was reaped); stopping it\n"
+
+
+def _record_failed(
+    store: StateStore, run: RunRecord, lease: Lease, message: str, now: datetime
+) -> None:
+    """A run that could not be executed ends ``failed``, with its failure notifications."""
+    try:
+        rows, marks = _notifications(store, run, "failed", message, [], [], now)
+    except ReconcilerError as e:
+        log.warning("run %d: cannot work out its notifications: %s", run.id, e)
+        rows, marks = [], []
+    store.record_outcome(run.id, lease.worker_id, "failed", message, [], [], now, rows, marks)
 
 
 def _wait(handle: RunHandle) -> RunOutcome:
@@ -250,19 +264,39 @@ def _record(
                 {"task": d.task, "diff": d.diff, "hidden": d.hidden} for d in result.drift
             ]
         drift.append(DriftRecord(host, run.template, run.id, drift_state[state], details, now))
+    hosts = [host_record(h) for h in outcome.hosts.values()]
+    rows, marks = _notifications(store, run, outcome.status, message, hosts, drift, now)
     ok = store.record_outcome(
         run.id,
         lease.worker_id,
         outcome.status,
         message,
-        [host_record(h) for h in outcome.hosts.values()],
+        hosts,
         drift,
         now,
+        rows,
+        marks,
     )
     if not ok:
         log.warning("run %d: its lease was lost before the outcome was recorded", run.id)
         return None
     return store.get_run(run.id)
+
+
+def _notifications(
+    store: StateStore,
+    run: RunRecord,
+    status: str,
+    message: str | None,
+    hosts: list[HostResult],
+    drift: list[DriftRecord],
+    now: datetime,
+) -> tuple[list[OutboxWrite], list[NotifyMark]]:
+    """The outbox rows of a run's end, written by ``record_outcome`` in its transaction."""
+    from reconciler.engine.notifying import final_record, outcome_notifications
+
+    final = final_record(run, status, message, hosts, now)
+    return outcome_notifications(store, final, drift)
 
 
 def submit_retry(
