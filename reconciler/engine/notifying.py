@@ -200,7 +200,12 @@ def _drift_detail(d: DriftRecord) -> dict[str, Any]:
             tasks.append(
                 {"task": t.get("task"), "diff": None if hidden else t.get("diff"), "hidden": hidden}
             )
-    return {"server": d.server, "state": d.state, "tasks": tasks}
+    return {
+        "server": d.server,
+        "state": d.state,
+        "outcome": d.details.get("outcome"),
+        "tasks": tasks,
+    }
 
 
 def outcome_notifications(
@@ -233,9 +238,10 @@ def outcome_notifications(
         owner = f"schedule:{final.schedule}" if final.schedule else f"template:{final.template}"
         for d in drift:
             key = f"drift:{owner}:{d.server}"
-            if d.state == "in-sync":
+            found = d.details.get("outcome")  # in-sync, fixed, found, still-present, unknown
+            if found == "in-sync" or (found is None and d.state == "in-sync"):
                 marks.append(NotifyMark(key, "in-sync"))
-            elif d.state == "drifted":
+            elif found in ("fixed", "found", "still-present") or d.state == "drifted":
                 marks.append(NotifyMark(key, drift_fingerprint(d.server, d.details)))
                 rows += new_rows(
                     "drift",
