@@ -61,7 +61,7 @@ from typing import TYPE_CHECKING, Any
 
 from reconciler.clock import Clock
 from reconciler.errors import ReconcilerError, StateError
-from reconciler.model.common import EnvOrFile
+from reconciler.model.common import EnvOrFile, NotifyRule
 from reconciler.model.documents import Channel
 from reconciler.notifiers import DeliveryError, messages
 from reconciler.stores.base import (
@@ -122,6 +122,11 @@ def rules_for(schedule_body: str | None, template_body: str | None) -> Rules:
     """The schedule's ``notify`` when it has entries, else the template's."""
     own = _rules_of(schedule_body)
     return own if own else _rules_of(template_body)
+
+
+def template_rules(notify: Sequence[NotifyRule]) -> Rules:
+    """The rules of a parsed template's (or schedule's) ``notify`` list."""
+    return [(r.channel, frozenset(r.on)) for r in notify]
 
 
 def channels_for(rules: Rules, event: str) -> list[str]:
@@ -209,11 +214,16 @@ def _drift_detail(d: DriftRecord) -> dict[str, Any]:
 
 
 def outcome_notifications(
-    store: StateStore, final: RunRecord, drift: Sequence[DriftRecord]
+    store: StateStore,
+    final: RunRecord,
+    drift: Sequence[DriftRecord],
+    rules: Rules | None = None,
 ) -> tuple[list[OutboxWrite], list[NotifyMark]]:
     """The outbox rows and marks of a run's end (``final`` is the run as it will be
-    recorded): success or failure, and drift that changed. Nothing when no rule listens."""
-    rules = stored_rules(store, final.schedule, final.template)
+    recorded): success or failure, and drift that changed. Nothing when no rule listens.
+    ``rules`` when the caller has them (read when the run started), else read here."""
+    if rules is None:
+        rules = stored_rules(store, final.schedule, final.template)
     if not rules:
         return [], []
     rows: list[OutboxWrite] = []

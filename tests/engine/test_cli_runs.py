@@ -165,7 +165,7 @@ def test_a_sensitive_value_is_used_but_lands_nowhere_on_disk(applied: tuple[Cli,
 def test_a_finished_run_is_retried_as_a_new_run_with_the_same_request(
     applied: tuple[Cli, Path],
 ) -> None:
-    cli, tmp = applied
+    cli, _tmp = applied
     first = cli.json("run", "deploy-web", "--server", "web-1", "--var", "release=7.1", "--wait")
     again = cli.json("retry", str(first["id"]), "--wait")
     assert again["id"] != first["id"] and again["status"] == "succeeded"
@@ -179,7 +179,7 @@ def test_a_finished_run_is_retried_as_a_new_run_with_the_same_request(
 
 
 def test_a_run_that_cannot_be_retried_says_why_in_one_line(applied: tuple[Cli, Path]) -> None:
-    cli, tmp = applied
+    cli, _tmp = applied
     secret = cli.json(
         "run",
         "deploy-web",

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 from aiosmtpd.smtp import SMTP as SmtpServer
+from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -165,7 +165,9 @@ def mailbox(tmp_path: Path) -> Iterator[Mailbox]:
     box = Mailbox("127.0.0.1", _free_port(), client_tls)
 
     class Handler:
-        async def handle_DATA(self, server: SmtpServer, session: Session, envelope: Envelope) -> str:
+        async def handle_DATA(
+            self, server: SmtpServer, session: Session, envelope: Envelope
+        ) -> str:
             box.tls_seen.append(session.ssl is not None)
             box.messages.append(
                 (str(envelope.mail_from), list(envelope.rcpt_tos), bytes(envelope.content or b""))
@@ -277,9 +279,7 @@ def notify_repo(
         .replace("PORT", str(smtp_port))
         .replace("PWFILE", str(pw))
     )
-    return write_repo(
-        root, schedules, {"channels.yaml": channels, "templates.yaml": TEMPLATES}
-    )
+    return write_repo(root, schedules, {"channels.yaml": channels, "templates.yaml": TEMPLATES})
 
 
 @pytest.fixture

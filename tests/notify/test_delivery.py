@@ -127,7 +127,7 @@ def test_the_back_off_grows_with_full_jitter_up_to_five_minutes() -> None:
     ceilings = [2, 8, 32, 128, 300, 300]
     for attempt, ceiling in enumerate(ceilings, start=1):
         draws = [backoff(attempt, rng, 2.0, 300.0) for _ in range(200)]
-        assert 0 <= min(draws) and max(draws) <= ceiling
+        assert min(draws) >= 0 and max(draws) <= ceiling
         assert max(draws) > ceiling * 0.8  # the whole range is used
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 from reconciler.clock import ManualClock
 from reconciler.engine.firing import FiringLoop
 from reconciler.engine.reconciling import reconcile_once
-from reconciler.engine.runs import _record
 from reconciler.engine.running import _DRIFT_STATE, _host_record
+from reconciler.engine.runs import _record
 from reconciler.engine.working import Lease
 from reconciler.executors.spec import HostOutcome, RunOutcome, TaskDiff
 from reconciler.stores import StateStore

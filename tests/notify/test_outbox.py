@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.stores import StateStore, open_store
-from reconciler.stores import _sql
+from reconciler.stores import StateStore, _sql, open_store
 from reconciler.stores.base import NewRun, NotifyMark, OutboxWrite, RunId
 from tests.stores.conftest import raw_sql
 from tests.stores.test_contract import open_backend
