@@ -4,7 +4,6 @@ the receiver gets that delivery again, with the same delivery id, and nothing is
 from __future__ import annotations
 
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -65,4 +64,3 @@ def test_a_sender_killed_mid_delivery_resends_the_same_delivery_id_after_a_resta
         assert [(r.delivery_id, r.status) for r in rows] == [(row.delivery_id, "sent")]
         # the run itself ran once: a restart re-sends its notification, not the run
         assert len(s.list_runs()) == 1
-    time.sleep(0)  # nothing else pending
