@@ -172,6 +172,10 @@ def serve(
             grace=grace_d,
             lease_seconds=lease,
             late_after=late,
+            notify_claim_seconds=float(
+                os.environ.get("RECONCILER_TEST_NOTIFY_CLAIM_SECONDS", "30")
+            ),
+            notify_backoff_first=float(os.environ.get("RECONCILER_TEST_NOTIFY_BACKOFF", "2")),
         )
     )
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

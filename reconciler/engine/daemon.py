@@ -9,6 +9,7 @@ another's lease renewal):
 * ``--workers`` workers (:class:`~reconciler.engine.working.WorkerPool`), woken when runs are
   queued;
 * housekeeping: the replica heartbeat and reaping of runs whose worker died, every 5 s;
+* notify (:class:`~reconciler.engine.notifying.Sender`): delivers the outbox's notifications;
 * the HTTP server (uvicorn, in a thread).
 
 :meth:`Daemon.shutdown` (SIGTERM/SIGINT): stop firing and claiming, let running runs finish
@@ -30,6 +31,7 @@ from pathlib import Path
 
 from reconciler.clock import Clock
 from reconciler.engine.firing import FiringLoop
+from reconciler.engine.notifying import Sender, notify_reaped
 from reconciler.engine.reconciling import PassResult, ReconcileLoop
 from reconciler.engine.working import Lease, WorkerPool
 from reconciler.errors import ReconcilerError, StateError
@@ -55,6 +57,11 @@ class DaemonConfig:
     late_after: timedelta = timedelta(seconds=60)
     """A slot found later than this after its fire time was missed (the misfire policy decides)."""
     watch: bool = True
+    notify_claim_seconds: float = 30.0
+    """How long a sender's claim on a notification holds (a crashed sender's rows go out
+    again after it)."""
+    notify_backoff_first: float = 2.0
+    """The first retry of a failed delivery waits up to this; see engine/notifying.py."""
     replica_id: str = field(
         default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
     )
@@ -132,6 +139,17 @@ class Daemon:
             on_state_error=lambda e: self.health.down("workers", e),
         )
         self._house = c.open_store()
+        self.sender = self._sender()
+
+    def _sender(self) -> Sender:
+        c = self.config
+        return Sender(
+            c.open_store(),
+            c.clock,
+            c.replica_id,
+            claim_seconds=c.notify_claim_seconds,
+            backoff_first=c.notify_backoff_first,
+        )
 
     # -- callbacks between the loops
 
@@ -201,6 +219,9 @@ class Daemon:
         )
         self.workers.start()
         self._thread(self._housekeeping, "housekeeping")
+        self._thread(
+            lambda: self.sender.run_forever(lambda e: self.health.down("notify", e)), "notify"
+        )
         self._thread(self._poll, "poll")
         if c.watch:
             self._start_watcher()
@@ -251,6 +272,8 @@ class Daemon:
                 reaped = self._house.reap_runs(now)
                 for run_id in reaped:
                     log.warning("run %d abandoned: its worker stopped renewing the lease", run_id)
+                if reaped:
+                    notify_reaped(self._house, reaped, now)
                 self._house.record_system(
                     SystemJob(
                         "reap-abandoned",
@@ -303,6 +326,7 @@ class Daemon:
         self.stopping.set()
         self.firing.stop()
         self.reconcile.stop()
+        self.sender.stop()
         self.workers.stop_claiming()
         running = self.workers.running()
         if running:

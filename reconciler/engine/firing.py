@@ -44,6 +44,7 @@ from reconciler.scheduling.zones import floor_seconds, instant
 from reconciler.stores.base import (
     Cursor,
     FireBatch,
+    FireResult,
     LedgerWrite,
     NewRun,
     ObjectRecord,
@@ -665,6 +666,7 @@ class FiringLoop:
             except StateError as e:
                 log.warning("could not disable schedule %s: %s", d.schedule, e)
             self._dirty = True
+        self._notify(batches, results, disables, now)
         if conflicts:  # another replica fired these: take its cursors and go on from there
             cursors = self.store.fire_cursors()
             for a in conflicts:
@@ -675,6 +677,18 @@ class FiringLoop:
         if runs:
             self.on_runs(runs)
         return runs
+
+    def _notify(
+        self,
+        batches: Sequence[FireBatch],
+        results: Sequence[FireResult],
+        disables: Sequence[Disable],
+        now: datetime,
+    ) -> None:
+        """Missed slots and disabled schedules notify (see engine/notifying.py)."""
+        from reconciler.engine.notifying import notify_fired
+
+        notify_fired(self.store, batches, results, disables, now)
 
     def step(self) -> list[RunRecord]:
         """One wake of the loop: re-read the state when asked, then fire what is due."""

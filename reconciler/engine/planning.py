@@ -29,7 +29,7 @@ from reconciler.planning.plan import (
     StoredObjectInvalid,
     make_plan,
 )
-from reconciler.stores.base import ObjectWrite, StateStore
+from reconciler.stores.base import ObjectWrite, OutboxWrite, StateStore
 from reconciler.stores.opening import open_store
 
 if TYPE_CHECKING:
@@ -327,6 +327,22 @@ def apply_plan(
     message = (
         f"{summary['create']} created, {summary['update']} updated, {summary['delete']} deleted"
     )
+    notifications = _waiting(store, plan)
     return store.apply_changes(
-        plan.base_serial, plan.revision, upserts, deletes, now, message, signing_key
+        plan.base_serial,
+        plan.revision,
+        upserts,
+        deletes,
+        now,
+        message,
+        signing_key=signing_key,
+        notifications=notifications,
     )
+
+
+def _waiting(store: StateStore, plan: Plan) -> list[OutboxWrite]:
+    """The approval (waiting) notifications of the schedules this plan leaves awaiting
+    approval: written in the apply's transaction."""
+    from reconciler.engine.notifying import waiting_notifications
+
+    return waiting_notifications(store, plan)

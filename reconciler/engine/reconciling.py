@@ -34,7 +34,13 @@ from typing import Literal
 from reconciler.clock import Clock
 from reconciler.errors import ReconcilerError, SourceError, StateConflict
 from reconciler.model.diagnostics import Diagnostic
-from reconciler.stores.base import ReconcileAttempt, StateStore, SystemJob
+from reconciler.stores.base import (
+    NotifyMark,
+    OutboxWrite,
+    ReconcileAttempt,
+    StateStore,
+    SystemJob,
+)
 
 log = logging.getLogger("reconciler.reconcile")
 
@@ -111,15 +117,15 @@ def reconcile_once(store: StateStore, repo: str, clock: Clock) -> PassResult:
     errors = tuple(d for d in result.diagnostics if d.severity is Severity.ERROR)
     desired, disabled = desired_for(result, store)
     if desired is None:
-        store.record_attempt(
-            ReconcileAttempt(
-                revision,
-                now,
-                False,
-                tuple(d.to_json() for d in result.diagnostics),
-                f"{len(errors)} error(s) in {where}; the state in force is unchanged",
-            )
+        attempt = ReconcileAttempt(
+            revision,
+            now,
+            False,
+            tuple(d.to_json() for d in result.diagnostics),
+            f"{len(errors)} error(s) in {where}; the state in force is unchanged",
         )
+        rows, marks = _stalled(store, attempt)
+        store.record_attempt(attempt, rows, marks)
         return PassResult(
             "stalled",
             revision,
@@ -163,6 +169,17 @@ def reconcile_once(store: StateStore, repo: str, clock: Clock) -> PassResult:
         changed,
         diagnostics=errors,
     )
+
+
+def _stalled(
+    store: StateStore, attempt: ReconcileAttempt
+) -> tuple[list[OutboxWrite], list[NotifyMark]]:
+    """The stalled notifications of an invalid commit, written with its attempt; a mark in
+    the store keeps them to one per revision."""
+    from reconciler.engine.notifying import stalled_notifications
+
+    errors = [d for d in attempt.diagnostics if d.get("severity") == "error"]
+    return stalled_notifications(store, attempt.revision, attempt.message or "", errors)
 
 
 class ReconcileLoop:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.clock import Clock
+from reconciler.engine.notifying import Rules
 from reconciler.engine.working import LEASE_SECONDS, Heartbeat, Lease
 from reconciler.errors import ExecutionError, ReconcilerError, SourceError, UsageError
 from reconciler.executors.spec import (
@@ -43,6 +44,8 @@ from reconciler.stores.base import (
     DriftRecord,
     HostResult,
     NewRun,
+    NotifyMark,
+    OutboxWrite,
     RunId,
     RunRecord,
     StateStore,
@@ -118,6 +121,7 @@ def execute_claimed(
     tmp: Path | None = None
     handle: RunHandle | None = None
     outcome: RunOutcome | None = None
+    rules: Rules | None = None
 
     def stop_now() -> None:
         store.append_log(run.id, _LOST if lease.lost.is_set() else _CANCELLED)
@@ -127,6 +131,7 @@ def execute_claimed(
     with Heartbeat(store, run.id, lease, clock, stop_now):
         try:
             template = applied_template(store, run.template)
+            rules = _rules(store, run, template)
             inv = applied_inventory(store)
             targets = Targets.model_validate(run.targets or {})
             hosts = hosts_for_targets(
@@ -196,11 +201,11 @@ def execute_claimed(
                 outcome = handle.wait()
         except ReconcilerError as e:
             store.append_log(run.id, f"\nreconciler: the run could not be executed: {e}\n")
-            store.record_outcome(run.id, lease.worker_id, "failed", str(e), [], [], clock.now())
+            _record_failed(store, run, lease, str(e), clock.now())
             raise
         except Exception as e:  # a bug: the run still ends, the error goes up
             store.append_log(run.id, f"\nreconciler: the run could not be executed: {e}\n")
-            store.record_outcome(run.id, lease.worker_id, "failed", str(e), [], [], clock.now())
+            _record_failed(store, run, lease, str(e), clock.now())
             raise
         finally:
             if tmp is not None:
@@ -216,11 +221,23 @@ def execute_claimed(
     message = outcome.message
     if lease.cancelled.is_set() and outcome.status == "cancelled":
         message = store.cancel_note(run.id) or "cancelled"
-    return _record(store, run, outcome, message, lease, clock, _host_record, _DRIFT_STATE)
+    return _record(store, run, outcome, message, lease, clock, _host_record, _DRIFT_STATE, rules)
 
 
 _CANCELLED = "\nreconciler: cancelled by the user\n"
 _LOST = "\nreconciler: this process lost the run's lease (it was reaped); stopping it\n"
+
+
+def _record_failed(
+    store: StateStore, run: RunRecord, lease: Lease, message: str, now: datetime
+) -> None:
+    """A run that could not be executed ends ``failed``, with its failure notifications."""
+    try:
+        rows, marks = _notifications(store, run, "failed", message, [], [], now)
+    except ReconcilerError as e:
+        log.warning("run %d: cannot work out its notifications: %s", run.id, e)
+        rows, marks = [], []
+    store.record_outcome(run.id, lease.worker_id, "failed", message, [], [], now, rows, marks)
 
 
 def _wait(handle: RunHandle) -> RunOutcome:
@@ -239,6 +256,7 @@ def _record(
     clock: Clock,
     host_record: Callable[[Any], HostResult],
     drift_state: dict[str, Any],
+    rules: Rules | None = None,
 ) -> RunRecord | None:
     now = clock.now()
     drift: list[DriftRecord] = []
@@ -250,19 +268,54 @@ def _record(
                 {"task": d.task, "diff": d.diff, "hidden": d.hidden} for d in result.drift
             ]
         drift.append(DriftRecord(host, run.template, run.id, drift_state[state], details, now))
+    hosts = [host_record(h) for h in outcome.hosts.values()]
+    rows, marks = _notifications(store, run, outcome.status, message, hosts, drift, now, rules)
     ok = store.record_outcome(
         run.id,
         lease.worker_id,
         outcome.status,
         message,
-        [host_record(h) for h in outcome.hosts.values()],
+        hosts,
         drift,
         now,
+        rows,
+        marks,
     )
     if not ok:
         log.warning("run %d: its lease was lost before the outcome was recorded", run.id)
         return None
     return store.get_run(run.id)
+
+
+def _notifications(
+    store: StateStore,
+    run: RunRecord,
+    status: str,
+    message: str | None,
+    hosts: list[HostResult],
+    drift: list[DriftRecord],
+    now: datetime,
+    rules: Rules | None = None,
+) -> tuple[list[OutboxWrite], list[NotifyMark]]:
+    """The outbox rows of a run's end, written by ``record_outcome`` in its transaction.
+    ``rules``: the notify rules read when the run started (None: read them now)."""
+    from reconciler.engine.notifying import final_record, outcome_notifications
+
+    final = final_record(run, status, message, hosts, now)
+    return outcome_notifications(store, final, drift, rules)
+
+
+def _rules(store: StateStore, run: RunRecord, template: Any) -> Rules:
+    """The notify rules of ``run`` as applied when it starts: its schedule's, else those of
+    ``template`` (already read), so recording the run reads nothing more."""
+    from reconciler.engine.notifying import rules_for, template_rules
+
+    if run.schedule is not None:
+        rec = store.get_object("Schedule", run.schedule)
+        own = rules_for(rec.body if rec else None, None)
+        if own:
+            return own
+    return template_rules(template.spec.notify)
 
 
 def submit_retry(

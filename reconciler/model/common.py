@@ -184,7 +184,7 @@ class EnvOrFile(Strict):
             raise ValueError("give exactly one of env or file")
 
 
-NotifyEvent = Literal["success", "failure", "drift", "approval"]
+NotifyEvent = Literal["success", "failure", "drift", "approval", "missed", "disabled", "stalled"]
 
 
 def _default_notify_events() -> list[NotifyEvent]:

@@ -49,9 +49,14 @@ from reconciler.stores.base import (
     Lease,
     LogSlice,
     NewRun,
+    NotifyEventName,
+    NotifyMark,
     ObjectRecord,
     ObjectState,
     ObjectWrite,
+    OutboxRecord,
+    OutboxStatus,
+    OutboxWrite,
     ReconcileAttempt,
     Replica,
     RunId,
@@ -294,8 +299,43 @@ MIGRATIONS: tuple[Migration, ...] = (
                 PRIMARY KEY (api_key, idem_key))""",
         ),
     ),
+    Migration(
+        6,
+        "notifications: the outbox and the last notified fingerprints",
+        (
+            """CREATE TABLE rc_outbox (
+                id {ID},
+                delivery_id TEXT NOT NULL,
+                event TEXT NOT NULL,
+                channel TEXT NOT NULL,
+                schedule TEXT,
+                template TEXT,
+                run_id {INT},
+                payload TEXT NOT NULL,
+                status TEXT NOT NULL,
+                attempts {INT} NOT NULL DEFAULT 0,
+                next_attempt_at {TS} NOT NULL,
+                last_error TEXT,
+                claimed_by TEXT,
+                claim_expires {TS},
+                created_at {TS} NOT NULL,
+                sent_at {TS})""",
+            "CREATE INDEX rc_outbox_due ON rc_outbox (next_attempt_at, id) "
+            "WHERE status IN ('pending', 'sending')",
+            # the ones that gave up (the API, the dashboard); a new row is not in it, so
+            # writing one costs the table and the due index only
+            "CREATE INDEX rc_outbox_failed ON rc_outbox (id) WHERE status = 'failed'",
+            """CREATE TABLE rc_notify_marks (
+                mark_key TEXT PRIMARY KEY,
+                fingerprint TEXT NOT NULL,
+                updated_at {TS} NOT NULL)""",
+        ),
+    ),
 )
-LATEST_VERSION = MIGRATIONS[-1].version
+#: Migration numbers may have gaps (each area of the schema takes its own number): a state
+#: records every migration it ran in ``rc_migrations``, and opening runs the ones it lacks, in
+#: order, also one numbered below its ``schema_version`` (which is the highest one run).
+LATEST_VERSION = max(m.version for m in MIGRATIONS)
 
 _OBJ_COLS = (
     "kind, name, content_hash, body, revision, managed, state, state_reason, serial, "
@@ -318,6 +358,10 @@ _SLOT_COLS = "schedule, slot, run_id, skip_reason, detail, recorded_at, until_sl
 #: index range each); more (a burst) read every active run once.
 _ACTIVITY_NAMES = 200
 _HOST_COLS = "run_id, server, status, ok, changed, failed, unreachable, skipped, drifted"
+_OUTBOX_COLS = (
+    "id, delivery_id, event, channel, schedule, template, run_id, payload, status, attempts, "
+    "next_attempt_at, last_error, claimed_by, claim_expires, created_at, sent_at"
+)
 
 
 class _SlotTaken(Exception):
@@ -427,29 +471,37 @@ class SqlStore(ABC):
         target = LATEST_VERSION if target is None else target
         with self._tx("read") as tx:
             current = self._schema_of(tx)
-        if current < target:
+            pending = self._pending_migrations(tx, current, target)
+        if pending:
             with self._tx("migrate") as tx:
                 current = self._schema_of(tx)
                 types = self._type_map()
                 now = self._server_now  # the database's clock: the store never reads the time
-                for m in MIGRATIONS:
-                    if current < m.version <= target:
-                        for ddl in m.ddl:
-                            tx.run(ddl.format(**types))
-                        if m.version == 1:
-                            tx.run(
-                                "INSERT INTO rc_meta (id, product, schema_version, serial, "
-                                f"created_at) VALUES (1, ?, 0, 0, {now})",
-                                (PRODUCT,),
-                            )
+                for m in self._pending_migrations(tx, current, target):
+                    for ddl in m.ddl:
+                        tx.run(ddl.format(**types))
+                    if m.version == 1:
                         tx.run(
-                            "INSERT INTO rc_migrations (version, description, applied_at) "
-                            f"VALUES (?, ?, {now})",
-                            (m.version, m.description),
+                            "INSERT INTO rc_meta (id, product, schema_version, serial, "
+                            f"created_at) VALUES (1, ?, 0, 0, {now})",
+                            (PRODUCT,),
                         )
-                        tx.run("UPDATE rc_meta SET schema_version = ? WHERE id = 1", (m.version,))
-                        current = m.version
+                    tx.run(
+                        "INSERT INTO rc_migrations (version, description, applied_at) "
+                        f"VALUES (?, ?, {now})",
+                        (m.version, m.description),
+                    )
+                    current = max(current, m.version)
+                    tx.run("UPDATE rc_meta SET schema_version = ? WHERE id = 1", (current,))
         self._schema_version = current
+
+    def _pending_migrations(self, tx: Tx, current: int, target: int) -> list[Migration]:
+        """The migrations up to ``target`` that the state has not run, in order (a state at
+        schema 6 still lacks a migration 5 added later: see :data:`LATEST_VERSION`)."""
+        if current == 0:
+            return [m for m in MIGRATIONS if m.version <= target]
+        done = {int(r[0]) for r in tx.all("SELECT version FROM rc_migrations")}
+        return [m for m in MIGRATIONS if m.version <= target and m.version not in done]
 
     def _schema_of(self, tx: Tx) -> int:
         """The schema version of the state (0: empty); raises for foreign or newer states."""
@@ -661,11 +713,14 @@ class SqlStore(ABC):
         now: datetime,
         message: str | None = None,
         signing_key: str | None = None,
+        notifications: Sequence[OutboxWrite] = (),
     ) -> int:
         """Write ``upserts`` and ``deletes`` in one transaction if the serial is still
         ``expected_serial``; return the new serial. Applying no change for the revision already
         applied changes nothing (the serial stays). ``signing_key``: the key that signed
-        ``revision`` (``requireSignedCommits``), recorded with it in the header and history."""
+        ``revision`` (``requireSignedCommits``), recorded with it in the header and history.
+        ``notifications`` (a schedule now awaiting approval) go to the outbox in the same
+        transaction."""
         now = as_utc(now, "now")
         keys = [(u.kind, u.name) for u in upserts]
         if len(set(keys)) != len(keys):
@@ -735,6 +790,8 @@ class SqlStore(ABC):
                 "WHERE id = 1",
                 (new, revision, ts, signing_key),
             )
+            if notifications:
+                self._write_outbox(tx, notifications, (), now)
         return new
 
     def set_object_state(
@@ -1703,8 +1760,17 @@ class SqlStore(ABC):
         with self._tx("write") as tx:
             return tx.run("DELETE FROM rc_replicas WHERE id = ?", (replica_id,)) == 1
 
-    def record_attempt(self, attempt: ReconcileAttempt) -> None:
+    def record_attempt(
+        self,
+        attempt: ReconcileAttempt,
+        notifications: Sequence[OutboxWrite] = (),
+        marks: Sequence[NotifyMark] = (),
+    ) -> None:
+        """Keep the last reconcile attempt; ``notifications`` (stalled) are written to the
+        outbox in the same transaction, gated by ``marks`` (once per stalled revision)."""
         with self._tx("write") as tx:
+            if notifications or marks:
+                self._write_outbox(tx, notifications, marks, attempt.at)
             tx.run(
                 "INSERT INTO rc_attempts (id, revision, at, ok, diagnostics, message) "
                 "VALUES (1, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
@@ -1737,10 +1803,13 @@ class SqlStore(ABC):
         hosts: Sequence[HostResult],
         drift: Sequence[DriftRecord],
         now: datetime,
+        notifications: Sequence[OutboxWrite] = (),
+        marks: Sequence[NotifyMark] = (),
     ) -> bool:
-        """Record the end of a run in one transaction: host results, drift and the final
-        status, only while ``worker_id`` still holds the run (fenced: a worker that was stopped
-        past its lease and resumes finds its run abandoned and records nothing). False then."""
+        """Record the end of a run in one transaction: host results, drift, the final status
+        and its notifications (the outbox rows, gated by ``marks``), only while ``worker_id``
+        still holds the run (fenced: a worker that was stopped past its lease and resumes finds
+        its run abandoned and records nothing). False then."""
         check_literal(status, RunStatus, "run status")
         if status not in FINAL_STATUSES:
             raise ValueError(f"{status!r} is not a final run status")
@@ -1760,6 +1829,8 @@ class SqlStore(ABC):
                 self._write_hosts(tx, run_id, hosts)
             if drift:
                 self._write_drift(tx, drift)
+            if notifications or marks:
+                self._write_outbox(tx, notifications, marks, now)
         self._release_run(run_id)
         return True
 
@@ -1804,12 +1875,17 @@ class SqlStore(ABC):
                 tx.run(f"DELETE FROM rc_host_results WHERE run_id IN ({marks})", chunk)
                 tx.run(f"DELETE FROM rc_run_logs WHERE run_id IN ({marks})", chunk)
                 tx.run(f"DELETE FROM rc_idempotency WHERE run_id IN ({marks})", chunk)
+                tx.run(f"UPDATE rc_outbox SET run_id = NULL WHERE run_id IN ({marks})", chunk)
                 tx.run(f"UPDATE rc_drift SET run_id = NULL WHERE run_id IN ({marks})", chunk)
                 tx.run(f"UPDATE rc_runs SET retry_of = NULL WHERE retry_of IN ({marks})", chunk)
                 tx.run(f"UPDATE rc_runs SET wait_for = NULL WHERE wait_for IN ({marks})", chunk)
                 tx.run(f"DELETE FROM rc_runs WHERE id IN ({marks})", chunk)
             tx.run(
                 "DELETE FROM rc_slots WHERE run_id IS NULL AND COALESCE(until_slot, slot) < ?",
+                (cutoff,),
+            )
+            tx.run(
+                "DELETE FROM rc_outbox WHERE status IN ('sent', 'failed') AND created_at < ?",
                 (cutoff,),
             )
         return len(ids)
@@ -1846,6 +1922,173 @@ class SqlStore(ABC):
             data = {}
         data["replica"] = replica_of(worker_id)
         return _json(data)
+
+    # -- the notification outbox (engine/notifying.py)
+
+    def _write_outbox(
+        self,
+        tx: Tx,
+        rows: Sequence[OutboxWrite],
+        marks: Sequence[NotifyMark],
+        now: datetime,
+    ) -> int:
+        """Set ``marks`` and insert ``rows`` (those whose mark did not change are left out);
+        how many rows were written. A mark changes when its stored fingerprint differs: the
+        upsert's WHERE makes that the database's decision, so two replicas reporting the same
+        drift write one notification."""
+        ts = self._ts(as_utc(now, "now"))
+        changed: set[str] = set()
+        for m in marks:
+            n = tx.run(
+                "INSERT INTO rc_notify_marks (mark_key, fingerprint, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (mark_key) DO UPDATE SET fingerprint = excluded.fingerprint, "
+                "updated_at = excluded.updated_at "
+                "WHERE rc_notify_marks.fingerprint <> excluded.fingerprint",
+                (m.key, m.fingerprint, ts),
+            )
+            if n:
+                changed.add(m.key)
+        kept = [r for r in rows if r.mark is None or r.mark in changed]
+        for r in kept:
+            check_literal(r.event, NotifyEventName, "notification event")
+        for chunk in _chunks(kept, 100):  # one statement (one round trip) per 100 rows
+            tx.run(
+                "INSERT INTO rc_outbox (delivery_id, event, channel, schedule, template, run_id, "
+                "payload, status, attempts, next_attempt_at, created_at) VALUES "
+                + ",".join(["(?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?)"] * len(chunk)),
+                [
+                    v
+                    for r in chunk
+                    for v in (
+                        r.delivery_id,
+                        r.event,
+                        r.channel,
+                        r.schedule,
+                        r.template,
+                        r.run_id,
+                        _json(dict(r.payload)),
+                        ts,
+                        ts,
+                    )
+                ],
+            )
+        return len(kept)
+
+    def write_notifications(
+        self, rows: Sequence[OutboxWrite], marks: Sequence[NotifyMark], now: datetime
+    ) -> int:
+        """Write outbox rows (gated by ``marks``) on their own: for events whose state change
+        is not a store write of ours (missed slots, a decision made elsewhere). Returns how
+        many rows were written."""
+        if not rows and not marks:
+            return 0
+        with self._tx("write") as tx:
+            return self._write_outbox(tx, rows, marks, now)
+
+    def _outbox(self, r: tuple[Any, ...]) -> OutboxRecord:
+        return OutboxRecord(
+            id=int(r[0]),
+            delivery_id=r[1],
+            event=r[2],
+            channel=r[3],
+            schedule=r[4],
+            template=r[5],
+            run_id=None if r[6] is None else RunId(int(r[6])),
+            payload=self._json_of(r[7], "an outbox payload"),
+            status=r[8],
+            attempts=int(r[9]),
+            next_attempt_at=self._dt(r[10]),
+            last_error=r[11],
+            claimed_by=r[12],
+            claim_expires=self._odt(r[13]),
+            created_at=self._dt(r[14]),
+            sent_at=self._odt(r[15]),
+        )
+
+    def claim_notifications(
+        self, claimer: str, limit: int, claim_seconds: float, now: datetime
+    ) -> list[OutboxRecord]:
+        """Claim up to ``limit`` due notifications for ``claimer`` (status ``sending`` until
+        ``claim_expires``; each claim counts one attempt): pending rows whose next attempt is
+        due, and rows whose sender's claim expired (it died while sending: the same
+        delivery id goes out again). Safe between replicas: one UPDATE over a sub-select
+        that skips rows another sender has locked (PostgreSQL ``FOR UPDATE SKIP LOCKED``;
+        SQLite has one writer), so no row is claimed twice while its claim holds."""
+        ts = self._ts(as_utc(now, "now"))
+        until, until_p = self._lease_until(now, claim_seconds)
+        at, at_p = self._now_sql(now)
+        with self._tx("write") as tx:
+            rows = tx.all(
+                f"UPDATE rc_outbox SET status = 'sending', claimed_by = ?, "
+                f"claim_expires = {until}, attempts = attempts + 1 WHERE id IN ("
+                "SELECT id FROM rc_outbox WHERE (status = 'pending' AND next_attempt_at <= ?) "
+                f"OR (status = 'sending' AND claim_expires < {at}) "
+                f"ORDER BY next_attempt_at, id LIMIT ?{self._skip_locked}) "
+                f"RETURNING {_OUTBOX_COLS}",
+                [claimer, until_p, ts, *at_p, limit],
+            )
+        return sorted((self._outbox(r) for r in rows), key=lambda o: o.id)
+
+    def mark_notification_sent(self, row_id: int, claimer: str, now: datetime) -> bool:
+        """A claimed notification was delivered; False when the claim was not ours any more."""
+        with self._tx("write") as tx:
+            n = tx.run(
+                "UPDATE rc_outbox SET status = 'sent', sent_at = ?, claimed_by = NULL, "
+                "claim_expires = NULL, last_error = NULL "
+                "WHERE id = ? AND status = 'sending' AND claimed_by = ?",
+                (self._ts(as_utc(now, "now")), row_id, claimer),
+            )
+        return n == 1
+
+    def retry_notification(
+        self,
+        row_id: int,
+        claimer: str,
+        error: str,
+        next_attempt_at: datetime | None,
+        now: datetime,
+    ) -> bool:
+        """A delivery attempt failed: try again at ``next_attempt_at``, or give up (``failed``)
+        when it is None. ``error`` is one line (never a secret). False when not ours any more."""
+        with self._tx("write") as tx:
+            n = tx.run(
+                "UPDATE rc_outbox SET status = ?, last_error = ?, next_attempt_at = ?, "
+                "claimed_by = NULL, claim_expires = NULL "
+                "WHERE id = ? AND status = 'sending' AND claimed_by = ?",
+                (
+                    "failed" if next_attempt_at is None else "pending",
+                    error[:1000],
+                    self._ts(as_utc(next_attempt_at or now, "next attempt")),
+                    row_id,
+                    claimer,
+                ),
+            )
+        return n == 1
+
+    def list_notifications(
+        self, status: OutboxStatus | None = None, limit: int = 50
+    ) -> list[OutboxRecord]:
+        """Notifications, newest first (``status="failed"``: the ones that gave up, for the API
+        and the dashboard)."""
+        sql = f"SELECT {_OUTBOX_COLS} FROM rc_outbox"
+        params: list[Any] = []
+        if status is not None:
+            check_literal(status, OutboxStatus, "notification status")
+            sql += " WHERE status = ?"
+            params.append(status)
+        sql += " ORDER BY id DESC LIMIT ?"
+        with self._tx("read") as tx:
+            rows = tx.all(sql, [*params, limit])
+        return [self._outbox(r) for r in rows]
+
+    def notification_counts(self) -> dict[str, int]:
+        """How many notifications are in each status (every status present, 0 when none): the
+        ``failed`` count is what a metric and an alert watch."""
+        with self._tx("read") as tx:
+            rows = tx.all("SELECT status, COUNT(*) FROM rc_outbox GROUP BY status")
+        counts = {"pending": 0, "sending": 0, "sent": 0, "failed": 0}
+        counts.update({r[0]: int(r[1]) for r in rows})
+        return counts
 
 
 def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:

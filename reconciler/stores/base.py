@@ -431,6 +431,71 @@ class Lease:
     expires: datetime
 
 
+NotifyEventName = Literal[
+    "success", "failure", "drift", "approval", "missed", "disabled", "stalled"
+]
+"""What a notification reports (the contract's ``notify.on`` words): a run ``succeeded``; a
+run ``failed``, ``timed-out`` or was ``abandoned``; a server's drift changed; a schedule waits
+for approval, was approved or denied; slots were skipped by misfire after an outage; a
+schedule was disabled (its owner lost ``run``); a commit failed validation (stalled)."""
+
+OutboxStatus = Literal["pending", "sending", "sent", "failed"]
+"""``pending`` waits for its next attempt; ``sending`` is claimed by a sender until its claim
+expires; ``sent`` was answered 2xx (or accepted by the SMTP server); ``failed`` gave up after
+the last attempt (or its channel is gone)."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxWrite:
+    """One notification to write to the outbox, in the transaction of the event it reports.
+
+    ``payload`` is the JSON body without ``delivery_id`` and ``sent_at`` (added when it is
+    sent); it never holds a secret value. ``delivery_id`` is a UUID made by the caller, the
+    same on every attempt. ``mark``: the key of a :class:`NotifyMark` of the same write; the
+    row is written only when that mark changed (drift and stall dedupe)."""
+
+    delivery_id: str
+    event: NotifyEventName
+    channel: str
+    payload: Mapping[str, JsonValue]
+    schedule: str | None = None
+    template: str | None = None
+    run_id: RunId | None = None
+    mark: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyMark:
+    """The last notified fingerprint of something that notifies on change only (the drift of
+    a server for a schedule, the stalled revision): set in the same transaction; the rows
+    naming it are written only when the stored fingerprint differed."""
+
+    key: str
+    fingerprint: str
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRecord:
+    """One notification in the outbox."""
+
+    id: int
+    delivery_id: str
+    event: NotifyEventName
+    channel: str
+    schedule: str | None
+    template: str | None
+    run_id: RunId | None
+    payload: Mapping[str, JsonValue]
+    status: OutboxStatus
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str | None
+    claimed_by: str | None
+    claim_expires: datetime | None
+    created_at: datetime
+    sent_at: datetime | None
+
+
 # --------------------------------------------------------------------------------------------
 # the port
 
@@ -464,6 +529,7 @@ class StateStore(Protocol):
         now: datetime,
         message: str | None = None,
         signing_key: str | None = None,
+        notifications: Sequence[OutboxWrite] = (),
     ) -> int: ...
     def set_object_state(
         self,
@@ -559,7 +625,12 @@ class StateStore(Protocol):
     def beat_replica(self, replica: Replica) -> None: ...
     def list_replicas(self, seen_since: datetime) -> list[Replica]: ...
     def remove_replica(self, replica_id: str) -> bool: ...
-    def record_attempt(self, attempt: ReconcileAttempt) -> None: ...
+    def record_attempt(
+        self,
+        attempt: ReconcileAttempt,
+        notifications: Sequence[OutboxWrite] = (),
+        marks: Sequence[NotifyMark] = (),
+    ) -> None: ...
     def last_attempt(self) -> ReconcileAttempt | None: ...
     def queue_counts(self) -> dict[str, int]: ...
     def cancel_note(self, run_id: int) -> str | None: ...
@@ -575,6 +646,8 @@ class StateStore(Protocol):
         hosts: Sequence[HostResult],
         drift: Sequence[DriftRecord],
         now: datetime,
+        notifications: Sequence[OutboxWrite] = (),
+        marks: Sequence[NotifyMark] = (),
     ) -> bool: ...
 
     # -- approvals with their sources and authors (engine/approving.py)
@@ -585,6 +658,27 @@ class StateStore(Protocol):
 
     # -- signed revisions and run provenance
     def signing_keys(self, revisions: Sequence[str]) -> dict[str, str | None]: ...
+
+    # -- the notification outbox (engine/notifying.py)
+    def write_notifications(
+        self, rows: Sequence[OutboxWrite], marks: Sequence[NotifyMark], now: datetime
+    ) -> int: ...
+    def claim_notifications(
+        self, claimer: str, limit: int, claim_seconds: float, now: datetime
+    ) -> list[OutboxRecord]: ...
+    def mark_notification_sent(self, row_id: int, claimer: str, now: datetime) -> bool: ...
+    def retry_notification(
+        self,
+        row_id: int,
+        claimer: str,
+        error: str,
+        next_attempt_at: datetime | None,
+        now: datetime,
+    ) -> bool: ...
+    def list_notifications(
+        self, status: OutboxStatus | None = None, limit: int = 50
+    ) -> list[OutboxRecord]: ...
+    def notification_counts(self) -> dict[str, int]: ...
 
 
 # --------------------------------------------------------------------------------------------

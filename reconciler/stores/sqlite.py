@@ -206,10 +206,13 @@ class SqliteStore(SqlStore):
         try:
             with self._tx("read") as tx:
                 current = self._schema_of(tx)
+                pending = self._pending_migrations(
+                    tx, current, LATEST_VERSION if target is None else target
+                )
         except BaseException:
             self.close()
             raise
-        if current >= (LATEST_VERSION if target is None else target):
+        if not pending:
             return
         self.close()
         try:

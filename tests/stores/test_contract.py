@@ -37,7 +37,7 @@ from reconciler.stores import (
     hash_secret,
     open_store,
 )
-from reconciler.stores._sql import LATEST_VERSION
+from reconciler.stores._sql import LATEST_VERSION, MIGRATIONS
 from reconciler.stores.postgres import PostgresStore
 from reconciler.stores.sqlite import SqliteStore
 
@@ -90,7 +90,7 @@ def test_reopening_a_state_keeps_its_contents_and_runs_no_migration_again(
         assert s.serial() == 1
         assert [o.name for o in s.list_objects()] == ["a"]
     assert raw_sql(state_url, "SELECT version FROM rc_migrations ORDER BY version") == migrations
-    assert [r[0] for r in migrations] == list(range(1, LATEST_VERSION + 1))
+    assert [r[0] for r in migrations] == sorted(m.version for m in MIGRATIONS)
 
 
 def test_an_older_schema_is_upgraded_on_open_and_keeps_its_objects(state_url: str) -> None:
