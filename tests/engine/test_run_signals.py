@@ -262,8 +262,10 @@ def test_a_run_over_its_timeout_is_timed_out_and_leaves_nothing_behind(
 def test_a_long_run_keeps_its_lease_while_others_reap(applied: Env) -> None:
     """The lease is renewed while the run goes on, so reaping (by every command that opens
     the state) never abandons a live run, however long it takes."""
-    lease = 0.4
-    executor = FakeExecutor(default=Script(RunOutcome("", "succeeded", "ok"), delay=2.0))
+    # the run lasts several leases (a lease short enough to see renewals, long enough that a
+    # loaded machine's scheduling delays cannot expire it)
+    lease = 1.5
+    executor = FakeExecutor(default=Script(RunOutcome("", "succeeded", "ok"), delay=5.0))
     with open_state(str(applied.state)) as store, open_state(str(applied.state)) as other:
         record, _ = eng.prepare_run(store, "nap", Targets(), {}, False, "cli", datetime.now(UTC))
         reaped: list[int] = []
