@@ -138,6 +138,7 @@ def serve(
 
     from reconciler.api.app import create_app
     from reconciler.api.context import ApiContext, Health
+    from reconciler.api.metrics import PrometheusTelemetry
     from reconciler.clock import SystemClock
     from reconciler.engine.daemon import Daemon, DaemonConfig
     from reconciler.engine.planning import open_state, state_url
@@ -161,6 +162,7 @@ def serve(
     # as missed (so a test can show a misfire after a few seconds of outage)
     lease = float(os.environ.get("RECONCILER_TEST_LEASE_SECONDS", "60"))
     late = timedelta(seconds=float(os.environ.get("RECONCILER_TEST_LATE_SECONDS", "60")))
+    telemetry = PrometheusTelemetry()  # one per replica: the loops feed it, /metrics shows it
     daemon = Daemon(
         DaemonConfig(
             repo,
@@ -172,6 +174,7 @@ def serve(
             grace=grace_d,
             lease_seconds=lease,
             late_after=late,
+            telemetry=telemetry,
         )
     )
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -188,11 +191,12 @@ def serve(
         ApiContext(
             opener,
             clock,
-            Health(daemon.firing_behind),
+            Health(daemon.firing_behind, late.total_seconds()),
             repo=redact(repo),
             replica_id=daemon.config.replica_id,
             request_reconcile=daemon.request_reconcile,
             wake_workers=daemon.workers.poke,
+            telemetry=telemetry,
         )
     )
     server = uvicorn.Server(
