@@ -616,7 +616,7 @@ class FiringLoop:
             if disable is not None:
                 disables.append(disable)
         results = self.store.record_fires(batches, now) if batches else []
-        if results:
+        if results and not isinstance(self.telemetry, NullTelemetry):
             self._report(batches, results, by_name)
         runs: list[RunRecord] = []
         conflicts: list[Armed] = []

@@ -5,6 +5,7 @@ the commits. Two replicas on one PostgreSQL state: their slot counters add up to
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -30,6 +31,17 @@ GATED = {
           approval: {required: true, approvers: [alice], count: 1}
         """,
 }
+
+
+IDLE = '{cron: "0 3 * * *"}'
+
+
+def commit(repo: Path, schedules: dict[str, str]) -> None:
+    """Add ``schedules`` (name -> YAML) to the repository in one commit."""
+    for name, text in schedules.items():
+        (repo / "schedules" / f"{name}.yaml").write_text(text)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", f"schedules {', '.join(schedules)}")
 
 
 def scrape(s: Serve) -> Samples:
@@ -66,17 +78,7 @@ def wait_for_ends(store: StateStore, end: str, names: list[str]) -> None:
 def test_metrics_need_a_read_key_and_agree_with_the_ledger_the_runs_and_the_state(
     tmp_path: Path, serves: list[Serve]
 ) -> None:
-    end = soon(7)
-    repo = git_repo(
-        tmp_path / "repo",
-        {
-            "tick": schedule("tick", f'{{every: 1s, end: "{end}"}}'),
-            "gate": schedule("gate", f'{{every: 1s, end: "{end}"}}').replace(
-                "template: ping", "template: gated"
-            ),
-        },
-        GATED,
-    )
+    repo = git_repo(tmp_path / "repo", {"idle": schedule("idle", IDLE)}, GATED)
     state = str(tmp_path / "state.sqlite")
     t0 = time.time()
     s = Serve(repo, state, "--workers", "2", "--poll", "1h")
@@ -90,33 +92,43 @@ def test_metrics_need_a_read_key_and_agree_with_the_ledger_the_runs_and_the_stat
     assert http(s.url + "/metrics", {"X-API-Key": s.key})[0] == 200
     assert http(s.url + f"/metrics?key={s.key}")[0] == 200
     assert http(s.url + "/metrics", {"authorization": f"bearer  {s.key} "})[0] == 200
+    # looked for in that order: the first one presented is the one that counts
+    bearer, wrong = {"Authorization": f"Bearer {s.key}"}, {"Authorization": "Bearer rk_wrong"}
+    assert http(s.url + "/metrics", {"X-API-Key": s.key, **wrong})[0] == 200
+    assert http(s.url + "/metrics", {"X-API-Key": "rk_wrong", **bearer})[0] == 401
+    assert http(s.url + f"/metrics?key={s.key}", wrong)[0] == 401
+    assert http(s.url + "/metrics?key=rk_wrong", bearer)[0] == 200
 
+    # two schedules for a few seconds, one of them waiting for approval
+    end = soon(6)
+    tick = schedule("tick", f'{{every: 1s, end: "{end}"}}')
+    commit(repo, {"tick": tick, "gate": tick.replace("tick", "gate").replace("ping", "gated")})
     with open_store(state) as store:
         wait_for_ends(store, end, ["tick", "gate"])
         future = datetime.now(UTC) + timedelta(hours=1)
         store.create_run(NewRun("ping", "cli", None, not_before=future), datetime.now(UTC))
         m = scrape(s)
-        tick, gate = ledger_counts(store, "tick"), ledger_counts(store, "gate")
+        ticks, gates = ledger_counts(store, "tick"), ledger_counts(store, "gate")
         succeeded = len(store.list_runs(status="succeeded", template="ping", limit=10_000))
         queue = store.queue_counts()
 
     # every slot the ledger holds was counted by the replica that recorded it, by outcome
-    assert tick.get("run", 0) >= 3 and set(tick) == {"run"}, tick
-    assert value(m, "reconciler_slots_total", schedule="tick") == sum(tick.values())
-    assert value(m, "reconciler_slots_total", schedule="tick", outcome="run") == tick["run"]
-    assert set(gate) == {"approval-pending"} and gate["approval-pending"] >= 3, gate
+    assert ticks.get("run", 0) >= 3 and set(ticks) == {"run"}, ticks
+    assert value(m, "reconciler_slots_total", schedule="tick") == sum(ticks.values())
+    assert value(m, "reconciler_slots_total", schedule="tick", outcome="run") == ticks["run"]
+    assert set(gates) == {"approval-pending"} and gates["approval-pending"] >= 3, gates
     assert value(
         m, "reconciler_slots_total", schedule="gate", outcome="skipped", reason="approval-pending"
-    ) == sum(gate.values())
+    ) == sum(gates.values())
     # runs by template and status, and their durations, as the runs table has them
-    assert succeeded == tick["run"]
+    assert succeeded == ticks["run"]
     assert value(m, "reconciler_runs_total", template="ping", status="succeeded") == succeeded
     assert value(m, "reconciler_runs_total") == succeeded
     assert value(m, "reconciler_run_duration_seconds_count", template="ping") == succeeded
     assert value(m, "reconciler_run_duration_seconds_sum", template="ping") > 0.04 * succeeded
     # one lag per ledger entry written, every one committed within a minute of its fire time
     lags = value(m, "reconciler_fire_lag_seconds_count")
-    assert lags == sum(tick.values()) + sum(gate.values())
+    assert lags == sum(ticks.values()) + sum(gates.values())
     assert value(m, "reconciler_fire_lag_seconds_bucket", le="60.0") == lags
     # the gauges of the state, read at the scrape
     assert queue == {"queued": 1, "running": 0}
@@ -124,7 +136,7 @@ def test_metrics_need_a_read_key_and_agree_with_the_ledger_the_runs_and_the_stat
     assert value(m, "reconciler_runs", status="running") == 0
     assert value(m, "reconciler_approvals_waiting") == 1
     assert value(m, "reconciler_schedules", state="awaiting-approval") == 1
-    assert value(m, "reconciler_schedules", state="active") == 1
+    assert value(m, "reconciler_schedules", state="active") == 2
     assert value(m, "reconciler_reconcile_stalled") == 0
     first_ok = value(m, "reconciler_last_reconcile_success_timestamp_seconds")
     assert t0 - 1 <= first_ok <= time.time()
@@ -191,14 +203,11 @@ def test_a_restarted_replica_reports_the_stall_the_state_records_before_its_firs
 def test_two_replicas_on_postgresql_count_every_slot_once_between_them(
     tmp_path: Path, pg_url: str, serves: list[Serve]
 ) -> None:
-    end = soon(7)
-    repo = git_repo(
-        tmp_path / "repo",
-        {f"r{i}": schedule(f"r{i}", f'{{every: 1s, end: "{end}"}}') for i in range(3)},
-        {},
-    )
+    repo = git_repo(tmp_path / "repo", {"idle": schedule("idle", IDLE)}, {})
     replicas = [Serve(repo, pg_url, "--workers", "1", "--poll", "1h") for _ in range(2)]
     serves.extend(replicas)
+    end = soon(6)
+    commit(repo, {f"r{i}": schedule(f"r{i}", f'{{every: 1s, end: "{end}"}}') for i in range(3)})
     names = [f"r{i}" for i in range(3)]
     with open_store(pg_url) as store:
         wait_for_ends(store, end, names)
@@ -212,3 +221,23 @@ def test_two_replicas_on_postgresql_count_every_slot_once_between_them(
     assert sum(value(m, "reconciler_runs_total", status="succeeded") for m in scraped) == succeeded
     # the gauges of the state are the same whichever replica is asked
     assert {value(m, "reconciler_runs", status="queued") for m in scraped} == {0}
+
+
+def test_every_metric_is_documented_and_every_documented_metric_exists(tmp_path: Path) -> None:
+    telemetry = PrometheusTelemetry()
+    telemetry.slot("s", "skipped", "misfire", 3)
+    telemetry.fire_lag(0.002)
+    telemetry.run_finished("t", "succeeded", 1.5)
+    telemetry.reconciled(True, time.time())
+    telemetry.webhook("github", "accepted")
+    with open_store(str(tmp_path / "state.sqlite")) as store:
+        text = telemetry.render(store).decode()
+    m = parse(text)
+    assert value(m, "reconciler_slots_total", schedule="s", reason="misfire") == 3
+    assert value(m, "reconciler_fire_lag_seconds_bucket", le="0.0025") == 1
+    assert value(m, "reconciler_fire_lag_seconds_bucket", le="0.001") == 0
+    assert "_created" not in text
+    exposed = set(re.findall(r"^# TYPE (\S+) ", text, flags=re.M))
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "metrics.md").read_text()
+    documented = set(re.findall(r"^\| `(reconciler_[a-z_]+)` \|", doc, flags=re.M))
+    assert exposed == documented
