@@ -12,10 +12,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from reconciler.api.metrics import PrometheusTelemetry
-from reconciler.clock import SystemClock
+from reconciler.clock import ManualClock, SystemClock
+from reconciler.engine.firing import FiringLoop
 from reconciler.engine.reconciling import ReconcileLoop
 from reconciler.stores import NewRun, ReconcileAttempt, StateStore, open_store
-from tests.daemon.conftest import Serve, schedule, until
+from tests.daemon.conftest import Serve, apply_dir, schedule, until, write_repo
 from tests.gitutil import git
 
 from .conftest import Samples, error_code, git_repo, http, parse, soon, value
@@ -241,3 +242,42 @@ def test_every_metric_is_documented_and_every_documented_metric_exists(tmp_path:
     doc = (Path(__file__).resolve().parents[2] / "docs" / "metrics.md").read_text()
     documented = set(re.findall(r"^\| `(reconciler_[a-z_]+)` \|", doc, flags=re.M))
     assert exposed == documented
+
+
+def test_the_firing_loop_counts_a_range_entry_by_its_slots_and_lags_once_per_entry_written(
+    tmp_path: Path, store: StateStore
+) -> None:
+    t0 = datetime(2026, 6, 15, 10, 0, 5, tzinfo=UTC)
+    docs = {
+        "s": schedule("s", "{every: 10s}"),
+        "p": schedule("p", "{every: 10s}", enabled="false"),
+    }
+    apply_dir(store, write_repo(tmp_path / "repo", docs), t0)
+    clock = ManualClock(t0)
+    telemetry = PrometheusTelemetry()
+    loop = FiringLoop(store, clock, telemetry=telemetry)
+    loop.reload()
+    clock.set(t0 + timedelta(hours=1))  # an outage of an hour: 359 slots missed, one on time
+    loop.step()
+    m = parse(telemetry.render(store).decode())
+    s, p = ledger_counts(store, "s"), ledger_counts(store, "p")
+    # the slots of the last minute were late, not missed: one ran, the others overlapped it
+    assert s == {"misfire": 354, "overlap": 5, "run": 1} and p == {"paused": 360}
+    assert max(e.count for e in store.list_slots("s")) == 354  # one range entry
+    for reason, n in s.items():
+        outcome = {"outcome": "run"} if reason == "run" else {"reason": reason}
+        assert value(m, "reconciler_slots_total", schedule="s", **outcome) == n
+    assert value(m, "reconciler_slots_total", schedule="p", outcome="skipped") == 360
+    assert value(m, "reconciler_fire_lag_seconds_count") == 2
+    assert value(m, "reconciler_fire_lag_seconds_bucket", le="60.0") == 0  # an hour late
+    assert value(m, "reconciler_runs", status="queued") == 1
+    assert value(m, "reconciler_schedules", state="paused") == 1
+    # the next slots, on time: one more run, a lag of 0 s each (the clock stands still)
+    due = loop.next_deadline()
+    assert due is not None
+    clock.set(due)
+    loop.step()
+    m = parse(telemetry.render(store).decode())
+    assert ledger_counts(store, "s")["run"] == 2
+    assert value(m, "reconciler_slots_total", schedule="s", outcome="run") == 2
+    assert value(m, "reconciler_fire_lag_seconds_bucket", le="0.0005") == 2
