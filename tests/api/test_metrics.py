@@ -143,6 +143,38 @@ def test_metrics_need_a_read_key_and_agree_with_the_ledger_the_runs_and_the_stat
     assert t0 - 1 <= first_ok <= time.time()
     assert value(m, "reconciler_webhook_deliveries_total") == 0
 
+    # a run whose worker stopped renewing its lease is abandoned by the replica's reaper, and
+    # counted by it
+    with open_store(state) as other:
+        held = other.create_run(
+            NewRun("ping", "cli", None, claim_by="elsewhere:1:gone/w0/1", claim_seconds=0.5),
+            datetime.now(UTC),
+        )
+        assert held is not None and held.status == "running"
+    until(
+        lambda: value(scrape(s), "reconciler_runs_total", status="abandoned") == 1,
+        15,
+        "the abandoned run counted",
+    )
+    with open_store(state) as store:
+        gone = store.get_run(held.id)
+        assert gone is not None and gone.status == "abandoned"
+    m = scrape(s)
+    assert value(m, "reconciler_runs_total", template="ping", status="abandoned") == 1
+    assert value(m, "reconciler_run_duration_seconds_count") == succeeded  # it never ran here
+    # a run that cannot be executed (its template is not applied) is recorded failed, and counted
+    with open_store(state) as other:
+        bad = other.create_run(NewRun("nosuch", "cli", None), datetime.now(UTC))
+        assert bad is not None
+    until(
+        lambda: value(scrape(s), "reconciler_runs_total", template="nosuch", status="failed") == 1,
+        15,
+        "the failed run counted",
+    )
+    with open_store(state) as store:
+        failed = store.get_run(bad.id)
+        assert failed is not None and failed.status == "failed", failed
+
     # a commit that fails validation stalls; the next good one clears it
     (repo / "schedules" / "broken.yaml").write_text(schedule("broken", "{every: -1s}"))
     git(repo, "add", "-A")
