@@ -8,7 +8,8 @@ another's lease renewal):
 * firing (:class:`~reconciler.engine.firing.FiringLoop`), poked after every apply;
 * ``--workers`` workers (:class:`~reconciler.engine.working.WorkerPool`), woken when runs are
   queued;
-* housekeeping: the replica heartbeat and reaping of runs whose worker died, every 5 s;
+* housekeeping: the replica heartbeat, reaping of runs whose worker died, and a look at the
+  state's serial (a change by another replica or command re-arms the firing loop), every 5 s;
 * the HTTP server (uvicorn, in a thread).
 
 :meth:`Daemon.shutdown` (SIGTERM/SIGINT): stop firing and claiming, let running runs finish
@@ -148,6 +149,7 @@ class Daemon:
             on_state_error=lambda e: self.health.down("workers", e),
         )
         self._house = c.open_store()
+        self._serial: int | None = None
 
     # -- callbacks between the loops
 
@@ -269,6 +271,12 @@ class Daemon:
             try:
                 self._beat()
                 self.health.up()
+                serial = self._house.serial()
+                if serial != self._serial:
+                    # another replica (or reconciler apply, an approval) changed the applied
+                    # schedules: this replica's firing loop arms them too
+                    self._serial = serial
+                    self.firing.poke()
                 now = self.config.clock.now()
                 reaped = self._house.reap_runs(now)
                 for run_id in reaped:

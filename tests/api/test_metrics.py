@@ -239,7 +239,9 @@ def test_two_replicas_on_postgresql_count_every_slot_once_between_them(
     repo = git_repo(tmp_path / "repo", {"idle": schedule("idle", IDLE)}, {})
     replicas = [Serve(repo, pg_url, "--workers", "1", "--poll", "1h") for _ in range(2)]
     serves.extend(replicas)
-    end = soon(6)
+    # the replica that does not apply the commit arms the schedules at its next housekeeping
+    # (within 5 s): from then on both fire them, each slot recorded by the one that wins it
+    end = soon(9)
     commit(repo, {f"r{i}": schedule(f"r{i}", f'{{every: 1s, end: "{end}"}}') for i in range(3)})
     names = [f"r{i}" for i in range(3)]
     with open_store(pg_url) as store:
