@@ -145,7 +145,7 @@ class PrometheusTelemetry:
 
     def render(self, store: StateStore) -> bytes:
         """The text exposition, with the state's gauges read now through ``store`` (left out
-        when the state cannot be read: the counters are still worth a scrape)."""
+        when the read fails: the counters are still worth a scrape)."""
         try:
             queue = store.queue_counts()
             states = store.state_counts("Schedule")
