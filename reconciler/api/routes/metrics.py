@@ -26,7 +26,7 @@ def routes(ctx: ApiContext) -> APIRouter:
         summary="Prometheus metrics of this replica (text format 0.0.4)",
         dependencies=[Depends(need_read(ctx))],
         response_class=Response,
-        responses={200: {"content": {CONTENT_TYPE: {}}}},
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
         tags=["health"],
     )
     def scrape() -> Response:
