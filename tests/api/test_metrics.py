@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -237,8 +238,10 @@ def test_two_replicas_on_postgresql_count_every_slot_once_between_them(
     tmp_path: Path, pg_url: str, serves: list[Serve]
 ) -> None:
     repo = git_repo(tmp_path / "repo", {"idle": schedule("idle", IDLE)}, {})
-    replicas = [Serve(repo, pg_url, "--workers", "1", "--poll", "1h") for _ in range(2)]
-    serves.extend(replicas)
+    with ThreadPoolExecutor(2) as pool:  # both start at once
+        started = [pool.submit(Serve, repo, pg_url, "--workers", "1", "--poll", "1h") for _ in "ab"]
+    serves.extend(f.result() for f in started if f.exception() is None)  # stopped at the end
+    replicas = [f.result() for f in started]
     # the replica that does not apply the commit arms the schedules at its next housekeeping
     # (within 5 s): from then on both fire them, each slot recorded by the one that wins it
     end = soon(9)
