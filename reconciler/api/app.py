@@ -18,11 +18,11 @@ from fastapi.responses import Response
 
 from reconciler.api.context import ApiContext
 from reconciler.api.errors import install_handlers
-from reconciler.api.routes import calendar, health
+from reconciler.api.routes import calendar, health, metrics
 
 log = logging.getLogger("reconciler.http")
 
-ROUTERS = (health.routes, calendar.routes)
+ROUTERS = (health.routes, metrics.routes, calendar.routes)
 
 
 def create_app(ctx: ApiContext) -> FastAPI:

@@ -1,7 +1,9 @@
 """API keys on requests: where a key is presented and what it may do (SPEC section 5).
 
-A key comes in the ``X-API-Key`` header or, as Otter allows, ``?key=`` in the query. The
-lookup and the constant-time comparison are :func:`reconciler.engine.keys.authenticate`'s.
+A key comes in the ``X-API-Key`` header, as ``Authorization: Bearer KEY`` (what Prometheus
+sends with ``authorization: {credentials_file: ...}`` in a scrape config) or, as Otter allows,
+``?key=`` in the query, looked for in that order. The lookup and the constant-time comparison
+are :func:`reconciler.engine.keys.authenticate`'s.
 Use these as FastAPI dependencies: ``Depends(need_read(ctx))``.
 """
 
@@ -18,8 +20,22 @@ from reconciler.stores.base import ApiKey
 
 
 def presented_key(request: Request) -> str | None:
-    """The secret the client presented (header first), or None."""
-    return request.headers.get("x-api-key") or request.query_params.get("key")
+    """The secret the client presented: ``X-API-Key``, then a Bearer token, then ``?key=``."""
+    return (
+        request.headers.get("x-api-key")
+        or _bearer(request.headers.get("authorization"))
+        or request.query_params.get("key")
+    )
+
+
+def _bearer(header: str | None) -> str | None:
+    """The token of ``Authorization: Bearer TOKEN`` (the scheme in any case), else None."""
+    if not header:
+        return None
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip() or None
 
 
 def need_key(ctx: ApiContext, request: Request) -> ApiKey:

@@ -24,6 +24,9 @@ class Health:
 
     firing_behind: Callable[[], float | None]
     """Seconds the firing loop is behind its earliest due fire time (None: not firing here)."""
+    behind_limit: float = 60.0
+    """Seconds behind after which firing is unhealthy: ``serve`` passes the lateness after
+    which a slot counts as missed (its misfire policy decides), 60 s by default."""
 
 
 def _nothing(reason: str) -> None:

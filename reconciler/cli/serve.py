@@ -138,6 +138,7 @@ def serve(
 
     from reconciler.api.app import create_app
     from reconciler.api.context import ApiContext, Health
+    from reconciler.api.metrics import PrometheusTelemetry
     from reconciler.clock import SystemClock
     from reconciler.engine.daemon import Daemon, DaemonConfig
     from reconciler.engine.planning import open_state, state_url
@@ -161,6 +162,7 @@ def serve(
     # as missed (so a test can show a misfire after a few seconds of outage)
     lease = float(os.environ.get("RECONCILER_TEST_LEASE_SECONDS", "60"))
     late = timedelta(seconds=float(os.environ.get("RECONCILER_TEST_LATE_SECONDS", "60")))
+    telemetry = PrometheusTelemetry()  # one per replica: the loops feed it, /metrics shows it
     daemon = Daemon(
         DaemonConfig(
             repo,
@@ -176,6 +178,7 @@ def serve(
                 os.environ.get("RECONCILER_TEST_NOTIFY_CLAIM_SECONDS", "30")
             ),
             notify_backoff_first=float(os.environ.get("RECONCILER_TEST_NOTIFY_BACKOFF", "2")),
+            telemetry=telemetry,
         )
     )
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -192,11 +195,12 @@ def serve(
         ApiContext(
             opener,
             clock,
-            Health(daemon.firing_behind),
+            Health(daemon.firing_behind, late.total_seconds()),
             repo=redact(repo),
             replica_id=daemon.config.replica_id,
             request_reconcile=daemon.request_reconcile,
             wake_workers=daemon.workers.poke,
+            telemetry=telemetry,
         )
     )
     server = uvicorn.Server(

@@ -8,7 +8,8 @@ another's lease renewal):
 * firing (:class:`~reconciler.engine.firing.FiringLoop`), poked after every apply;
 * ``--workers`` workers (:class:`~reconciler.engine.working.WorkerPool`), woken when runs are
   queued;
-* housekeeping: the replica heartbeat and reaping of runs whose worker died, every 5 s;
+* housekeeping: the replica heartbeat, reaping of runs whose worker died, and a look at the
+  state's serial (a change by another replica or command re-arms the firing loop), every 5 s;
 * notify (:class:`~reconciler.engine.notifying.Sender`): delivers the outbox's notifications;
 * the HTTP server (uvicorn, in a thread).
 
@@ -18,6 +19,7 @@ within ``grace``, cancel what is left (recorded ``cancelled``), stop the server,
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
@@ -33,6 +35,7 @@ from reconciler.clock import Clock
 from reconciler.engine.firing import FiringLoop
 from reconciler.engine.notifying import Sender, notify_reaped
 from reconciler.engine.reconciling import PassResult, ReconcileLoop
+from reconciler.engine.telemetry import NullTelemetry, Telemetry
 from reconciler.engine.working import Lease, WorkerPool
 from reconciler.errors import ReconcilerError, StateError
 from reconciler.executors.spec import Executor
@@ -65,6 +68,8 @@ class DaemonConfig:
     replica_id: str = field(
         default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
     )
+    telemetry: Telemetry = field(default_factory=NullTelemetry)
+    """Hears of the slots recorded, the runs finished and the reconcile passes (``/metrics``)."""
 
 
 class StateHealth:
@@ -104,7 +109,9 @@ class Daemon:
         self.health = StateHealth()
         self.stopping = threading.Event()
         self._threads: list[threading.Thread] = []
-        self.firing = FiringLoop(c.open_store(), c.clock, self._queued, grace=c.late_after)
+        self.firing = FiringLoop(
+            c.open_store(), c.clock, self._queued, grace=c.late_after, telemetry=c.telemetry
+        )
         # tens of thousands of armed schedules live as long as the process: keep the
         # collector's full passes (tens of ms, a jump in fire lateness) from walking them
         self.firing.after_reload = gc.freeze
@@ -115,11 +122,21 @@ class Daemon:
             self.firing.poke,
             self._passed,
             poll_seconds=c.poll.total_seconds(),
+            telemetry=c.telemetry,
         )
 
         def execute(store: StateStore, run: RunRecord, lease: Lease) -> RunRecord | None:
-            final = execute_claimed(store, run, lease, c.executor, c.clock)
+            try:
+                final = execute_claimed(store, run, lease, c.executor, c.clock)
+            except Exception:
+                # it could not be executed and was recorded failed (unless its lease was lost)
+                with contextlib.suppress(ReconcilerError):
+                    failed = store.get_run(run.id)
+                    if failed is not None and failed.status == "failed":
+                        self._finished(failed)
+                raise
             if final is not None:
+                self._finished(final)
                 log.info(
                     "run %d (%s) %s: %s",
                     final.id,
@@ -139,6 +156,7 @@ class Daemon:
             on_state_error=lambda e: self.health.down("workers", e),
         )
         self._house = c.open_store()
+        self._serial: int | None = None
         self.sender = self._sender()
 
     def _sender(self) -> Sender:
@@ -175,6 +193,13 @@ class Daemon:
             )
         self.workers.poke()
 
+    def _finished(self, run: RunRecord, timed: bool = True) -> None:
+        """Report a run that reached its final status here (``timed``: it executed here)."""
+        took = None
+        if timed and run.started_at is not None and run.finished_at is not None:
+            took = (run.finished_at - run.started_at).total_seconds()
+        self.config.telemetry.run_finished(run.template, run.status, took)
+
     def _passed(self, result: PassResult) -> None:
         if result.outcome == "stalled":
             log.error("stalled: %s", result.message)
@@ -197,10 +222,9 @@ class Daemon:
         self.reconcile.request()
 
     def firing_behind(self) -> float | None:
-        deadline = self.firing.next_deadline()
-        if deadline is None:
-            return None
-        return max(0.0, (self.config.clock.now() - deadline).total_seconds())
+        """Seconds the firing loop is behind its due fire time (None: nothing armed); any
+        thread may ask."""
+        return self.firing.behind(self.config.clock.now())
 
     # -- lifecycle
 
@@ -268,10 +292,19 @@ class Daemon:
             try:
                 self._beat()
                 self.health.up()
+                serial = self._house.serial()
+                if serial != self._serial:
+                    # another replica (or reconciler apply, an approval) changed the applied
+                    # schedules: this replica's firing loop arms them too
+                    self._serial = serial
+                    self.firing.poke()
                 now = self.config.clock.now()
                 reaped = self._house.reap_runs(now)
                 for run_id in reaped:
                     log.warning("run %d abandoned: its worker stopped renewing the lease", run_id)
+                    gone = self._house.get_run(run_id)
+                    if gone is not None:
+                        self._finished(gone, timed=False)
                 if reaped:
                     notify_reaped(self._house, reaped, now)
                 self._house.record_system(

@@ -32,6 +32,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from reconciler.clock import Clock
+from reconciler.engine.telemetry import NullTelemetry, Telemetry
 from reconciler.errors import StateError
 from reconciler.model.documents import JobTemplate, Schedule, Settings
 from reconciler.model.policy import PolicySpec, matches
@@ -498,7 +499,7 @@ def _head(r: ObjectRecord) -> tuple[object, ...]:
 
 class FiringLoop:
     """The firing thread of one replica. ``on_runs`` receives the runs it queued (the daemon
-    hands them to its workers at once)."""
+    hands them to its workers at once); ``telemetry`` hears of every slot it recorded."""
 
     def __init__(
         self,
@@ -507,11 +508,17 @@ class FiringLoop:
         on_runs: Callable[[Sequence[RunRecord]], None] = lambda runs: None,
         *,
         grace: timedelta = DEFAULT_GRACE,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
         self.on_runs = on_runs
         self.grace = grace
+        self.telemetry: Telemetry = telemetry or NullTelemetry()
+        #: the fire time the loop is working toward (None: nothing armed), set by the firing
+        #: thread only: while a write waits (a lock, a database that is down) it stays in the
+        #: past, so :meth:`behind` grows; read from other threads (``/healthz``)
+        self.due_at: datetime | None = None
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self._dirty = True
@@ -649,6 +656,8 @@ class FiringLoop:
             if disable is not None:
                 disables.append(disable)
         results = self.store.record_fires(batches, now) if batches else []
+        if results and not isinstance(self.telemetry, NullTelemetry):
+            self._report(batches, results, by_name)
         runs: list[RunRecord] = []
         conflicts: list[Armed] = []
         for batch, res in zip(batches, results, strict=True):
@@ -690,6 +699,33 @@ class FiringLoop:
 
         notify_fired(self.store, batches, results, disables, now)
 
+    def _report(
+        self, batches: list[FireBatch], results: list[FireResult], by_name: dict[str, Armed]
+    ) -> None:
+        """Tell the telemetry what was recorded (before the schedules are re-armed: their
+        ``next_fire`` is still the fire time that was due)."""
+        committed = self.clock.now()
+        counts: dict[tuple[str, str, str | None], int] = {}
+        for batch, res in zip(batches, results, strict=True):
+            if not res.ok:
+                continue
+            for w in batch.entries:
+                key = (batch.schedule, "run" if w.run is not None else "skipped", w.skip_reason)
+                counts[key] = counts.get(key, 0) + w.count
+            due = by_name[batch.schedule].next_fire
+            if due is not None:
+                self.telemetry.fire_lag((committed - due).total_seconds())
+            for r in res.runs:
+                if r.status != "queued":  # recorded final at once (its owner lost run)
+                    self.telemetry.run_finished(r.template, r.status, None)
+        for (schedule, outcome, reason), n in counts.items():
+            self.telemetry.slot(schedule, outcome, reason, n)
+
+    def behind(self, now: datetime) -> float | None:
+        """Seconds the loop is behind the fire time it works toward (None: nothing armed)."""
+        due = self.due_at
+        return None if due is None else max(0.0, (now - due).total_seconds())
+
     def step(self) -> list[RunRecord]:
         """One wake of the loop: re-read the state when asked, then fire what is due."""
         if self._dirty:
@@ -703,7 +739,7 @@ class FiringLoop:
             try:
                 if self._dirty:
                     self.reload()
-                deadline = self.next_deadline()
+                deadline = self.due_at = self.next_deadline()
                 if deadline is None:
                     deadline = self.clock.now() + timedelta(seconds=60)
                 self.clock.sleep_until(deadline, self.wake)

@@ -32,6 +32,7 @@ from datetime import timedelta
 from typing import Literal
 
 from reconciler.clock import Clock
+from reconciler.engine.telemetry import NullTelemetry, Telemetry
 from reconciler.errors import ReconcilerError, SourceError, StateConflict
 from reconciler.model.diagnostics import Diagnostic
 from reconciler.stores.base import (
@@ -187,7 +188,9 @@ class ReconcileLoop:
 
     :meth:`request` only sets a flag and wakes the thread, so any number of requests while a
     pass runs make one more pass. ``on_change`` is called after a pass that wrote to the
-    applied objects (the daemon pokes the firing loop)."""
+    applied objects (the daemon pokes the firing loop). ``telemetry`` hears of every pass
+    that ended (applied or up to date, or stalled) and, at start, of the last attempt the
+    state records, so a restarted replica reports a stall before its first pass ends."""
 
     def __init__(
         self,
@@ -200,8 +203,10 @@ class ReconcileLoop:
         backoff_first: float = 1.0,
         backoff_max: float = 300.0,
         poll_seconds: float = 60.0,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.poll_seconds = poll_seconds
+        self.telemetry: Telemetry = telemetry or NullTelemetry()
         self.store = store
         self.repo = repo
         self.clock = clock
@@ -228,6 +233,24 @@ class ReconcileLoop:
         except ReconcilerError as e:
             log.warning("cannot record the reconcile pass: %s", e)
 
+    def _restore(self) -> None:
+        """Report what the state says of the last pass (any replica's): its time when it was
+        good; else the time the state in force was applied, and the stall."""
+        try:
+            last = self.store.last_attempt()
+            applied = self.store.info().applied_at
+        except ReconcilerError as e:
+            log.warning("cannot read the last reconcile attempt: %s", e)
+            return
+        if last is None:
+            return
+        if last.ok:
+            self.telemetry.reconciled(True, last.at.timestamp())
+            return
+        if applied is not None:
+            self.telemetry.reconciled(True, applied.timestamp())
+        self.telemetry.reconciled(False, last.at.timestamp())
+
     def request(self) -> None:
         self._requested.set()
 
@@ -237,6 +260,7 @@ class ReconcileLoop:
 
     def run_forever(self) -> None:
         delay = self.backoff_first
+        self._restore()
         while not self.stopping.is_set():
             self._requested.wait()
             if self.stopping.is_set():
@@ -249,6 +273,7 @@ class ReconcileLoop:
                 if not e.transient and isinstance(e, SourceError):
                     # The tracked branch is gone or unreadable: stall like an invalid commit.
                     result = PassResult("stalled", None, f"cannot read the desired state: {e}")
+                    self.telemetry.reconciled(False, self.clock.now().timestamp())
                     try:
                         self.store.record_attempt(
                             ReconcileAttempt(None, self.clock.now(), False, (), message)
@@ -274,6 +299,7 @@ class ReconcileLoop:
                 continue
             self.passes += 1
             delay = self.backoff_first
+            self.telemetry.reconciled(result.outcome != "stalled", self.clock.now().timestamp())
             self._record_pass(result)
             self.last_error = None
             previous, self.last = self.last, result

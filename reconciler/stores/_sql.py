@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, Protocol, cast
+from typing import Any, Literal, Protocol, cast, get_args
 
 from reconciler.errors import StateConflict, StateCorrupt, StateTooNew, UsageError
 from reconciler.stores.base import (
@@ -1684,6 +1684,21 @@ class SqlStore(ABC):
             )
         counts = {"queued": 0, "running": 0}
         counts.update({r[0]: int(r[1]) for r in rows})
+        return counts
+
+    def state_counts(self, kind: str = "Schedule") -> dict[str, int]:
+        """How many applied objects of ``kind`` are in each state (every state of
+        :data:`ObjectState` present, 0 where none is): one count, not a read of the objects,
+        so a scrape of ``GET /metrics`` stays cheap with 100,000 schedules."""
+        with self._tx("read") as tx:
+            rows = tx.all(
+                "SELECT COALESCE(state, 'active'), COUNT(*) FROM rc_objects WHERE kind = ? "
+                "GROUP BY COALESCE(state, 'active')",
+                (kind,),
+            )
+        counts = dict.fromkeys(get_args(ObjectState), 0)
+        for state, n in rows:
+            counts[str(state)] = counts.get(str(state), 0) + int(n)
         return counts
 
     def request_cancel(self, run_id: int, now: datetime, by: str | None) -> RunRecord | None:

@@ -296,6 +296,35 @@ def test_changing_an_object_state_bumps_the_serial_and_honours_an_expected_seria
     assert store.serial() == s2
 
 
+def test_state_counts_count_the_applied_objects_of_a_kind_by_state(store: StateStore) -> None:
+    assert store.state_counts() == dict.fromkeys(
+        ("active", "paused", "awaiting-approval", "denied", "disabled"), 0
+    )
+    s = store.apply_changes(
+        0,
+        "r",
+        [
+            obj("a", state="awaiting-approval"),
+            obj("b", state="awaiting-approval"),
+            obj("c", state="active"),
+            obj("d", state="paused"),
+            obj("t", kind="JobTemplate"),
+        ],
+        [],
+        NOW,
+    )
+    store.set_object_state("Schedule", "b", "denied", "no", NOW, expected_serial=s)
+    counts = store.state_counts("Schedule")
+    assert counts == {
+        "active": 1,
+        "paused": 1,
+        "awaiting-approval": 1,
+        "denied": 1,
+        "disabled": 0,
+    }
+    assert sum(store.state_counts("JobTemplate").values()) == 1
+
+
 def test_instants_are_returned_aware_in_utc_whatever_offset_went_in(store: StateStore) -> None:
     berlin = datetime(2025, 3, 30, 3, 30, tzinfo=timezone(timedelta(hours=2)))
     store.apply_changes(0, "r", [obj("a")], [], berlin)

@@ -12,9 +12,6 @@ from reconciler.api.context import ApiContext
 from reconciler.api.errors import error
 from reconciler.errors import ReconcilerError
 
-FIRING_BEHIND_LIMIT = 60.0
-"""Seconds behind its earliest due fire time after which the firing loop counts as unhealthy."""
-
 
 def routes(ctx: ApiContext) -> APIRouter:
     router = APIRouter()
@@ -26,7 +23,7 @@ def routes(ctx: ApiContext) -> APIRouter:
         except ReconcilerError as e:
             return error(503, "store-unreachable", str(e))
         behind = ctx.health.firing_behind()
-        if behind is not None and behind > FIRING_BEHIND_LIMIT:
+        if behind is not None and behind > ctx.health.behind_limit:
             return error(503, "firing-behind", f"firing is {behind:.0f} s behind its fire times")
         return JSONResponse({"status": "ok"})
 
