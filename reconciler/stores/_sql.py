@@ -39,6 +39,8 @@ from reconciler.stores.base import (
     Approval,
     Cursor,
     Decision,
+    Delivery,
+    DeliveryStatus,
     DriftRecord,
     DriftState,
     FireBatch,
@@ -1782,6 +1784,109 @@ class SqlStore(ABC):
     # -- approvals with their sources and authors (engine/approving.py)
 
     # -- webhook deliveries (api/routes/webhooks.py, engine/webhooks.py)
+
+    _DELIVERY_COLS = "forge, delivery_id, event, received_at, status, facts, detail, processed_at"
+
+    def _delivery(self, r: Sequence[Any]) -> Delivery:
+        return Delivery(
+            str(r[0]),
+            str(r[1]),
+            str(r[2]),
+            self._dt(r[3], "rc_deliveries.received_at"),
+            r[4],
+            json.loads(r[5]),
+            r[6],
+            None if r[7] is None else self._dt(r[7], "rc_deliveries.processed_at"),
+        )
+
+    def record_delivery(self, delivery: Delivery) -> bool:
+        """Record a delivery once per ``(forge, delivery_id)`` (the primary key); False: it was
+        recorded before (a replay), and nothing was written."""
+        d = delivery
+        check_literal(d.status, DeliveryStatus, "delivery status")
+        with self._tx("write") as tx:
+            n = tx.run(
+                f"INSERT INTO rc_deliveries ({self._DELIVERY_COLS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (forge, delivery_id) DO NOTHING",
+                (
+                    d.forge,
+                    d.delivery_id,
+                    d.event,
+                    self._ts(as_utc(d.received_at)),
+                    d.status,
+                    _json(dict(d.facts)),
+                    d.detail,
+                    None if d.processed_at is None else self._ts(as_utc(d.processed_at)),
+                ),
+            )
+        return n == 1
+
+    def claim_deliveries(
+        self, now: datetime, limit: int = 20, stale_seconds: float = 300.0
+    ) -> list[Delivery]:
+        """Claim up to ``limit`` pending deliveries, oldest first, for this caller (status
+        ``processing``). The UPDATE re-checks the status of every row it takes, so with several
+        replicas each delivery is claimed by exactly one. A delivery left ``processing`` for
+        longer than ``stale_seconds`` (its replica died) is claimed again."""
+        at = as_utc(now, "now")
+        stale = self._ts(at - timedelta(seconds=stale_seconds))
+        claimable = "(status = 'pending' OR (status = 'processing' AND processed_at < ?))"
+        with self._tx("write") as tx:
+            rows = tx.all(
+                f"UPDATE rc_deliveries SET status = 'processing', processed_at = ? "
+                f"WHERE {claimable} AND (forge, delivery_id) IN (SELECT forge, delivery_id "
+                f"FROM rc_deliveries WHERE {claimable} ORDER BY received_at LIMIT ?) "
+                f"RETURNING {self._DELIVERY_COLS}",
+                (self._ts(at), stale, stale, limit),
+            )
+        return sorted((self._delivery(r) for r in rows), key=lambda d: d.received_at)
+
+    def finish_delivery(
+        self,
+        forge: str,
+        delivery_id: str,
+        status: DeliveryStatus,
+        detail: str | None,
+        now: datetime,
+    ) -> bool:
+        """Record the outcome of a claimed delivery; False when it is not ``processing``."""
+        check_literal(status, DeliveryStatus, "delivery status")
+        with self._tx("write") as tx:
+            n = tx.run(
+                "UPDATE rc_deliveries SET status = ?, detail = ?, processed_at = ? "
+                "WHERE forge = ? AND delivery_id = ? AND status = 'processing'",
+                (status, detail, self._ts(as_utc(now, "now")), forge, delivery_id),
+            )
+        return n == 1
+
+    def get_delivery(self, forge: str, delivery_id: str) -> Delivery | None:
+        with self._tx("read") as tx:
+            r = tx.one(
+                f"SELECT {self._DELIVERY_COLS} FROM rc_deliveries "
+                "WHERE forge = ? AND delivery_id = ?",
+                (forge, delivery_id),
+            )
+        return None if r is None else self._delivery(r)
+
+    def list_deliveries(
+        self, forge: str | None = None, status: DeliveryStatus | None = None, limit: int = 50
+    ) -> list[Delivery]:
+        """Deliveries, newest first."""
+        where, params = [], []
+        if forge is not None:
+            where.append("forge = ?")
+            params.append(forge)
+        if status is not None:
+            where.append("status = ?")
+            params.append(status)
+        clause = f"WHERE {' AND '.join(where)} " if where else ""
+        with self._tx("read") as tx:
+            rows = tx.all(
+                f"SELECT {self._DELIVERY_COLS} FROM rc_deliveries {clause}"
+                "ORDER BY received_at DESC, delivery_id DESC LIMIT ?",
+                (*params, limit),
+            )
+        return [self._delivery(r) for r in rows]
 
     # -- idempotency keys of the trigger endpoint (api/routes/jobs.py)
 

@@ -557,10 +557,55 @@ class StateStore(Protocol):
     # -- approvals with their sources and authors (engine/approving.py)
 
     # -- webhook deliveries (api/routes/webhooks.py, engine/webhooks.py)
+    def record_delivery(self, delivery: Delivery) -> bool: ...
+    def claim_deliveries(
+        self, now: datetime, limit: int = 20, stale_seconds: float = 300.0
+    ) -> list[Delivery]: ...
+    def finish_delivery(
+        self,
+        forge: str,
+        delivery_id: str,
+        status: DeliveryStatus,
+        detail: str | None,
+        now: datetime,
+    ) -> bool: ...
+    def get_delivery(self, forge: str, delivery_id: str) -> Delivery | None: ...
+    def list_deliveries(
+        self, forge: str | None = None, status: DeliveryStatus | None = None, limit: int = 50
+    ) -> list[Delivery]: ...
 
     # -- idempotency keys of the trigger endpoint (api/routes/jobs.py)
 
     # -- signed revisions and run provenance
+
+
+# --------------------------------------------------------------------------------------------
+# forge webhook deliveries (engine/webhooks.py)
+
+DeliveryStatus = Literal["pending", "processing", "done", "ignored", "failed"]
+"""What became of a forge delivery: ``pending`` waits for the daemon (a review), ``processing``
+is claimed by one replica, ``done`` did its work (a push requested a pass, a review was
+recorded), ``ignored`` did nothing on purpose (another repository, a branch not tracked, an
+event without meaning here; the detail says why), ``failed`` could not be done (the detail
+says why)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One forge webhook delivery, recorded once per ``(forge, delivery_id)``.
+
+    ``facts`` are what the payload said that matters here (event, pull request number, head
+    SHA, reviewed commit, reviewer and author logins, review state, base branch): never the raw
+    body, never a header value."""
+
+    forge: str
+    delivery_id: str
+    event: str
+    received_at: datetime
+    status: DeliveryStatus
+    facts: Mapping[str, JsonValue]
+    detail: str | None = None
+    processed_at: datetime | None = None
 
 
 # --------------------------------------------------------------------------------------------
