@@ -329,6 +329,61 @@ class GitSource:
         except (KeyError, ValueError, pygit2.GitError):
             return False
 
+    def fetch_ref(self, ref: str) -> str:
+        """The commit a ref such as ``refs/pull/7/head`` points at. A repository behind a URL
+        fetches that one ref from its remote first (into the clone cache, under the same
+        name); a local repository must hold it already."""
+        if is_url(self.location):
+            callbacks = _Credentials(self.location)
+            try:
+                self.repo.remotes["origin"].fetch([f"+{ref}:{ref}"], callbacks=callbacks)
+            except _NoCredentials:
+                raise SourceError(callbacks.failure(self.display)) from None
+            except (pygit2.GitError, KeyError, OSError) as e:
+                message = redact(str(e)).replace(self.location, self.display)
+                raise RevisionNotFound(
+                    f"cannot fetch {ref} from {self.display}: {message}"
+                ) from None
+        if ref not in self.repo.references:
+            raise RevisionNotFound(f"{ref} does not exist in {self.display}")
+        return self.resolve(ref)
+
+    def contains(self, head: str, commit: str) -> bool:
+        """Whether ``commit`` is ``head`` or reachable from it (both full SHAs)."""
+        return commit == head or self.is_ancestor(commit, head)
+
+    def merge_base(self, one: str, other: str) -> str | None:
+        """The best common ancestor of two commits (None: unrelated histories)."""
+        try:
+            found = self.repo.merge_base(pygit2.Oid(hex=one), pygit2.Oid(hex=other))
+        except (KeyError, ValueError, pygit2.GitError):
+            return None
+        return None if found is None else str(found)
+
+    def author_emails(self, head: str, base: str | None, limit: int = 10_000) -> set[str]:
+        """The author e-mails (lower case) of the commits reachable from ``head`` but not from
+        ``base`` (every commit of ``head`` when ``base`` is None), at most ``limit`` commits."""
+        walker = self.repo.walk(pygit2.Oid(hex=head))
+        if base is not None:
+            walker.hide(pygit2.Oid(hex=base))
+        out: set[str] = set()
+        for n, commit in enumerate(walker):
+            if n >= limit:
+                break
+            email = commit.author.email
+            if email:
+                out.add(email.strip().lower())
+        return out
+
+    def remote_urls(self) -> list[str]:
+        """The URLs of the repository's remotes (without credentials)."""
+        urls: list[str] = []
+        for remote in self.repo.remotes:
+            for url in (remote.url, remote.push_url):
+                if url and without_credentials(url) not in urls:
+                    urls.append(without_credentials(url))
+        return urls
+
     def resolve(self, rev: str) -> str:
         """The full commit SHA a revision name stands for."""
         if self.repo.is_empty:
