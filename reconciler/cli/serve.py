@@ -193,6 +193,7 @@ def serve(
             replica_id=daemon.config.replica_id,
             request_reconcile=daemon.request_reconcile,
             wake_workers=daemon.workers.poke,
+            process_deliveries=daemon.webhooks.poke,
         )
     )
     server = uvicorn.Server(

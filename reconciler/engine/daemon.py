@@ -9,6 +9,8 @@ another's lease renewal):
 * ``--workers`` workers (:class:`~reconciler.engine.working.WorkerPool`), woken when runs are
   queued;
 * housekeeping: the replica heartbeat and reaping of runs whose worker died, every 5 s;
+* webhooks (:class:`~reconciler.engine.webhooks.WebhookProcessor`): forge review deliveries,
+  woken when the HTTP server accepts one and every 5 s (deliveries other replicas accepted);
 * the HTTP server (uvicorn, in a thread).
 
 :meth:`Daemon.shutdown` (SIGTERM/SIGINT): stop firing and claiming, let running runs finish
@@ -31,6 +33,7 @@ from pathlib import Path
 from reconciler.clock import Clock
 from reconciler.engine.firing import FiringLoop
 from reconciler.engine.reconciling import PassResult, ReconcileLoop
+from reconciler.engine.webhooks import WebhookProcessor
 from reconciler.engine.working import Lease, WorkerPool
 from reconciler.errors import ReconcilerError, StateError
 from reconciler.executors.spec import Executor
@@ -132,6 +135,7 @@ class Daemon:
             on_state_error=lambda e: self.health.down("workers", e),
         )
         self._house = c.open_store()
+        self.webhooks = WebhookProcessor(c.open_store(), c.repo, c.clock)
 
     # -- callbacks between the loops
 
@@ -201,6 +205,10 @@ class Daemon:
         )
         self.workers.start()
         self._thread(self._housekeeping, "housekeeping")
+        self._thread(
+            lambda: self.webhooks.run_forever(lambda e: self.health.down("webhooks", e)),
+            "webhooks",
+        )
         self._thread(self._poll, "poll")
         if c.watch:
             self._start_watcher()
@@ -303,6 +311,7 @@ class Daemon:
         self.stopping.set()
         self.firing.stop()
         self.reconcile.stop()
+        self.webhooks.stop()
         self.workers.stop_claiming()
         running = self.workers.running()
         if running:
