@@ -38,6 +38,7 @@ from urllib.parse import urlsplit
 from reconciler.clock import Clock
 from reconciler.errors import ReconcilerError, SourceError, StateError
 from reconciler.model.common import EnvOrFile
+from reconciler.model.desired import DesiredState
 from reconciler.model.settings import SettingsSpec
 from reconciler.stores.base import Delivery, DeliveryStatus, JsonValue, StateStore
 
@@ -475,31 +476,26 @@ class ReviewFacts:
     base: str | None
 
 
-RecordReview = Callable[
-    [StateStore, Any, ReviewFacts, frozenset[str], datetime], tuple[DeliveryStatus, str]
-]
-"""Record a review of the desired state at the reviewed commit, given the author e-mails of
-the pull request's commits; returns the delivery's status and a one-line detail."""
-
-
 def process_pending(
     store: StateStore,
     repo: str,
     clock: Clock,
     *,
     limit: int = 20,
-    record: RecordReview | None = None,
 ) -> int:
     """Claim pending deliveries and process each (see the module docstring); how many."""
     claimed = store.claim_deliveries(clock.now(), limit, STALE_CLAIM_SECONDS)
     for d in claimed:
         status: DeliveryStatus
         try:
-            status, detail = process_one(store, repo, d, clock.now(), record or record_review)
+            status, detail = process_one(store, repo, d, clock.now())
         except StateError:
             raise  # the claim lapses and another pass (or replica) takes it again
         except ReconcilerError as e:
             status, detail = "failed", str(e)
+        except Exception as e:  # a bug: keep the loop alive, fail this delivery, log it
+            log.exception("processing %s delivery %s", d.forge, d.delivery_id)
+            status, detail = "failed", f"internal error ({type(e).__name__}); see serve's log"
         log.info(
             "%s delivery %s (%s): %s%s",
             d.forge,
@@ -543,7 +539,7 @@ def _review_facts(d: Delivery) -> ReviewFacts | None:
 
 
 def process_one(
-    store: StateStore, repo: str, d: Delivery, now: datetime, record: RecordReview
+    store: StateStore, repo: str, d: Delivery, now: datetime
 ) -> tuple[DeliveryStatus, str | None]:
     """One claimed review delivery: fetch, check the commit, load, map users, record."""
     from reconciler.engine.desired import OpenedSnapshot, load_source, shared_loader
@@ -574,25 +570,35 @@ def process_one(
             f"commit {review.commit[:12]} of {what} fails validation with {errors} error(s); "
             "nothing can be approved there"
         )
-    emails: set[str] = set()
+    merge_base = None
     if review.base:
         try:
             base_head = src.resolve(src.default_revision(review.base))
         except ReconcilerError:
             base_head = None
         merge_base = src.merge_base(base_head, head) if base_head else None
-        emails = src.author_emails(head, merge_base)
-    return record(store, result.desired, review, frozenset(emails), now)
+    emails = src.author_emails(head, merge_base) if review.base else set()
+    before = None
+    if merge_base is not None and merge_base != head:
+        before = load_source(opened.at(merge_base), now).desired
+    return record_review(store, result.desired, before, review, frozenset(emails), now)
 
 
 def record_review(
     store: StateStore,
-    desired: Any,
+    desired: DesiredState,
+    before: DesiredState | None,
     review: ReviewFacts,
     emails: frozenset[str],
     now: datetime,
 ) -> tuple[DeliveryStatus, str]:
-    """The adapter to :mod:`reconciler.engine.approving` (the one decision path)."""
+    """Record ``review`` through :mod:`reconciler.engine.approving` (the one decision path)
+    for the schedules the pull request changes: those whose approval content at the reviewed
+    commit (``desired``) differs from the merge base's (``before``). Without a merge base (no
+    base branch, or the pull request is merged already) it is every schedule there whose
+    content is not applied and active already, so a review never touches schedules the pull
+    request leaves alone. The authors: the pull request's author login and the e-mails of
+    its commits (``emails``), mapped to Policy users."""
     from reconciler.engine import approving
 
     user = approving.user_by_login(store, review.reviewer)
@@ -606,29 +612,62 @@ def record_review(
         by_login = approving.user_by_login(store, review.author)
         if by_login is not None:
             authors.add(by_login)
-    hashes = approving.approval_hashes(desired)
+    every = approving.approval_hashes(desired)
+    hashes = _changed(store, every, before)
+    if not hashes:
+        return "ignored", (
+            f"no schedule that pull request #{review.pr} changes needs approval at "
+            f"{review.commit[:12]}"
+        )
     results = approving.record_review(
         store,
         hashes,
         approving.Review(
             user=user,
             verdict=review.verdict,
-            via=review.forge,  # type: ignore[arg-type]
+            via=review.forge,
             revision=review.commit,
             reason=f"{review.forge} review of pull request #{review.pr}",
             authors=frozenset(authors),
         ),
         now,
     )
-    return "done", _summary(user, review, results)
+    recorded = [r.message for r in results if r.recorded]
+    refused = [r.message for r in results if not r.recorded]
+    head = f"{review.verdict} by {user} ({review.forge} {review.reviewer}) for {review.commit[:12]}"
+    if not recorded:
+        return "ignored", f"{head} refused: " + _lines(refused)
+    detail = f"{head}: " + _lines(recorded)
+    if refused:
+        detail += "; refused: " + _lines(refused)
+    return "done", detail
 
 
-def _summary(user: str, review: ReviewFacts, results: Iterable[Any]) -> str:
-    shown = [str(r) for r in results]
-    head = f"{review.verdict} by {user} for {review.commit[:12]}"
-    if not shown:
-        return f"{head}: no schedule there needs approval"
-    return f"{head}: " + "; ".join(shown[:20]) + (" ..." if len(shown) > 20 else "")
+def _changed(
+    store: StateStore, every: dict[str, str], before: DesiredState | None
+) -> dict[str, str]:
+    """The part of ``every`` (schedule -> content hash) that a review is about."""
+    from reconciler.engine import approving
+
+    if before is not None:
+        old = approving.approval_hashes(before)
+        keep = {s for s, h in every.items() if old.get(s) != h}
+    else:
+        keep = set()
+        for s, h in every.items():
+            rec = store.get_object("Schedule", s)
+            if rec is None or rec.approval_hash != h or rec.state != "active":
+                keep.add(s)
+    templates = getattr(every, "templates", {})
+    return approving.ApprovalHashes(
+        {s: every[s] for s in keep}, {s: templates[s] for s in keep if s in templates}
+    )
+
+
+def _lines(messages: list[str], most: int = 10) -> str:
+    return "; ".join(messages[:most]) + (
+        f" (and {len(messages) - most} more)" if len(messages) > most else ""
+    )
 
 
 class WebhookProcessor:

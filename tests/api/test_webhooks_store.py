@@ -13,7 +13,14 @@ NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 def delivery(n: int, status: str = "pending", at: datetime = NOW) -> Delivery:
     return Delivery(
-        "github", f"d-{n}", "pull_request_review", at, status, {"pr": n}, None, None  # type: ignore[arg-type]
+        "github",
+        f"d-{n}",
+        "pull_request_review",
+        at,
+        status,
+        {"pr": n},
+        None,
+        None,  # type: ignore[arg-type]
     )
 
 

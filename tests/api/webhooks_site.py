@@ -206,7 +206,9 @@ class Site:
             if self.store.info().revision == revision:
                 return
             time.sleep(0.05)
-        raise AssertionError(f"revision {revision[:12]} was not applied:\n{self.serve.log.read_text()}")
+        raise AssertionError(
+            f"revision {revision[:12]} was not applied:\n{self.serve.log.read_text()}"
+        )
 
 
 def open_pull_request(repo: Path, ref: str, branch: str, name: str, email: str) -> str:
@@ -221,6 +223,17 @@ def open_pull_request(repo: Path, ref: str, branch: str, name: str, email: str) 
     git(repo, "update-ref", ref, sha)
     git(repo, "checkout", "-q", "main")
     return sha
+
+
+class UrlRepo:
+    """A Git URL where :class:`~tests.daemon.conftest.Serve` takes a path (its argument is
+    ``str(repo)``; its log goes next to ``repo.parent``)."""
+
+    def __init__(self, url: str, parent: Path) -> None:
+        self.url, self.parent = url, parent
+
+    def __str__(self) -> str:
+        return self.url
 
 
 @contextmanager
