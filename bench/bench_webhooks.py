@@ -12,7 +12,9 @@ one after another on a kept-alive connection and times each answer:
   limit, resolve the secret, HMAC-SHA256 over the raw bytes and compare in constant time,
   parse, match the repository against the served one, record the delivery (pending, one
   INSERT), answer 202 (the daemon's processing is not part of it: nothing runs here);
-* floor: a bare FastAPI ``POST`` on the same uvicorn that reads the body and answers 202.
+* floor: a bare FastAPI ``POST`` on the same uvicorn that reads the body and answers 202;
+* and :func:`~reconciler.engine.webhooks.receive` alone in this process (no HTTP), to show
+  how much of the figure is the HTTP path and how much the commit of the delivery's row.
 
 Goal: ours p99 <= 10 ms. Figures: p50 / p99 / max of the latency, milliseconds.
 """
@@ -168,6 +170,31 @@ def run_one(kind: str, state: str, repo: str, body: bytes, n: int, tag: str) -> 
         proc.join(10)
 
 
+def in_process(state: str, repo: str, body: bytes, n: int, tag: str) -> list[float]:
+    """:func:`reconciler.engine.webhooks.receive` alone (no HTTP), in this process."""
+    from reconciler.engine.webhooks import receive
+    from reconciler.stores import open_store
+
+    os.environ[SECRET_ENV] = SECRET
+    signature = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    out: list[float] = []
+    with open_store(state) as store:
+        for i in range(n + 50):
+            headers = {
+                "x-github-event": "pull_request_review",
+                "x-github-delivery": f"{tag}-{i}",
+                "x-hub-signature-256": signature,
+            }
+            t0 = time.perf_counter()
+            receipt = receive(store, "github", headers, body, repo, datetime.now(UTC))
+            took = time.perf_counter() - t0
+            if receipt.outcome != "accepted":
+                raise SystemExit(f"{tag}: {receipt.outcome}: {receipt.message}")
+            if i >= 50:
+                out.append(took * 1000)
+    return out
+
+
 def row(name: str, samples: Sequence[float], goal: bool) -> str:
     p50, p99 = statistics.median(samples), pct(samples, 99)
     mark = ""
@@ -211,9 +238,13 @@ def main() -> None:
                     apply_repo(state, repo)
             floor = run_one("floor", "", str(repo), body, args.requests, "floor")
             print(row("floor: bare FastAPI endpoint", floor, False))
-            for name, state, goal in states:
-                ours = run_one("ours", state, str(repo), body, args.requests, name)
+            for k, (name, state, goal) in enumerate(states):
+                ours = run_one("ours", state, str(repo), body, args.requests, f"ours-{k}")
                 print(row(f"ours, {name}", ours, goal))
+            print("  receive() alone, in process (no HTTP):")
+            for k, (name, state, _) in enumerate(states):
+                alone = in_process(state, str(repo), body, args.requests, f"alone-{k}")
+                print(row(f"  {name}", alone, False))
         finally:
             if len(states) > 1 and "/dev/shm" in states[1][1]:
                 shutil.rmtree(Path(states[1][1]).parent, ignore_errors=True)
