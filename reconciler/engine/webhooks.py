@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal, cast, get_args
 from urllib.parse import urlsplit
@@ -488,7 +489,7 @@ def process_pending(
     for d in claimed:
         status: DeliveryStatus
         try:
-            status, detail = process_one(store, repo, d, clock.now())
+            status, detail = _with_retries(partial(process_one, store, repo, d, clock.now()))
         except StateError:
             raise  # the claim lapses and another pass (or replica) takes it again
         except ReconcilerError as e:
@@ -506,6 +507,23 @@ def process_pending(
         )
         store.finish_delivery(d.forge, d.delivery_id, status, detail, clock.now())
     return len(claimed)
+
+
+def _with_retries(
+    work: Callable[[], tuple[DeliveryStatus, str | None]], attempts: int = 3, pause: float = 1.0
+) -> tuple[DeliveryStatus, str | None]:
+    """``work()``, again after a transient failure (a fetch that timed out), up to
+    ``attempts`` times; the last failure is raised."""
+    for attempt in range(attempts):
+        try:
+            return work()
+        except StateError:
+            raise
+        except ReconcilerError as e:
+            if not e.transient or attempt == attempts - 1:
+                raise
+            time.sleep(pause * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def _review_facts(d: Delivery) -> ReviewFacts | None:

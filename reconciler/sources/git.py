@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Literal, Protocol
@@ -28,6 +29,9 @@ from reconciler.errors import RevisionNotFound, SourceError, SourceUnavailable
 from reconciler.model.snapshot import Entry, EntryType
 
 _LINK_MODE = 0o120000
+#: One fetch at a time into the clone cache of this process (the reconcile loop and the
+#: webhook processing both fetch; two fetches into one repository race for its ref locks).
+_FETCH_LOCK = threading.RLock()
 _TREE_MODE = 0o040000
 _COMMIT_MODE = 0o160000  # submodule
 _EXEC_MODE = 0o100755
@@ -290,6 +294,10 @@ class GitSource:
                     self.subdir = rel.replace(os.sep, "/")
 
     def _clone_or_fetch(self, base: Path) -> pygit2.Repository:
+        with _FETCH_LOCK:
+            return self._clone_or_fetch_locked(base)
+
+    def _clone_or_fetch_locked(self, base: Path) -> pygit2.Repository:
         callbacks = _Credentials(self.location)
         try:
             if (self._path / "HEAD").exists():
@@ -336,7 +344,8 @@ class GitSource:
         if is_url(self.location):
             callbacks = _Credentials(self.location)
             try:
-                self.repo.remotes["origin"].fetch([f"+{ref}:{ref}"], callbacks=callbacks)
+                with _FETCH_LOCK:
+                    self.repo.remotes["origin"].fetch([f"+{ref}:{ref}"], callbacks=callbacks)
             except _NoCredentials:
                 raise SourceError(callbacks.failure(self.display)) from None
             except (pygit2.GitError, KeyError, OSError) as e:

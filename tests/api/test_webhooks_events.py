@@ -125,3 +125,28 @@ def test_a_delivery_without_an_id_is_named_by_its_body() -> None:
     made = delivery_id("gitlab", {}, b"x")
     assert made == delivery_id("gitlab", {"x-gitlab-event-uuid": "bad id with spaces"}, b"x")
     assert made != delivery_id("gitlab", {}, b"y")
+
+
+def test_a_transient_failure_is_tried_again_and_a_permanent_one_is_not() -> None:
+    from reconciler.engine.webhooks import _with_retries
+    from reconciler.errors import RevisionNotFound, SourceUnavailable
+
+    calls: list[int] = []
+
+    def flaky() -> tuple[str, str | None]:
+        calls.append(1)
+        if len(calls) < 3:
+            raise SourceUnavailable("cannot fetch: timed out")
+        return "done", "ok"
+
+    assert _with_retries(flaky, pause=0) == ("done", "ok")  # type: ignore[arg-type]
+    assert len(calls) == 3
+
+    def gone() -> tuple[str, str | None]:
+        calls.append(1)
+        raise RevisionNotFound("refs/pull/9/head does not exist")
+
+    calls.clear()
+    with pytest.raises(RevisionNotFound):
+        _with_retries(gone, pause=0)  # type: ignore[arg-type]
+    assert len(calls) == 1
