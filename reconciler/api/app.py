@@ -18,11 +18,11 @@ from fastapi.responses import Response
 
 from reconciler.api.context import ApiContext
 from reconciler.api.errors import install_handlers
-from reconciler.api.routes import health
+from reconciler.api.routes import approvals, health
 
 log = logging.getLogger("reconciler.http")
 
-ROUTERS = (health.routes,)
+ROUTERS = (health.routes, approvals.routes)
 
 
 def create_app(ctx: ApiContext) -> FastAPI:
