@@ -259,6 +259,10 @@ def record_review(
     ``force``: an ``at:`` whose time passed while it waited becomes active and runs right away
     (without it, it is approved but stays ``awaiting-approval``, with a reason saying so).
     """
+    if review.via not in VIAS:
+        raise ValueError(f"review via {review.via!r} is not one of {', '.join(VIAS)}")
+    if review.verdict not in ("approve", "deny", "withdraw"):
+        raise ValueError(f"review verdict {review.verdict!r} is not approve, deny or withdraw")
     policy = policy_in_force(store)
     rules = hashes.templates if isinstance(hashes, ApprovalHashes) else {}
     template_cache: dict[str, JobTemplate | None] = {}
