@@ -322,6 +322,10 @@ def record_review(
         for key, t in targets.items():
             if t.applied is None:
                 continue
+            if t.applied.state not in ("awaiting-approval", "denied", "active"):
+                # paused or disabled: the decision is kept, the state is Git's or the owner's
+                outcome[t.schedule] = (t.applied.state or "", t.applied.state_reason or "")
+                continue
             approve, deny = grouped.get(key, (set(), set()))
             c = counted(
                 Decisions(frozenset(approve), frozenset(deny)),

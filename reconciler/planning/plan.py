@@ -583,9 +583,9 @@ class Planner:
 
         An ``at:`` that waited for approval (``stored_state``) while its time passed stays
         waiting however many approvals it has: only an approval with force runs it."""
-        if not schedule.spec.enabled:
-            return "paused", schedule.spec.pause_note or "enabled is false in Git", None
         ahash = self.approval_hash_of(schedule, digest)
+        if not schedule.spec.enabled:  # a paused schedule may be decided on all the same
+            return "paused", schedule.spec.pause_note or "enabled is false in Git", ahash
         if ahash is None:
             return "active", None, None
         template = self.desired.templates[schedule.spec.template]

@@ -292,3 +292,31 @@ def test_two_approvers_at_once_on_two_connections_reach_the_count(
     finally:
         for s in stores:
             s.close()
+
+
+def test_a_decision_on_a_paused_schedule_is_kept_and_leaves_it_paused(
+    store: StateStore, tmp_path: Path
+) -> None:
+    paused = """
+        apiVersion: reconciler/v1
+        kind: Schedule
+        metadata: {name: held}
+        spec:
+          template: deploy
+          owner: ops
+          enabled: false
+          when: {daily: {at: "06:00"}}
+        """
+    root = make_repo(tmp_path / "repo", extra={"schedules/held.yaml": paused})
+    apply_head(store, root, NOW)
+    assert state_of(store, "held") == "paused"
+    result = decide(store, "held", "bob", "approve", "cli", NOW)
+    assert result.recorded and result.state == "paused"
+    assert state_of(store, "held") == "paused"
+    # enabled again in Git: the approval of that content... is for other content (enabled
+    # is part of the schedule), so it waits
+    text = (root / "schedules/held.yaml").read_text()
+    write(root, "schedules/held.yaml", text.replace("enabled: false", "enabled: true"))
+    commit(root, "frank", "resume")
+    apply_head(store, root, NOW)
+    assert state_of(store, "held") == "awaiting-approval"
