@@ -17,11 +17,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from reconciler.api.context import ApiContext
 from reconciler.api.errors import install_handlers
-from reconciler.api.routes import health, webhooks
+from reconciler.api.routes import approvals, health, webhooks
 
 log = logging.getLogger("reconciler.http")
 
-ROUTERS = (health.routes, webhooks.routes)
+ROUTERS = (health.routes, approvals.routes, webhooks.routes)
 
 
 class RequestLog:

@@ -31,6 +31,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "cancel": ("reconciler.cli.daemon_cmds:cancel", "Cancel a queued or running run."),
     "api-key": ("reconciler.cli.api_keys:api_key", "Create, list and revoke API keys."),
     "simulate": ("reconciler.cli.simulate:simulate", "The ledger serve would write over a range."),
+    "approvals": ("reconciler.cli.approvals:approvals", "The approval queue."),
+    "approve": ("reconciler.cli.approvals:approve", "Approve a schedule's content as a user."),
+    "deny": ("reconciler.cli.approvals:deny", "Deny a schedule's content as a user."),
+    "dry-run": ("reconciler.cli.approvals:dry_run", "Simulate a schedule without approving it."),
 }
 
 

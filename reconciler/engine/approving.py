@@ -63,9 +63,19 @@ Via = Literal["cli", "api", "github", "gitlab", "gitea"]
 VIAS: tuple[str, ...] = ("cli", "api", "github", "gitlab", "gitea")
 
 
+RefusalKind = Literal["unknown-schedule", "not-eligible", "no-approval", "denied", "past-due"]
+"""Why a decision was refused: no such applied schedule; the user may not decide (not an
+approver, no ``approve`` in the Policy in force, an author of the change); its template needs
+no approval; its content is denied by someone else; an ``at:`` past due without force."""
+
+
 class ApprovalRefused(UsageError):
-    """A decision that cannot be recorded (not eligible, the author, unknown schedule, no
-    approval needed, content denied, past due without force): the message is one line."""
+    """A decision that cannot be recorded; the message is one line, ``kind`` says why (the
+    API answers 404 for ``unknown-schedule``, 403 for ``not-eligible``, 409 otherwise)."""
+
+    def __init__(self, message: str, kind: RefusalKind = "not-eligible") -> None:
+        super().__init__(message)
+        self.kind: RefusalKind = kind
 
 
 @dataclass(frozen=True)
@@ -249,6 +259,10 @@ def record_review(
     ``force``: an ``at:`` whose time passed while it waited becomes active and runs right away
     (without it, it is approved but stays ``awaiting-approval``, with a reason saying so).
     """
+    if review.via not in VIAS:
+        raise ValueError(f"review via {review.via!r} is not one of {', '.join(VIAS)}")
+    if review.verdict not in ("approve", "deny", "withdraw"):
+        raise ValueError(f"review verdict {review.verdict!r} is not approve, deny or withdraw")
     policy = policy_in_force(store)
     rules = hashes.templates if isinstance(hashes, ApprovalHashes) else {}
     template_cache: dict[str, JobTemplate | None] = {}
@@ -307,6 +321,10 @@ def record_review(
         out: list[ApprovalStateWrite] = []
         for key, t in targets.items():
             if t.applied is None:
+                continue
+            if t.applied.state not in ("awaiting-approval", "denied", "active"):
+                # paused or disabled: the decision is kept, the state is Git's or the owner's
+                outcome[t.schedule] = (t.applied.state or "", t.applied.state_reason or "")
                 continue
             approve, deny = grouped.get(key, (set(), set()))
             c = counted(
@@ -372,10 +390,14 @@ def decide(
         from reconciler.model.diagnostics import did_you_mean
 
         hint = did_you_mean(name, known)
-        raise ApprovalRefused(f'no schedule "{name}" is applied' + (f"; {hint}" if hint else ""))
+        raise ApprovalRefused(
+            f'no schedule "{name}" is applied' + (f"; {hint}" if hint else ""),
+            "unknown-schedule",
+        )
     if rec.approval_hash is None:
         raise ApprovalRefused(
-            f'schedule "{name}" needs no approval (its template does not require it)'
+            f'schedule "{name}" needs no approval (its template does not require it)',
+            "no-approval",
         )
     if verdict == "approve":
         denied = _denied_by(store, rec)
@@ -383,13 +405,15 @@ def decide(
         if others:
             raise ApprovalRefused(
                 f'schedule "{name}" is denied for this content (by {", ".join(others)}): a '
-                "denial blocks it until the content changes in Git"
+                "denial blocks it until the content changes in Git",
+                "denied",
             )
         due = past_due_slot(store, rec, now)
         if due is not None and not force and rec.state != "active":
             raise ApprovalRefused(
                 f'schedule "{name}" was due at {due.isoformat()} and its time passed while it '
-                "waited for approval: approve it with --force (API: ?force=true) to run it now"
+                "waited for approval: approve it with --force (API: ?force=true) to run it now",
+                "past-due",
             )
     authors = frozenset(policy_in_force(store).users_by_email(rec.authors))
     review = Review(user, verdict, via, None, reason, authors)
@@ -557,10 +581,10 @@ def dry_run(
 
     rec = store.get_object("Schedule", name)
     if rec is None:
-        raise ApprovalRefused(f'no schedule "{name}" is applied')
+        raise ApprovalRefused(f'no schedule "{name}" is applied', "unknown-schedule")
     schedule = _schedule_of(rec)
     if schedule is None:
-        raise ApprovalRefused(f'the applied schedule "{name}" cannot be read')
+        raise ApprovalRefused(f'the applied schedule "{name}" cannot be read', "unknown-schedule")
     run, _ = prepare_run(
         store,
         schedule.spec.template,
