@@ -91,7 +91,10 @@ def applied_settings(store: StateStore) -> SettingsSpec:
     rec = store.get_object("Settings", SETTINGS_NAME)
     if rec is None:
         return SettingsSpec()
-    return Settings.model_validate_json(rec.body).spec
+    try:
+        return Settings.model_validate_json(rec.body).spec
+    except ValueError:  # written by another version: no secret can be read from it
+        return SettingsSpec()
 
 
 def resolve_secret(source: EnvOrFile) -> str:
