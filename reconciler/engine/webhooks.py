@@ -424,6 +424,8 @@ def receive(
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError) as e:
         return Receipt("bad-request", None, f"the body is not JSON: {e}")
+    except RecursionError:
+        return Receipt("bad-request", None, "the body nests deeper than JSON may here")
     if not isinstance(payload, dict):
         return Receipt("bad-request", None, "the body is not a JSON object")
     did = delivery_id(forge, headers, body)

@@ -145,7 +145,8 @@ def test_a_body_over_the_limit_is_413_before_it_is_read(site: Site) -> None:
 
 def test_a_truncated_or_non_json_body_is_400(site: Site) -> None:
     whole = json.dumps(fixture("github_push.json", "github")).encode()
-    for body in (whole[: len(whole) // 2], b"not json at all", b"[1, 2, 3]", b"\xff\xfe"):
+    nested = b"[" * 100_000 + b"]" * 100_000
+    for body in (whole[: len(whole) // 2], b"not json at all", b"[1, 2, 3]", b"\xff\xfe", nested):
         answer = site.send("github", "push", body)
         assert answer.status == 400, (body[:20], answer)
         assert answer.body["error"]["code"] == "bad-request"
