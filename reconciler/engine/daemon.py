@@ -288,6 +288,7 @@ class Daemon:
             ).spec.history
         )
         n = self._house.prune_history(history.keep_runs, history.keep_days, now)
+        self._house.prune_deliveries(now - timedelta(days=history.keep_days))
         if n:
             log.info(
                 "pruned %d run(s) beyond history keepRuns %d / keepDays %d",

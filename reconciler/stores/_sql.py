@@ -1972,6 +1972,17 @@ class SqlStore(ABC):
             )
         return [self._delivery(r) for r in rows]
 
+    def prune_deliveries(self, before: datetime) -> int:
+        """Forget the finished deliveries received before ``before`` (a replay older than the
+        history kept is then accepted again, and its review recorded again: the same
+        decision). Returns how many were deleted."""
+        with self._tx("write") as tx:
+            return tx.run(
+                "DELETE FROM rc_deliveries WHERE received_at < ? "
+                "AND status NOT IN ('pending', 'processing')",
+                (self._ts(as_utc(before)),),
+            )
+
     # -- idempotency keys of the trigger endpoint (api/routes/jobs.py)
 
     # -- signed revisions and run provenance

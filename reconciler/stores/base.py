@@ -618,6 +618,7 @@ class StateStore(Protocol):
     def list_deliveries(
         self, forge: str | None = None, status: DeliveryStatus | None = None, limit: int = 50
     ) -> list[Delivery]: ...
+    def prune_deliveries(self, before: datetime) -> int: ...
 
     # -- idempotency keys of the trigger endpoint (api/routes/jobs.py)
 

@@ -83,3 +83,11 @@ def test_concurrent_claims_give_each_delivery_to_exactly_one_replica(state_url: 
         t.join(60)
     every = [d for part in got for d in part]
     assert sorted(every) == sorted(f"d-{n}" for n in range(60))  # each once, none lost
+
+
+def test_finished_deliveries_older_than_the_history_are_pruned(store: StateStore) -> None:
+    store.record_delivery(delivery(1, status="done", at=NOW - timedelta(days=40)))
+    store.record_delivery(delivery(2, status="pending", at=NOW - timedelta(days=40)))
+    store.record_delivery(delivery(3, status="ignored", at=NOW))
+    assert store.prune_deliveries(NOW - timedelta(days=30)) == 1
+    assert sorted(d.delivery_id for d in store.list_deliveries()) == ["d-2", "d-3"]
