@@ -9,10 +9,14 @@ Two halves, one module:
   what is not for the served repository, and records the delivery's facts (never its body,
   never a header value but the delivery id and event name). A push to the tracked branch asks
   for a reconcile pass (the daemon resolves the head itself); a review is left ``pending``.
-* :func:`process_pending` runs in the daemon (its webhook thread, woken after a delivery is
-  accepted, and on its housekeeping beat): it claims pending deliveries (exactly one replica
-  gets each), fetches the pull request's head ref, loads the desired state at the reviewed
-  commit and records the review through :mod:`reconciler.engine.approving`.
+* :func:`process_pending` runs in the daemon (:class:`WebhookProcessor`, its webhook thread,
+  woken when this replica accepts a delivery and every 5 s for those other replicas took): it
+  claims pending deliveries (exactly one replica gets each), fetches the pull request's head
+  ref, loads the desired state at the reviewed commit and at the merge base, and records the
+  review of the schedules the pull request changes through :mod:`reconciler.engine.approving`.
+
+Who calls it: ``api/routes/webhooks.py`` (:func:`receive`), ``engine/daemon.py``
+(:class:`WebhookProcessor`), ``bench/bench_webhooks.py``.
 
 I/O: the store, the Git source, the secret's environment variable or file. The parsing helpers
 (:func:`delivery_id`, :func:`read_event`, :func:`normalise_url`) are pure.
