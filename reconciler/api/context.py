@@ -51,6 +51,8 @@ class ApiContext:
     """Ask the reconcile loop for a pass (the argument says why, for the log)."""
     wake_workers: Callable[[], None] = _noop
     """Tell the local workers that a run was queued."""
+    process_deliveries: Callable[[], None] = _noop
+    """Tell the daemon's webhook processing that a forge delivery waits for it."""
     body_limit: int = DEFAULT_BODY_LIMIT
     telemetry: Telemetry = field(default_factory=NullTelemetry)
     _local: threading.local = field(default_factory=threading.local, repr=False)

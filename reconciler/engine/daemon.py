@@ -11,6 +11,8 @@ another's lease renewal):
 * housekeeping: the replica heartbeat, reaping of runs whose worker died, and a look at the
   state's serial (a change by another replica or command re-arms the firing loop), every 5 s;
 * notify (:class:`~reconciler.engine.notifying.Sender`): delivers the outbox's notifications;
+* webhooks (:class:`~reconciler.engine.webhooks.WebhookProcessor`): forge review deliveries,
+  woken when the HTTP server accepts one and every 5 s (deliveries other replicas accepted);
 * the HTTP server (uvicorn, in a thread).
 
 :meth:`Daemon.shutdown` (SIGTERM/SIGINT): stop firing and claiming, let running runs finish
@@ -36,6 +38,7 @@ from reconciler.engine.firing import FiringLoop
 from reconciler.engine.notifying import Sender, notify_reaped
 from reconciler.engine.reconciling import PassResult, ReconcileLoop
 from reconciler.engine.telemetry import NullTelemetry, Telemetry
+from reconciler.engine.webhooks import WebhookProcessor
 from reconciler.engine.working import Lease, WorkerPool
 from reconciler.errors import ReconcilerError, StateError
 from reconciler.executors.spec import Executor
@@ -158,6 +161,7 @@ class Daemon:
         self._house = c.open_store()
         self._serial: int | None = None
         self.sender = self._sender()
+        self.webhooks = WebhookProcessor(c.open_store(), c.repo, c.clock)
 
     def _sender(self) -> Sender:
         c = self.config
@@ -245,6 +249,10 @@ class Daemon:
         self._thread(self._housekeeping, "housekeeping")
         self._thread(
             lambda: self.sender.run_forever(lambda e: self.health.down("notify", e)), "notify"
+        )
+        self._thread(
+            lambda: self.webhooks.run_forever(lambda e: self.health.down("webhooks", e)),
+            "webhooks",
         )
         self._thread(self._poll, "poll")
         if c.watch:
@@ -336,6 +344,7 @@ class Daemon:
             ).spec.history
         )
         n = self._house.prune_history(history.keep_runs, history.keep_days, now)
+        self._house.prune_deliveries(now - timedelta(days=history.keep_days))
         if n:
             log.info(
                 "pruned %d run(s) beyond history keepRuns %d / keepDays %d",
@@ -360,6 +369,7 @@ class Daemon:
         self.firing.stop()
         self.reconcile.stop()
         self.sender.stop()
+        self.webhooks.stop()
         self.workers.stop_claiming()
         running = self.workers.running()
         if running:

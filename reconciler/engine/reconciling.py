@@ -146,7 +146,7 @@ def reconcile_once(store: StateStore, repo: str, clock: Clock) -> PassResult:
     changed = False
     if not plan.empty or info.revision != revision:
         try:
-            apply_plan(store, plan, now, repo, signed.key)
+            apply_plan(store, plan, now, repo, signed.key, git=source.git)
             changed = True
         except StateConflict:
             # another replica applied first; the next pass sees its result

@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Literal, Protocol
@@ -28,6 +29,9 @@ from reconciler.errors import RevisionNotFound, SourceError, SourceUnavailable
 from reconciler.model.snapshot import Entry, EntryType
 
 _LINK_MODE = 0o120000
+#: One fetch at a time into the clone cache of this process (the reconcile loop and the
+#: webhook processing both fetch; two fetches into one repository race for its ref locks).
+_FETCH_LOCK = threading.RLock()
 _TREE_MODE = 0o040000
 _COMMIT_MODE = 0o160000  # submodule
 _EXEC_MODE = 0o100755
@@ -290,6 +294,10 @@ class GitSource:
                     self.subdir = rel.replace(os.sep, "/")
 
     def _clone_or_fetch(self, base: Path) -> pygit2.Repository:
+        with _FETCH_LOCK:
+            return self._clone_or_fetch_locked(base)
+
+    def _clone_or_fetch_locked(self, base: Path) -> pygit2.Repository:
         callbacks = _Credentials(self.location)
         try:
             if (self._path / "HEAD").exists():
@@ -329,6 +337,62 @@ class GitSource:
         except (KeyError, ValueError, pygit2.GitError):
             return False
 
+    def fetch_ref(self, ref: str) -> str:
+        """The commit a ref such as ``refs/pull/7/head`` points at. A repository behind a URL
+        fetches that one ref from its remote first (into the clone cache, under the same
+        name); a local repository must hold it already."""
+        if is_url(self.location):
+            callbacks = _Credentials(self.location)
+            try:
+                with _FETCH_LOCK:
+                    self.repo.remotes["origin"].fetch([f"+{ref}:{ref}"], callbacks=callbacks)
+            except _NoCredentials:
+                raise SourceError(callbacks.failure(self.display)) from None
+            except (pygit2.GitError, KeyError, OSError) as e:
+                message = redact(str(e)).replace(self.location, self.display)
+                raise RevisionNotFound(
+                    f"cannot fetch {ref} from {self.display}: {message}"
+                ) from None
+        if ref not in self.repo.references:
+            raise RevisionNotFound(f"{ref} does not exist in {self.display}")
+        return self.resolve(ref)
+
+    def contains(self, head: str, commit: str) -> bool:
+        """Whether ``commit`` is ``head`` or reachable from it (both full SHAs)."""
+        return commit == head or self.is_ancestor(commit, head)
+
+    def merge_base(self, one: str, other: str) -> str | None:
+        """The best common ancestor of two commits (None: unrelated histories)."""
+        try:
+            found = self.repo.merge_base(pygit2.Oid(hex=one), pygit2.Oid(hex=other))
+        except (KeyError, ValueError, pygit2.GitError):
+            return None
+        return None if found is None else str(found)
+
+    def author_emails(self, head: str, base: str | None, limit: int = 10_000) -> set[str]:
+        """The author e-mails (lower case) of the commits reachable from ``head`` but not from
+        ``base`` (every commit of ``head`` when ``base`` is None), at most ``limit`` commits."""
+        walker = self.repo.walk(pygit2.Oid(hex=head))
+        if base is not None:
+            walker.hide(pygit2.Oid(hex=base))
+        out: set[str] = set()
+        for n, commit in enumerate(walker):
+            if n >= limit:
+                break
+            email = commit.author.email
+            if email:
+                out.add(email.strip().lower())
+        return out
+
+    def remote_urls(self) -> list[str]:
+        """The URLs of the repository's remotes (without credentials)."""
+        urls: list[str] = []
+        for remote in self.repo.remotes:
+            for url in (remote.url, remote.push_url):
+                if url and without_credentials(url) not in urls:
+                    urls.append(without_credentials(url))
+        return urls
+
     def resolve(self, rev: str) -> str:
         """The full commit SHA a revision name stands for."""
         if self.repo.is_empty:
@@ -356,6 +420,62 @@ class GitSource:
         commit = self.repo[sha]
         assert isinstance(commit, pygit2.Commit)
         return GitSnapshot(self.repo, commit, self.listing_cache, self.subdir)
+
+    def change_authors(
+        self,
+        old: str | None,
+        new: str,
+        paths: Mapping[str, Iterable[str]],
+        limit: int = 200,
+    ) -> dict[str, tuple[str, ...]]:
+        """The author e-mails of the commits after ``old`` up to ``new`` that touched each
+        key's paths (relative to the repository folder read, as snapshots name them).
+
+        At most ``limit`` commits are read (newest first); merge commits author nothing of
+        their own, the commits they bring in are read instead. A key whose paths no commit
+        read touched, every key when nothing was applied before (``old`` None) and every key
+        when ``old`` is not an ancestor of ``new`` (a rewritten history) get the author of
+        ``new`` itself.
+        """
+        tip = self.repo[self.resolve(new)]
+        assert isinstance(tip, pygit2.Commit)
+        tip_author = (tip.author.email or "").strip()
+        found: dict[str, set[str]] = {k: set() for k in paths}
+        prefix = f"{self.subdir}/" if self.subdir else ""
+        wanted = {k: {prefix + p for p in ps} for k, ps in paths.items()}
+        try:
+            if old is not None and old != str(tip.id) and self.is_ancestor(old, str(tip.id)):
+                self._touching(old, tip, wanted, found, limit)
+        except (KeyError, ValueError, pygit2.GitError) as e:
+            raise SourceError(f"cannot read the history of {self.display}: {e}") from None
+        return {
+            k: tuple(sorted(v or ({tip_author} if tip_author else set()))) for k, v in found.items()
+        }
+
+    def _touching(
+        self,
+        old: str,
+        tip: pygit2.Commit,
+        wanted: Mapping[str, set[str]],
+        found: dict[str, set[str]],
+        limit: int,
+    ) -> None:
+        """Add to ``found`` the authors of the commits after ``old`` touching ``wanted``."""
+        walker = self.repo.walk(tip.id, pygit2.enums.SortMode.TOPOLOGICAL)
+        walker.hide(pygit2.Oid(hex=old))
+        for i, commit in enumerate(walker):
+            if i >= limit:
+                break
+            if len(commit.parents) != 1:
+                continue
+            diff = self.repo.diff(commit.parents[0], commit)
+            changed = {d.new_file.path for d in diff.deltas} | {
+                d.old_file.path for d in diff.deltas
+            }
+            email = (commit.author.email or "").strip()
+            for key, ps in wanted.items():
+                if email and not ps.isdisjoint(changed):
+                    found[key].add(email)
 
     def default_revision(self, branch: str | None = None) -> str:
         """The head of the tracked branch (``branch``, else the remote/HEAD's branch)."""

@@ -39,6 +39,9 @@ from reconciler.stores.base import (
     Approval,
     Cursor,
     Decision,
+    DecisionWrite,
+    Delivery,
+    DeliveryStatus,
     DriftRecord,
     DriftState,
     FireBatch,
@@ -64,6 +67,7 @@ from reconciler.stores.base import (
     RunStatus,
     RunTrigger,
     Scope,
+    Settle,
     SkipReason,
     SlotEntry,
     StateInfo,
@@ -1335,10 +1339,7 @@ class SqlStore(ABC):
         check_literal(approval.decision, Decision, "decision")
         with self._tx("write") as tx:
             tx.run(
-                "INSERT INTO rc_approvals (schedule, content_hash, user_name, decision, at, "
-                "reason) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (schedule, content_hash, "
-                "user_name) DO UPDATE SET decision = excluded.decision, at = excluded.at, "
-                "reason = excluded.reason",
+                _UPSERT_APPROVAL,
                 (
                     approval.schedule,
                     approval.content_hash,
@@ -1346,6 +1347,8 @@ class SqlStore(ABC):
                     approval.decision,
                     self._ts(as_utc(approval.at, "at")),
                     approval.reason,
+                    approval.via,
+                    approval.revision,
                 ),
             )
 
@@ -1361,11 +1364,13 @@ class SqlStore(ABC):
         cond = (" WHERE " + " AND ".join(where)) if where else ""
         with self._tx("read") as tx:
             rows = tx.all(
-                "SELECT schedule, content_hash, user_name, decision, at, reason FROM "
-                f"rc_approvals{cond} ORDER BY schedule, at, user_name",
+                f"SELECT {_APPROVAL_COLS} FROM rc_approvals{cond} ORDER BY schedule, at, user_name",
                 params,
             )
-        return [Approval(r[0], r[1], r[2], r[3], self._dt(r[4]), r[5]) for r in rows]
+        return [self._approval(r) for r in rows]
+
+    def _approval(self, r: Sequence[Any]) -> Approval:
+        return Approval(r[0], r[1], r[2], r[3], self._dt(r[4]), r[5], r[6], r[7])
 
     # -- API keys
 
@@ -1907,7 +1912,202 @@ class SqlStore(ABC):
 
     # -- approvals with their sources and authors (engine/approving.py)
 
+    def record_decisions(
+        self, writes: Sequence[DecisionWrite], settle: Settle, now: datetime
+    ) -> list[str]:
+        """Record (or withdraw) decisions and the schedule states they lead to, in one
+        transaction under the serial lock, so concurrent approvers cannot both miss the count:
+        ``settle`` sees every decision on the pairs written, its own and those committed
+        before. Returns the schedules whose state changed (the serial moves when one did)."""
+        for w in writes:
+            if w.decision is not None:
+                check_literal(w.decision, Decision, "decision")
+        ts = self._ts(as_utc(now, "now"))
+        pairs = sorted({(w.schedule, w.content_hash) for w in writes})
+        changed: list[str] = []
+        with self._tx("state") as tx:
+            serial = self._lock_serial(tx, None)
+            for w in writes:
+                if w.decision is None:
+                    tx.run(
+                        "DELETE FROM rc_approvals WHERE schedule = ? AND content_hash = ? "
+                        "AND user_name = ?",
+                        (w.schedule, w.content_hash, w.user),
+                    )
+                    continue
+                tx.run(
+                    _UPSERT_APPROVAL,
+                    (
+                        w.schedule,
+                        w.content_hash,
+                        w.user,
+                        w.decision,
+                        self._ts(as_utc(w.at, "at")),
+                        w.reason,
+                        w.via,
+                        w.revision,
+                    ),
+                )
+            seen: list[Approval] = []
+            for schedule, chash in pairs:
+                rows = tx.all(
+                    f"SELECT {_APPROVAL_COLS} FROM rc_approvals WHERE schedule = ? AND "
+                    "content_hash = ? ORDER BY at, user_name",
+                    (schedule, chash),
+                )
+                seen.extend(self._approval(r) for r in rows)
+            states = list(settle(seen))
+            for st in states:
+                check_literal(st.state, ObjectState, "object state")
+            new = serial + 1
+            for st in states:
+                n = tx.run(
+                    "UPDATE rc_objects SET state = ?, state_reason = ?, serial = ?, "
+                    "updated_at = ? WHERE kind = 'Schedule' AND name = ? AND approval_hash = ? "
+                    "AND state IN ('awaiting-approval', 'denied', 'active') "
+                    "AND (state <> ? OR COALESCE(state_reason, '') <> ?)",
+                    (
+                        st.state,
+                        st.reason,
+                        new,
+                        ts,
+                        st.schedule,
+                        st.approval_hash,
+                        st.state,
+                        st.reason or "",
+                    ),
+                )
+                if n != 1:
+                    continue
+                changed.append(st.schedule)
+                if st.reopen is not None:
+                    slot = self._ts(as_utc(st.reopen, "reopen"))
+                    gone = tx.run(
+                        "DELETE FROM rc_slots WHERE schedule = ? AND slot = ? AND run_id IS NULL "
+                        "AND skip_reason = 'approval-pending'",
+                        (st.schedule, slot),
+                    )
+                    if gone:
+                        tx.run("DELETE FROM rc_cursors WHERE schedule = ?", (st.schedule,))
+            if changed:
+                tx.run("UPDATE rc_meta SET serial = ? WHERE id = 1", (new,))
+        return changed
+
     # -- webhook deliveries (api/routes/webhooks.py, engine/webhooks.py)
+
+    _DELIVERY_COLS = "forge, delivery_id, event, received_at, status, facts, detail, processed_at"
+
+    def _delivery(self, r: Sequence[Any]) -> Delivery:
+        return Delivery(
+            str(r[0]),
+            str(r[1]),
+            str(r[2]),
+            self._dt(r[3], "rc_deliveries.received_at"),
+            r[4],
+            json.loads(r[5]),
+            r[6],
+            None if r[7] is None else self._dt(r[7], "rc_deliveries.processed_at"),
+        )
+
+    def record_delivery(self, delivery: Delivery) -> bool:
+        """Record a delivery once per ``(forge, delivery_id)`` (the primary key); False: it was
+        recorded before (a replay), and nothing was written."""
+        d = delivery
+        check_literal(d.status, DeliveryStatus, "delivery status")
+        with self._tx("write") as tx:
+            n = tx.run(
+                f"INSERT INTO rc_deliveries ({self._DELIVERY_COLS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (forge, delivery_id) DO NOTHING",
+                (
+                    d.forge,
+                    d.delivery_id,
+                    d.event,
+                    self._ts(as_utc(d.received_at)),
+                    d.status,
+                    _json(dict(d.facts)),
+                    d.detail,
+                    None if d.processed_at is None else self._ts(as_utc(d.processed_at)),
+                ),
+            )
+        return n == 1
+
+    def claim_deliveries(
+        self, now: datetime, limit: int = 20, stale_seconds: float = 300.0
+    ) -> list[Delivery]:
+        """Claim up to ``limit`` pending deliveries, oldest first, for this caller (status
+        ``processing``). The UPDATE re-checks the status of every row it takes, so with several
+        replicas each delivery is claimed by exactly one. A delivery left ``processing`` for
+        longer than ``stale_seconds`` (its replica died) is claimed again."""
+        at = as_utc(now, "now")
+        stale = self._ts(at - timedelta(seconds=stale_seconds))
+        claimable = "(status = 'pending' OR (status = 'processing' AND processed_at < ?))"
+        with self._tx("write") as tx:
+            rows = tx.all(
+                f"UPDATE rc_deliveries SET status = 'processing', processed_at = ? "
+                f"WHERE {claimable} AND (forge, delivery_id) IN (SELECT forge, delivery_id "
+                f"FROM rc_deliveries WHERE {claimable} ORDER BY received_at LIMIT ?) "
+                f"RETURNING {self._DELIVERY_COLS}",
+                (self._ts(at), stale, stale, limit),
+            )
+        return sorted((self._delivery(r) for r in rows), key=lambda d: d.received_at)
+
+    def finish_delivery(
+        self,
+        forge: str,
+        delivery_id: str,
+        status: DeliveryStatus,
+        detail: str | None,
+        now: datetime,
+    ) -> bool:
+        """Record the outcome of a claimed delivery; False when it is not ``processing``."""
+        check_literal(status, DeliveryStatus, "delivery status")
+        with self._tx("write") as tx:
+            n = tx.run(
+                "UPDATE rc_deliveries SET status = ?, detail = ?, processed_at = ? "
+                "WHERE forge = ? AND delivery_id = ? AND status = 'processing'",
+                (status, detail, self._ts(as_utc(now, "now")), forge, delivery_id),
+            )
+        return n == 1
+
+    def get_delivery(self, forge: str, delivery_id: str) -> Delivery | None:
+        with self._tx("read") as tx:
+            r = tx.one(
+                f"SELECT {self._DELIVERY_COLS} FROM rc_deliveries "
+                "WHERE forge = ? AND delivery_id = ?",
+                (forge, delivery_id),
+            )
+        return None if r is None else self._delivery(r)
+
+    def list_deliveries(
+        self, forge: str | None = None, status: DeliveryStatus | None = None, limit: int = 50
+    ) -> list[Delivery]:
+        """Deliveries, newest first."""
+        where, params = [], []
+        if forge is not None:
+            where.append("forge = ?")
+            params.append(forge)
+        if status is not None:
+            where.append("status = ?")
+            params.append(status)
+        clause = f"WHERE {' AND '.join(where)} " if where else ""
+        with self._tx("read") as tx:
+            rows = tx.all(
+                f"SELECT {self._DELIVERY_COLS} FROM rc_deliveries {clause}"
+                "ORDER BY received_at DESC, delivery_id DESC LIMIT ?",
+                (*params, limit),
+            )
+        return [self._delivery(r) for r in rows]
+
+    def prune_deliveries(self, before: datetime) -> int:
+        """Forget the finished deliveries received before ``before`` (a replay older than the
+        history kept is then accepted again, and its review recorded again: the same
+        decision). Returns how many were deleted."""
+        with self._tx("write") as tx:
+            return tx.run(
+                "DELETE FROM rc_deliveries WHERE received_at < ? "
+                "AND status NOT IN ('pending', 'processing')",
+                (self._ts(as_utc(before)),),
+            )
 
     # -- idempotency keys of the trigger endpoint (api/routes/jobs.py)
 
@@ -2104,6 +2304,15 @@ class SqlStore(ABC):
         counts = {"pending": 0, "sending": 0, "sent": 0, "failed": 0}
         counts.update({r[0]: int(r[1]) for r in rows})
         return counts
+
+
+_APPROVAL_COLS = "schedule, content_hash, user_name, decision, at, reason, via, revision"
+_UPSERT_APPROVAL = (
+    "INSERT INTO rc_approvals (schedule, content_hash, user_name, decision, at, reason, via, "
+    "revision) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (schedule, content_hash, user_name) "
+    "DO UPDATE SET decision = excluded.decision, at = excluded.at, reason = excluded.reason, "
+    "via = excluded.via, revision = excluded.revision"
+)
 
 
 def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:

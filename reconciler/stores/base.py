@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, NewType, Protocol, TypeAlias, get_args
@@ -67,6 +67,7 @@ SKIP_REASONS: tuple[str, ...] = (
     "paused",  # the schedule is paused
     "owner-invalid",  # its owner is no longer a valid user
     "approval-pending",  # the content waits for approval
+    "denied",  # the content was denied (until it changes in Git)
     "desired-state-invalid",  # the current commit failed validation
 )
 
@@ -407,6 +408,47 @@ class Approval:
     decision: Decision
     at: datetime
     reason: str | None = None
+    via: str = "cli"
+    """Where the decision came from: ``cli``, ``api``, ``github``, ``gitlab`` or ``gitea``."""
+    revision: str | None = None
+    """The commit that was reviewed (forge reviews), None for the CLI and the API."""
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionWrite:
+    """One user's decision to record (``decision`` None withdraws theirs) in
+    :meth:`StateStore.record_decisions`."""
+
+    schedule: str
+    content_hash: str
+    user: str
+    decision: Decision | None
+    at: datetime
+    reason: str | None = None
+    via: str = "cli"
+    revision: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalStateWrite:
+    """The state an applied schedule gets from its decisions, written only while its applied
+    ``approval_hash`` is still this one and it is ``awaiting-approval``, ``denied`` or
+    ``active`` (a paused or disabled schedule keeps its state).
+
+    ``reopen``: the slot of a past-due ``at:`` that a forced approval lets run: its
+    ``approval-pending`` ledger entry and the schedule's cursor are removed in the same
+    transaction, so the firing loop records the slot again, as a run, exactly once."""
+
+    schedule: str
+    approval_hash: str
+    state: ObjectState
+    reason: str | None
+    reopen: datetime | None = None
+
+
+Settle = Callable[[Sequence["Approval"]], Sequence[ApprovalStateWrite]]
+"""Given every decision recorded for the (schedule, content hash) pairs just written (read in
+the same transaction), the states to write. A pure function: it runs inside the transaction."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -652,8 +694,28 @@ class StateStore(Protocol):
     ) -> bool: ...
 
     # -- approvals with their sources and authors (engine/approving.py)
+    def record_decisions(
+        self, writes: Sequence[DecisionWrite], settle: Settle, now: datetime
+    ) -> list[str]: ...
 
     # -- webhook deliveries (api/routes/webhooks.py, engine/webhooks.py)
+    def record_delivery(self, delivery: Delivery) -> bool: ...
+    def claim_deliveries(
+        self, now: datetime, limit: int = 20, stale_seconds: float = 300.0
+    ) -> list[Delivery]: ...
+    def finish_delivery(
+        self,
+        forge: str,
+        delivery_id: str,
+        status: DeliveryStatus,
+        detail: str | None,
+        now: datetime,
+    ) -> bool: ...
+    def get_delivery(self, forge: str, delivery_id: str) -> Delivery | None: ...
+    def list_deliveries(
+        self, forge: str | None = None, status: DeliveryStatus | None = None, limit: int = 50
+    ) -> list[Delivery]: ...
+    def prune_deliveries(self, before: datetime) -> int: ...
 
     # -- idempotency keys of the trigger endpoint (api/routes/jobs.py)
 
@@ -680,6 +742,35 @@ class StateStore(Protocol):
         self, status: OutboxStatus | None = None, limit: int = 50
     ) -> list[OutboxRecord]: ...
     def notification_counts(self) -> dict[str, int]: ...
+
+
+# --------------------------------------------------------------------------------------------
+# forge webhook deliveries (engine/webhooks.py)
+
+DeliveryStatus = Literal["pending", "processing", "done", "ignored", "failed"]
+"""What became of a forge delivery: ``pending`` waits for the daemon (a review), ``processing``
+is claimed by one replica, ``done`` did its work (a push requested a pass, a review was
+recorded), ``ignored`` did nothing on purpose (another repository, a branch not tracked, an
+event without meaning here; the detail says why), ``failed`` could not be done (the detail
+says why)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One forge webhook delivery, recorded once per ``(forge, delivery_id)``.
+
+    ``facts`` are what the payload said that matters here (event, pull request number, head
+    SHA, reviewed commit, reviewer and author logins, review state, base branch): never the raw
+    body, never a header value."""
+
+    forge: str
+    delivery_id: str
+    event: str
+    received_at: datetime
+    status: DeliveryStatus
+    facts: Mapping[str, JsonValue]
+    detail: str | None = None
+    processed_at: datetime | None = None
 
 
 # --------------------------------------------------------------------------------------------
