@@ -19,10 +19,13 @@ from tests.daemon.conftest import Serve, until
 from .conftest import make_repo
 
 
-def call(serve: Serve, method: str, path: str, key: str | None) -> tuple[int, Any]:
-    req = urllib.request.Request(
-        serve.url + path, method=method, data=b"" if method == "POST" else None
-    )
+def call(
+    serve: Serve, method: str, path: str, key: str | None, body: Any = None
+) -> tuple[int, Any]:
+    data = json.dumps(body).encode() if body is not None else b"" if method == "POST" else None
+    req = urllib.request.Request(serve.url + path, method=method, data=data)
+    if body is not None:
+        req.add_header("Content-Type", "application/json")
     if key is not None:
         req.add_header("X-API-Key", key)
     try:
@@ -105,8 +108,13 @@ def test_approve_deny_and_dry_run_through_a_running_serve(
 
     status, body = call(serve, "POST", "/api/schedules/nightly/approve", keys["bob"])
     assert (status, body["state"]) == (200, "active"), body
-    status, body = call(serve, "POST", "/api/schedules/nightly/deny?reason=oops", keys["erin"])
+    status, body = call(
+        serve, "POST", "/api/schedules/nightly/deny", keys["erin"], {"reason": "freeze"}
+    )
     assert (status, body["state"]) == (200, "denied"), body
+    with open_store(state) as store:
+        denial = [a for a in store.list_approvals("nightly") if a.user == "erin"]
+    assert [(a.decision, a.reason, a.via) for a in denial] == [("deny", "freeze", "api")]
 
     # the at: passes while it waits; then only a forced approval lets it run, once
     until(lambda: slot_reason(state, "once", slot) == "approval-pending", 30, "the at: to pass")
