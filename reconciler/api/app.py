@@ -2,27 +2,26 @@
 
 :func:`create_app` assembles the routers of :mod:`reconciler.api.routes` (one module per
 resource) over one :class:`~reconciler.api.context.ApiContext`. Every error answer is
-``{"error": {"code", "message"}}`` (:mod:`reconciler.api.errors`). Requests are logged by
-:func:`create_app`'s middleware without their query strings (uvicorn's access log is off: it
-would print ``?key=`` secrets).
+``{"error": {"code", "message"}}`` (:mod:`reconciler.api.errors`). Requests are logged
+without their query strings (uvicorn's access log is off: it would print ``?key=`` secrets),
+and every request body is limited to ``ctx.body_limit`` bytes (413), both by
+:mod:`reconciler.api.limits`.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Awaitable, Callable
 
-from fastapi import FastAPI, Request
-from fastapi.responses import Response
+from fastapi import FastAPI
 
 from reconciler.api.context import ApiContext
 from reconciler.api.errors import install_handlers
-from reconciler.api.routes import health
+from reconciler.api.limits import BodyLimit, RequestLog
+from reconciler.api.routes import health, jobs, runs, schedules
 
 log = logging.getLogger("reconciler.http")
 
-ROUTERS = (health.routes,)
+ROUTERS = (health.routes, jobs.routes, runs.routes, schedules.routes)
 
 
 def create_app(ctx: ApiContext) -> FastAPI:
@@ -33,20 +32,9 @@ def create_app(ctx: ApiContext) -> FastAPI:
     )
     install_handlers(app)
 
-    @app.middleware("http")
-    async def request_logger(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        start = time.perf_counter()
-        response = await call_next(request)
-        log.info(
-            "%s %s %d %.1f ms",
-            request.method,
-            request.url.path,  # never the query string: it may hold ?key=
-            response.status_code,
-            (time.perf_counter() - start) * 1000,
-        )
-        return response
+    # the last added is the outermost: the log sees every answer, the limit's 413s too
+    app.add_middleware(BodyLimit, limit=ctx.body_limit)
+    app.add_middleware(RequestLog, log=log)
 
     for make in ROUTERS:
         app.include_router(make(ctx))

@@ -23,6 +23,7 @@ Transaction modes a backend must provide (``_tx(mode)``):
 
 from __future__ import annotations
 
+import hmac
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -46,6 +47,8 @@ from reconciler.stores.base import (
     HeartbeatAnswer,
     HistoryEntry,
     HostResult,
+    IdempotencyKey,
+    IdempotentRun,
     Lease,
     LogSlice,
     NewRun,
@@ -321,6 +324,10 @@ _HOST_COLS = "run_id, server, status, ok, changed, failed, unreachable, skipped,
 
 class _SlotTaken(Exception):
     """Internal: the (schedule, slot) ledger row exists already; roll the run back."""
+
+
+class _KeyTaken(Exception):
+    """Internal: a concurrent request took the idempotency key; roll the run back."""
 
 
 def _json(value: Any) -> str:
@@ -1784,6 +1791,80 @@ class SqlStore(ABC):
     # -- webhook deliveries (api/routes/webhooks.py, engine/webhooks.py)
 
     # -- idempotency keys of the trigger endpoint (api/routes/jobs.py)
+
+    def create_run_once(self, run: NewRun, key: IdempotencyKey, now: datetime) -> IdempotentRun:
+        """Create ``run`` unless ``key`` was used within its window (then the first run is
+        returned: ``replayed``, or ``conflict`` when that request had another body). The run
+        and the key's row are written in one transaction: of two concurrent requests with one
+        key only one creates a run. (SQLite: writers are serialised. PostgreSQL: the second
+        waits on the key's unique index, finds it taken, rolls its run back and replays.)"""
+        ts = self._ts(as_utc(now, "now"))
+        cutoff = self._ts(as_utc(now, "now") - timedelta(seconds=key.window_seconds))
+        for _ in range(3):
+            try:
+                with self._tx("write") as tx:
+                    seen = tx.one(
+                        "SELECT body_hash, run_id FROM rc_idempotency "
+                        "WHERE api_key = ? AND idem_key = ? AND created_at >= ?",
+                        (key.api_key, key.key, cutoff),
+                    )
+                    if seen is None:
+                        run_id = self._insert_run(tx, run, ts, now)
+                        n = tx.run(
+                            "INSERT INTO rc_idempotency (api_key, idem_key, body_hash, run_id, "
+                            "created_at) VALUES (?, ?, ?, ?, ?) "
+                            "ON CONFLICT (api_key, idem_key) DO UPDATE SET "
+                            "body_hash = excluded.body_hash, run_id = excluded.run_id, "
+                            "created_at = excluded.created_at "
+                            "WHERE rc_idempotency.created_at < ?",
+                            (key.api_key, key.key, key.body_hash, run_id, ts, cutoff),
+                        )
+                        if n != 1:  # a concurrent request took the key first
+                            raise _KeyTaken
+                    else:
+                        run_id = int(seen[1])
+                    rows = tx.all(f"SELECT {_RUN_COLS} FROM rc_runs WHERE id = ?", (run_id,))
+                    record = self._with_hosts(tx, rows)[0]
+            except _KeyTaken:
+                continue
+            if seen is None:
+                return IdempotentRun("created", record)
+            same = hmac.compare_digest(str(seen[0]), key.body_hash)
+            return IdempotentRun("replayed" if same else "conflict", record)
+        raise StateConflict("the idempotency key is being used by concurrent requests; retry")
+
+    def page_runs(
+        self,
+        *,
+        schedule: str | None = None,
+        status: RunStatus | None = None,
+        template: str | None = None,
+        trigger: RunTrigger | None = None,
+        before: int | None = None,
+        limit: int = 50,
+    ) -> list[RunRecord]:
+        """Runs newest first (by id), only those with an id below ``before`` when it is given:
+        a page of the history that stays put while new runs are created."""
+        where: list[str] = []
+        params: list[Any] = []
+        for column, value in (
+            ("schedule", schedule),
+            ("status", status),
+            ("template", template),
+            ("trigger_kind", trigger),
+        ):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if before is not None:
+            where.append("id < ?")
+            params.append(before)
+        sql = f"SELECT {_RUN_COLS} FROM rc_runs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC LIMIT ?"
+        with self._tx("read") as tx:
+            return self._with_hosts(tx, tx.all(sql, [*params, limit]))
 
     # -- signed revisions and run provenance
 
