@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from reconciler.api.context import ApiContext
 from reconciler.api.errors import install_handlers
 from reconciler.api.limits import BodyLimit, RequestLog
+from reconciler.api.models import ErrorBody
 from reconciler.api.routes import health, jobs, runs, schedules
 
 log = logging.getLogger("reconciler.http")
@@ -29,6 +30,16 @@ def create_app(ctx: ApiContext) -> FastAPI:
         title="reconciler",
         description="GitOps reconciler for scheduled infrastructure jobs",
         version="0.1.0",
+        # answers every route may give: a bad query, no or a wrong key, a body over the limit
+        responses={
+            status: {"model": ErrorBody, "description": what}
+            for status, what in (
+                (400, "Bad request: a query parameter, header or body that is not valid"),
+                (401, "No API key, or an unknown or revoked one"),
+                (403, "The key's scopes do not allow this"),
+                (413, "The request body is over the size limit"),
+            )
+        },
     )
     install_handlers(app)
 

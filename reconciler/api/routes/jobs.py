@@ -7,11 +7,11 @@ which checks and queues the run exactly as ``reconciler run`` does for a live da
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Query, Request, Security
 from fastapi.responses import JSONResponse
+from pydantic import AwareDatetime
 
 from reconciler.api.auth import KEY_HEADER, KEY_QUERY, need_key
 from reconciler.api.context import ApiContext
@@ -43,30 +43,6 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _instant(text: str) -> datetime:
-    try:
-        t = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise ApiError(
-            400, "bad-request", f"at: {text[:40]!r} is not an ISO-8601 instant"
-        ) from None
-    if t.tzinfo is None or t.utcoffset() is None:
-        raise ApiError(400, "bad-request", "at: give the instant with Z or an offset (+01:00)")
-    return t
-
-
-_TRUE = {"true", "1", "yes", "on"}
-_FALSE = {"false", "0", "no", "off", ""}
-
-
-def _flag(text: str) -> bool:
-    if text.lower() in _TRUE:
-        return True
-    if text.lower() in _FALSE:
-        return False
-    raise ApiError(400, "bad-request", f"simulate: {text[:20]!r} is not true or false")
-
-
 def routes(ctx: ApiContext) -> APIRouter:
     router = APIRouter(tags=["jobs"])
 
@@ -83,15 +59,17 @@ def routes(ctx: ApiContext) -> APIRouter:
         template: Annotated[str, Query(max_length=253, description="The template to run")],
         body: Annotated[TriggerBody | None, Body()] = None,
         simulate: Annotated[
-            str | None, Query(description="true: check mode (also in the body)")
+            bool | None, Query(description="true: check mode (also in the body)")
         ] = None,
         at: Annotated[
-            str | None, Query(description="ISO-8601 instant with offset: a one-off not before it")
+            AwareDatetime | None,
+            Query(description="ISO-8601 instant with offset: a one-off not before it"),
         ] = None,
         idempotency_key: Annotated[
             str | None,
             Header(
                 alias="Idempotency-Key",
+                pattern=r"^[ -~]{1,255}$",
                 description="The same key with the same request within 24 h returns the "
                 "first run instead of creating another",
             ),
@@ -109,13 +87,13 @@ def routes(ctx: ApiContext) -> APIRouter:
         if at is not None:
             if when is not None:
                 raise ApiError(400, "bad-request", "at: give it in the query or the body, not both")
-            when = _instant(at)
+            when = at
         req = TriggerRequest(
             template=template,
             variables=given.variables,
             text_variables=text_vars,
             targets=given.targets if body is not None else Targets(),
-            simulate=given.simulate or (simulate is not None and _flag(simulate)),
+            simulate=given.simulate or bool(simulate),
             at=when,
             idempotency_key=idempotency_key,
         )
