@@ -177,6 +177,10 @@ def serve(
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # accepted connections inherit it: a response written in two parts (head, body) must
+    # not wait for the client's delayed ACK (40 ms). asyncio sets it only on sockets made
+    # with proto=IPPROTO_TCP, and this one is made with proto 0.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         sock.bind((host, port))
     except OSError as e:

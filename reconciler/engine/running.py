@@ -54,14 +54,42 @@ def applied_template(store: StateStore, name: str) -> JobTemplate:
             f'no template "{name}" in the applied state'
             + (f"; {hint}" if hint else f" (templates: {', '.join(known) or 'none applied'})")
         )
-    from reconciler.planning.plan import stored_document
-
-    return stored_document(JobTemplate, "JobTemplate", name, rec.body)
+    template: JobTemplate = _parsed(JobTemplate, "JobTemplate", name, rec.content_hash, rec.body)
+    return template
 
 
 def applied_inventory(store: StateStore) -> ResolvedInventory:
     rec = store.get_object(SERVERS_KIND, SERVERS_NAME)
-    return ResolvedInventory.from_body(rec.body) if rec else ResolvedInventory({}, {}, {})
+    if rec is None:
+        return ResolvedInventory({}, {}, {})
+    key = (SERVERS_KIND, SERVERS_NAME, rec.content_hash)
+    got = _PARSED.get(key)
+    if not isinstance(got, ResolvedInventory):
+        got = _remember(key, ResolvedInventory.from_body(rec.body))
+    return got
+
+
+_PARSED: dict[tuple[str, str, str], Any] = {}
+"""Applied objects already parsed, by kind, name and content hash (a content hash names one
+content for ever, so an entry is never stale). Values are never modified by their users."""
+_PARSED_MAX = 512
+
+
+def _remember(key: tuple[str, str, str], value: Any) -> Any:
+    if len(_PARSED) >= _PARSED_MAX:
+        _PARSED.clear()
+    _PARSED[key] = value
+    return value
+
+
+def _parsed(model: type[JobTemplate], kind: str, name: str, content_hash: str, body: str) -> Any:
+    from reconciler.planning.plan import stored_document
+
+    key = (kind, name, content_hash)
+    got = _PARSED.get(key)
+    if got is None:
+        got = _remember(key, stored_document(model, kind, name, body))
+    return got
 
 
 def parse_vars(template: JobTemplate, pairs: Sequence[str]) -> dict[str, Any]:
@@ -155,11 +183,14 @@ def build_run(
     *,
     not_before: datetime | None = None,
     claim: bool = False,
+    template: JobTemplate | None = None,
 ) -> tuple[NewRun, ResolvedVariables]:
     """The run that :func:`prepare_run` queues, checked against the applied state but not
     written (the HTTP API writes it with its idempotency key). Raises UsageError naming every
-    problem of the variables and the targets at once."""
-    template = applied_template(store, template_name)
+    problem of the variables and the targets at once. ``template``: the applied template of
+    that name, when the caller has read it already."""
+    if template is None:
+        template = applied_template(store, template_name)
     if not template.spec.enabled:
         raise UsageError(f'template "{template_name}" is disabled (enabled: false in Git)')
     resolved = resolve(template.spec, schedule.spec.variables if schedule else None, caller_values)

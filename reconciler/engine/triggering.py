@@ -7,24 +7,51 @@ and target with :func:`reconciler.engine.running.build_run` (the same checks as 
 schedules) and queues the run as ``reconciler run`` queues one for a live daemon: trigger
 ``api``, the caller's values recorded on the run as untrusted data (never templated by
 Ansible). With an ``Idempotency-Key`` the run and the key are written in one transaction
-(:meth:`~reconciler.stores.base.StateStore.create_run_once`). Not pure: it reads and writes the
-store.
+(:meth:`~reconciler.stores.base.StateStore.create_run_once`). :class:`GroupCommit` writes the
+runs of concurrent triggers in one transaction (a commit costs a flush to disk; many triggers
+share it). Not pure: it reads and writes the store.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from reconciler.engine.keys import may_trigger
 from reconciler.engine.running import applied_template, build_run, text_vars
-from reconciler.errors import ReconcilerError, UsageError
+from reconciler.errors import ReconcilerError, StateUnavailable, UsageError
 from reconciler.model.common import Targets
-from reconciler.stores.base import ApiKey, IdempotencyKey, RunRecord, StateStore
+from reconciler.stores.base import (
+    ApiKey,
+    IdempotencyKey,
+    IdempotentRun,
+    NewRun,
+    RunRecord,
+    StateStore,
+)
+
+log = logging.getLogger("reconciler.api")
+
+Writer = Callable[[NewRun, IdempotencyKey | None, datetime], IdempotentRun]
+"""Writes one run (with its idempotency key, or none): :class:`GroupCommit.write`, or a store's
+own ``create_runs`` (:func:`direct_writer`)."""
+
+
+def direct_writer(store: StateStore) -> Writer:
+    """Each run in its own transaction, on ``store``."""
+
+    def write(run: NewRun, key: IdempotencyKey | None, now: datetime) -> IdempotentRun:
+        return store.create_runs([(run, key)], now)[0]
+
+    return write
+
 
 IDEMPOTENCY_WINDOW_SECONDS = 24 * 3600.0
 """How long an ``Idempotency-Key`` is remembered (per API key)."""
@@ -82,10 +109,17 @@ def request_hash(request: TriggerRequest) -> str:
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
-def trigger(store: StateStore, key: ApiKey, request: TriggerRequest, now: datetime) -> Triggered:
+def trigger(
+    store: StateStore,
+    key: ApiKey,
+    request: TriggerRequest,
+    now: datetime,
+    write: Writer | None = None,
+) -> Triggered:
     """Queue the run ``request`` asks for, as ``key``; raises :class:`TriggerForbidden`,
     :class:`TemplateNotFound`, :class:`IdempotencyConflict` or UsageError (every problem of
-    the values and targets in one message)."""
+    the values and targets in one message). ``write`` writes the run (default: on ``store``,
+    in a transaction of its own)."""
     if "trigger" not in key.scopes:
         raise TriggerForbidden(f"API key {key.name} has no trigger scope")
     idem = request.idempotency_key
@@ -95,9 +129,12 @@ def trigger(store: StateStore, key: ApiKey, request: TriggerRequest, now: dateti
         raise UsageError(
             f"Idempotency-Key: use 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters"
         )
-    if store.get_object("JobTemplate", request.template) is None:
-        raise TemplateNotFound(f"no template {json.dumps(request.template)} in the applied state")
-    template = applied_template(store, request.template)
+    try:
+        template = applied_template(store, request.template)
+    except UsageError:
+        raise TemplateNotFound(
+            f"no template {json.dumps(request.template)} in the applied state"
+        ) from None
     why = may_trigger(key, request.template, template.spec.api_keys)
     if why is not None:
         raise TriggerForbidden(why)
@@ -125,19 +162,98 @@ def trigger(store: StateStore, key: ApiKey, request: TriggerRequest, now: dateti
         "api",
         requested_by=f"api-key:{key.name}",
         not_before=request.at,
+        template=template,
     )
-    if idem is None:
-        run = store.create_run(new, now)
-        assert run is not None  # an api run takes no slot
-        return Triggered(run)
-    done = store.create_run_once(
-        new,
-        IdempotencyKey(key.name, idem, request_hash(request), IDEMPOTENCY_WINDOW_SECONDS),
-        now,
+    idem_key = (
+        None
+        if idem is None
+        else IdempotencyKey(key.name, idem, request_hash(request), IDEMPOTENCY_WINDOW_SECONDS)
     )
+    done = (write or direct_writer(store))(new, idem_key, now)
     if done.outcome == "conflict":
         raise IdempotencyConflict(
             f"Idempotency-Key {json.dumps(idem)} was used for another request "
             f"(it created run {done.run.id}); use a new key for a new request"
         )
     return Triggered(done.run, replayed=done.outcome == "replayed")
+
+
+@dataclass
+class _Pending:
+    run: NewRun
+    key: IdempotencyKey | None
+    now: datetime
+    done: threading.Event = field(default_factory=threading.Event)
+    result: IdempotentRun | None = None
+    error: BaseException | None = None
+
+
+class GroupCommit:
+    """One writer thread that writes the runs of concurrent triggers together: a request
+    thread hands its run over (:meth:`write`) and waits; the writer takes everything waiting
+    (at most ``max_batch``) into one transaction (:meth:`StateStore.create_runs`), so N
+    triggers that arrive together cost one commit, not N. A lone trigger waits for no one.
+    If a batch fails, its runs are written one by one, so one bad run fails only itself.
+    The writer opens its own store connection and is a daemon thread: a transaction is
+    atomic, so stopping the process mid-batch leaves no half-written run."""
+
+    def __init__(
+        self, open_store: Callable[[], StateStore], max_batch: int = 200, timeout: float = 60.0
+    ) -> None:
+        self._open = open_store
+        self._max = max_batch
+        self._timeout = timeout
+        self._cond = threading.Condition()
+        self._pending: list[_Pending] = []
+        self._thread: threading.Thread | None = None
+        self._store: StateStore | None = None
+
+    def write(self, run: NewRun, key: IdempotencyKey | None, now: datetime) -> IdempotentRun:
+        item = _Pending(run, key, now)
+        with self._cond:
+            self._pending.append(item)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._loop, name="api-run-writer", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify()
+        if not item.done.wait(self._timeout):
+            raise StateUnavailable("the state did not take the run in time; retry")
+        if item.error is not None:
+            raise item.error
+        assert item.result is not None
+        return item.result
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending:
+                    self._cond.wait()
+                batch, self._pending = self._pending[: self._max], self._pending[self._max :]
+            self._commit(batch)
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        try:
+            store = self._store = self._store or self._open()
+            results = store.create_runs([(i.run, i.key) for i in batch], max(i.now for i in batch))
+        except BaseException as e:
+            if self._store is not None and isinstance(e, StateUnavailable):
+                self._reopen()
+            if len(batch) > 1:
+                for item in batch:
+                    self._commit([item])
+                return
+            log.debug("a triggered run could not be written: %s", e)
+            batch[0].error = e
+            batch[0].done.set()
+            return
+        for item, result in zip(batch, results, strict=True):
+            item.result = result
+            item.done.set()
+
+    def _reopen(self) -> None:
+        store, self._store = self._store, None
+        if store is not None:
+            with contextlib.suppress(ReconcilerError):
+                store.close()

@@ -1798,40 +1798,58 @@ class SqlStore(ABC):
         and the key's row are written in one transaction: of two concurrent requests with one
         key only one creates a run. (SQLite: writers are serialised. PostgreSQL: the second
         waits on the key's unique index, finds it taken, rolls its run back and replays.)"""
+        return self.create_runs([(run, key)], now)[0]
+
+    def create_runs(
+        self, items: Sequence[tuple[NewRun, IdempotencyKey | None]], now: datetime
+    ) -> list[IdempotentRun]:
+        """Create many API runs in one transaction (a group commit), each with its
+        idempotency key or none, with the rules of :meth:`create_run_once`; one answer per
+        item, in order. Two items with one key: the second replays the first."""
         ts = self._ts(as_utc(now, "now"))
-        cutoff = self._ts(as_utc(now, "now") - timedelta(seconds=key.window_seconds))
         for _ in range(3):
             try:
                 with self._tx("write") as tx:
-                    seen = tx.one(
-                        "SELECT body_hash, run_id FROM rc_idempotency "
-                        "WHERE api_key = ? AND idem_key = ? AND created_at >= ?",
-                        (key.api_key, key.key, cutoff),
-                    )
-                    if seen is None:
-                        run_id = self._insert_run(tx, run, ts, now)
-                        n = tx.run(
-                            "INSERT INTO rc_idempotency (api_key, idem_key, body_hash, run_id, "
-                            "created_at) VALUES (?, ?, ?, ?, ?) "
-                            "ON CONFLICT (api_key, idem_key) DO UPDATE SET "
-                            "body_hash = excluded.body_hash, run_id = excluded.run_id, "
-                            "created_at = excluded.created_at "
-                            "WHERE rc_idempotency.created_at < ?",
-                            (key.api_key, key.key, key.body_hash, run_id, ts, cutoff),
+                    done = [self._create_once(tx, run, key, ts, now) for run, key in items]
+                    ids = sorted({run_id for _, run_id in done})
+                    rows: list[tuple[Any, ...]] = []
+                    for chunk in _chunks(ids, 500):
+                        marks = ",".join("?" * len(chunk))
+                        rows += tx.all(
+                            f"SELECT {_RUN_COLS} FROM rc_runs WHERE id IN ({marks})", chunk
                         )
-                        if n != 1:  # a concurrent request took the key first
-                            raise _KeyTaken
-                    else:
-                        run_id = int(seen[1])
-                    rows = tx.all(f"SELECT {_RUN_COLS} FROM rc_runs WHERE id = ?", (run_id,))
-                    record = self._with_hosts(tx, rows)[0]
-            except _KeyTaken:
+                    records = {r.id: r for r in self._with_hosts(tx, rows)}
+            except _KeyTaken:  # a concurrent transaction took a key first: it is there now
                 continue
-            if seen is None:
-                return IdempotentRun("created", record)
-            same = hmac.compare_digest(str(seen[0]), key.body_hash)
-            return IdempotentRun("replayed" if same else "conflict", record)
+            return [IdempotentRun(outcome, records[RunId(run_id)]) for outcome, run_id in done]
         raise StateConflict("the idempotency key is being used by concurrent requests; retry")
+
+    def _create_once(
+        self, tx: Tx, run: NewRun, key: IdempotencyKey | None, ts: Any, now: datetime
+    ) -> tuple[Literal["created", "replayed", "conflict"], int]:
+        if key is None:
+            return "created", self._insert_run(tx, run, ts, now)
+        cutoff = self._ts(as_utc(now, "now") - timedelta(seconds=key.window_seconds))
+        seen = tx.one(
+            "SELECT body_hash, run_id FROM rc_idempotency "
+            "WHERE api_key = ? AND idem_key = ? AND created_at >= ?",
+            (key.api_key, key.key, cutoff),
+        )
+        if seen is not None:
+            same = hmac.compare_digest(str(seen[0]), key.body_hash)
+            return ("replayed" if same else "conflict"), int(seen[1])
+        run_id = self._insert_run(tx, run, ts, now)
+        n = tx.run(
+            "INSERT INTO rc_idempotency (api_key, idem_key, body_hash, run_id, created_at) "
+            "VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (api_key, idem_key) DO UPDATE SET body_hash = excluded.body_hash, "
+            "run_id = excluded.run_id, created_at = excluded.created_at "
+            "WHERE rc_idempotency.created_at < ?",
+            (key.api_key, key.key, key.body_hash, run_id, ts, cutoff),
+        )
+        if n != 1:  # a concurrent transaction took the key first
+            raise _KeyTaken
+        return "created", run_id
 
     def page_runs(
         self,

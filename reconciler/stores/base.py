@@ -560,6 +560,9 @@ class StateStore(Protocol):
 
     # -- idempotency keys of the trigger endpoint (api/routes/jobs.py)
     def create_run_once(self, run: NewRun, key: IdempotencyKey, now: datetime) -> IdempotentRun: ...
+    def create_runs(
+        self, items: Sequence[tuple[NewRun, IdempotencyKey | None]], now: datetime
+    ) -> list[IdempotentRun]: ...
     def page_runs(
         self,
         *,

@@ -143,9 +143,9 @@ def start_api(tmp: Path, state: str, *args: str, fake: str = "0.05") -> Api:
     return Api(serve, state, keys)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
-    """One SQLite daemon with one worker for a module's tests."""
+    """One SQLite daemon with one worker, shared by the tests of this package."""
     tmp = tmp_path_factory.mktemp("api")
     a = start_api(tmp, str(tmp / "state.sqlite"), "--workers", "1")
     yield a

@@ -14,7 +14,7 @@ from schemathesis import GenerationMode
 
 from .conftest import Api
 
-EXAMPLES = 20
+EXAMPLES = 15
 KEYS = ("read", "ci", "approver")
 """Each request is sent with one of these keys: a read, a trigger and an approve key."""
 

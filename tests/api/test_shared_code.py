@@ -99,7 +99,12 @@ def test_two_connections_racing_on_one_key_create_one_run(state_url: str) -> Non
             barrier = threading.Barrier(len(stores))
             got: list[IdempotentRun] = []
 
-            def go(s: StateStore, r: int = round_) -> None:
+            def go(
+                s: StateStore,
+                r: int = round_,
+                barrier: threading.Barrier = barrier,
+                got: list[IdempotentRun] = got,
+            ) -> None:
                 barrier.wait(10)
                 key = IdempotencyKey("ci", f"race-{r}", "sha256:x")
                 got.append(s.create_run_once(_api_run(f"r{r}"), key, NOW))
@@ -128,3 +133,17 @@ def test_page_runs_goes_back_by_id_with_filters(store: StateStore) -> None:
     assert [r.id for r in rest] == [r.id for r in reversed(ids[:3])]  # type: ignore[union-attr]
     assert [r.id for r in store.page_runs(trigger="cli")] == [cli_run.id]
     assert store.page_runs(template="nope") == []
+
+
+def test_a_group_commit_writes_many_runs_in_one_transaction_and_replays_within_it(
+    store: StateStore,
+) -> None:
+    key = IdempotencyKey("ci", "double-click", "sha256:a")
+    got = store.create_runs(
+        [(_api_run("1"), key), (_api_run("1"), key), (_api_run("2"), None), (_api_run("3"), None)],
+        NOW,
+    )
+    assert [g.outcome for g in got] == ["created", "replayed", "created", "created"]
+    assert got[0].run == got[1].run and len({g.run.id for g in got}) == 3
+    assert [g.run.variables["version"] for g in got] == ["1", "1", "2", "3"]
+    assert len(store.list_runs(template="deploy")) == 3

@@ -18,6 +18,7 @@ from reconciler.api.context import ApiContext
 from reconciler.api.errors import ApiError
 from reconciler.api.models import ErrorBody, TriggerAnswer, TriggerBody
 from reconciler.engine.triggering import (
+    GroupCommit,
     IdempotencyConflict,
     TemplateNotFound,
     TriggerForbidden,
@@ -45,6 +46,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 def routes(ctx: ApiContext) -> APIRouter:
     router = APIRouter(tags=["jobs"])
+    writer = GroupCommit(ctx.open_store)
 
     @router.post(
         "/api/jobs/trigger",
@@ -98,7 +100,7 @@ def routes(ctx: ApiContext) -> APIRouter:
             idempotency_key=idempotency_key,
         )
         try:
-            done = trigger(ctx.store(), key, req, ctx.clock.now())
+            done = trigger(ctx.store(), key, req, ctx.clock.now(), writer.write)
         except TriggerForbidden as e:
             raise ApiError(403, "forbidden", str(e)) from None
         except TemplateNotFound as e:
