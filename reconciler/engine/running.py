@@ -184,17 +184,19 @@ def build_run(
     not_before: datetime | None = None,
     claim: bool = False,
     template: JobTemplate | None = None,
+    applied: tuple[str | None, ResolvedInventory] | None = None,
 ) -> tuple[NewRun, ResolvedVariables]:
     """The run that :func:`prepare_run` queues, checked against the applied state but not
     written (the HTTP API writes it with its idempotency key). Raises UsageError naming every
     problem of the variables and the targets at once. ``template``: the applied template of
-    that name, when the caller has read it already."""
+    that name, and ``applied``: the applied revision and inventory, when the caller has read
+    them already."""
     if template is None:
         template = applied_template(store, template_name)
     if not template.spec.enabled:
         raise UsageError(f'template "{template_name}" is disabled (enabled: false in Git)')
     resolved = resolve(template.spec, schedule.spec.variables if schedule else None, caller_values)
-    inv = applied_inventory(store)
+    revision, inv = applied if applied is not None else (None, applied_inventory(store))
     problems = [p.message for p in resolved.problems] + target_problems(inv, targets)
     if problems:
         raise UsageError("; ".join(problems))
@@ -204,12 +206,13 @@ def build_run(
             "the targets match no server (roles and environments together "
             "select servers that are in both)"
         )
-    info = store.info()
+    if applied is None:
+        revision = store.info().revision
     sensitive = frozenset(resolved.secret_values)
     new = NewRun(
         template=template_name,
         trigger=trigger,  # type: ignore[arg-type]
-        commit=info.revision,
+        commit=revision,
         schedule=schedule.name if schedule else None,
         slot=slot,
         variables={**resolved.public(), **dict.fromkeys(sensitive, "")},

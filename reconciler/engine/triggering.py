@@ -25,9 +25,16 @@ from datetime import datetime
 from typing import Any
 
 from reconciler.engine.keys import may_trigger
-from reconciler.engine.running import applied_template, build_run, text_vars
+from reconciler.engine.running import (
+    applied_inventory,
+    applied_template,
+    build_run,
+    text_vars,
+)
 from reconciler.errors import ReconcilerError, StateUnavailable, UsageError
 from reconciler.model.common import Targets
+from reconciler.model.documents import JobTemplate
+from reconciler.planning.plan import ResolvedInventory
 from reconciler.stores.base import (
     ApiKey,
     IdempotencyKey,
@@ -115,11 +122,13 @@ def trigger(
     request: TriggerRequest,
     now: datetime,
     write: Writer | None = None,
+    cache: AppliedCache | None = None,
 ) -> Triggered:
     """Queue the run ``request`` asks for, as ``key``; raises :class:`TriggerForbidden`,
     :class:`TemplateNotFound`, :class:`IdempotencyConflict` or UsageError (every problem of
     the values and targets in one message). ``write`` writes the run (default: on ``store``,
-    in a transaction of its own)."""
+    in a transaction of its own); ``cache`` keeps what was read of the applied state between
+    calls (:class:`AppliedCache`)."""
     if "trigger" not in key.scopes:
         raise TriggerForbidden(f"API key {key.name} has no trigger scope")
     idem = request.idempotency_key
@@ -129,12 +138,10 @@ def trigger(
         raise UsageError(
             f"Idempotency-Key: use 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters"
         )
-    try:
-        template = applied_template(store, request.template)
-    except UsageError:
-        raise TemplateNotFound(
-            f"no template {json.dumps(request.template)} in the applied state"
-        ) from None
+    view = (cache or AppliedCache()).view(store)
+    template = view.template(store, request.template)
+    if template is None:
+        raise TemplateNotFound(f"no template {json.dumps(request.template)} in the applied state")
     why = may_trigger(key, request.template, template.spec.api_keys)
     if why is not None:
         raise TriggerForbidden(why)
@@ -163,6 +170,7 @@ def trigger(
         requested_by=f"api-key:{key.name}",
         not_before=request.at,
         template=template,
+        applied=(view.revision, view.inventory),
     )
     idem_key = (
         None
@@ -176,6 +184,46 @@ def trigger(
             f"(it created run {done.run.id}); use a new key for a new request"
         )
     return Triggered(done.run, replayed=done.outcome == "replayed")
+
+
+@dataclass
+class AppliedView:
+    """The applied state a trigger is checked against, as of one serial of the state."""
+
+    serial: int
+    location: str
+    revision: str | None
+    inventory: ResolvedInventory
+    templates: dict[str, JobTemplate] = field(default_factory=dict)
+
+    def template(self, store: StateStore, name: str) -> JobTemplate | None:
+        """The applied template ``name`` (None: there is none)."""
+        got = self.templates.get(name)
+        if got is None:
+            try:
+                got = applied_template(store, name)
+            except UsageError:
+                return None
+            self.templates[name] = got
+        return got
+
+
+class AppliedCache:
+    """What triggers read of the applied state, kept while the state's serial stays the same
+    (every write to the applied objects bumps it): a trigger then reads only the serial, not
+    the template and the inventory again. One per HTTP app; safe across threads (a view is
+    replaced whole; a template read twice by two threads is the same content)."""
+
+    def __init__(self) -> None:
+        self._view: AppliedView | None = None
+
+    def view(self, store: StateStore) -> AppliedView:
+        info = store.info()
+        view = self._view
+        if view is None or view.serial != info.serial or view.location != info.location:
+            view = AppliedView(info.serial, info.location, info.revision, applied_inventory(store))
+            self._view = view
+        return view
 
 
 @dataclass

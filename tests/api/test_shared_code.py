@@ -13,9 +13,13 @@ from textwrap import dedent
 import pytest
 
 from reconciler.cli.main import main
+from reconciler.engine.keys import create_key
+from reconciler.engine.triggering import AppliedCache, TriggerRequest, trigger
+from reconciler.errors import UsageError
 from reconciler.stores import StateStore, open_store
 from reconciler.stores.base import IdempotencyKey, IdempotentRun, NewRun
-from tests.daemon.conftest import apply_dir, schedule, write_repo
+from tests.daemon.conftest import apply_dir, make_repo, schedule, write_repo
+from tests.gitutil import git
 
 from .conftest import TEMPLATES
 
@@ -147,3 +151,23 @@ def test_a_group_commit_writes_many_runs_in_one_transaction_and_replays_within_i
     assert got[0].run == got[1].run and len({g.run.id for g in got}) == 3
     assert [g.run.variables["version"] for g in got] == ["1", "1", "2", "3"]
     assert len(store.list_runs(template="deploy")) == 3
+
+
+def test_the_trigger_cache_follows_every_apply(tmp_path: Path) -> None:
+    state = str(tmp_path / "state.sqlite")
+    docs = {name: dedent(text).lstrip() for name, text in TEMPLATES.items()}
+    root = make_repo(tmp_path, {"nightly": schedule("nightly", "{every: 1h}"), **docs})
+    cache = AppliedCache()
+    with open_store(state) as store:
+        apply_dir(store, root, datetime.now(UTC))
+        key, _ = create_key(store, "ci", ["trigger"], ["open"], None, datetime.now(UTC))
+        first = trigger(store, key, TriggerRequest("open"), datetime.now(UTC), cache=cache)
+        assert first.run.commit == git(root, "rev-parse", "HEAD")
+        edited = docs["open"].replace("allowNewVariables: true", "allowNewVariables: false")
+        (root / "schedules" / "open.yaml").write_text(edited)
+        git(root, "commit", "-qam", "no new variables")
+        apply_dir(store, root, datetime.now(UTC))
+        with pytest.raises(UsageError, match='unknown variable "colour"'):
+            trigger(store, key, TriggerRequest("open", {"colour": "red"}), NOW, cache=cache)
+        second = trigger(store, key, TriggerRequest("open"), datetime.now(UTC), cache=cache)
+        assert second.run.commit == git(root, "rev-parse", "HEAD") != first.run.commit

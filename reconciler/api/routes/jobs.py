@@ -18,6 +18,7 @@ from reconciler.api.context import ApiContext
 from reconciler.api.errors import ApiError
 from reconciler.api.models import ErrorBody, TriggerAnswer, TriggerBody
 from reconciler.engine.triggering import (
+    AppliedCache,
     GroupCommit,
     IdempotencyConflict,
     TemplateNotFound,
@@ -47,6 +48,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 def routes(ctx: ApiContext) -> APIRouter:
     router = APIRouter(tags=["jobs"])
     writer = GroupCommit(ctx.open_store)
+    cache = AppliedCache()
 
     @router.post(
         "/api/jobs/trigger",
@@ -79,17 +81,14 @@ def routes(ctx: ApiContext) -> APIRouter:
     ) -> JSONResponse:
         """Queue a run of TEMPLATE. Variables come as the JSON body's ``variables`` (typed)
         or as query parameters (every parameter but template, key, simulate and at; text,
-        converted to each prompt's type as ``reconciler run --var`` does)."""
+        converted to each prompt's type as ``reconciler run --var`` does). ``simulate`` is on
+        when the query or the body says so; an ``at`` in the body wins over the query's."""
         key: ApiKey = need_key(ctx, request)
         text_vars = [
             (k, v) for k, v in request.query_params.multi_items() if k not in RESERVED_QUERY
         ]
         given = body or TriggerBody()
-        when = given.at
-        if at is not None:
-            if when is not None:
-                raise ApiError(400, "bad-request", "at: give it in the query or the body, not both")
-            when = at
+        when = given.at if given.at is not None else at  # the body's wins
         req = TriggerRequest(
             template=template,
             variables=given.variables,
@@ -100,7 +99,7 @@ def routes(ctx: ApiContext) -> APIRouter:
             idempotency_key=idempotency_key,
         )
         try:
-            done = trigger(ctx.store(), key, req, ctx.clock.now(), writer.write)
+            done = trigger(ctx.store(), key, req, ctx.clock.now(), writer.write, cache)
         except TriggerForbidden as e:
             raise ApiError(403, "forbidden", str(e)) from None
         except TemplateNotFound as e:
