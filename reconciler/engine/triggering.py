@@ -255,10 +255,13 @@ class GroupCommit:
         self._pending: list[_Pending] = []
         self._thread: threading.Thread | None = None
         self._store: StateStore | None = None
+        self._closed = False
 
     def write(self, run: NewRun, key: IdempotencyKey | None, now: datetime) -> IdempotentRun:
         item = _Pending(run, key, now)
         with self._cond:
+            if self._closed:
+                raise StateUnavailable("the server is stopping; retry")
             self._pending.append(item)
             if self._thread is None:
                 self._thread = threading.Thread(
@@ -273,11 +276,23 @@ class GroupCommit:
         assert item.result is not None
         return item.result
 
+    def close(self) -> None:
+        """Write what is waiting, stop the writer thread and close its store."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+            thread = self._thread
+        if thread is not None:
+            thread.join(self._timeout)
+        self._reopen()
+
     def _loop(self) -> None:
         while True:
             with self._cond:
-                while not self._pending:
+                while not self._pending and not self._closed:
                     self._cond.wait()
+                if not self._pending:
+                    return
                 batch, self._pending = self._pending[: self._max], self._pending[self._max :]
             self._commit(batch)
 
@@ -285,7 +300,7 @@ class GroupCommit:
         try:
             store = self._store = self._store or self._open()
             results = store.create_runs([(i.run, i.key) for i in batch], max(i.now for i in batch))
-        except BaseException as e:
+        except Exception as e:
             if self._store is not None and isinstance(e, StateUnavailable):
                 self._reopen()
             if len(batch) > 1:

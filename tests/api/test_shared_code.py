@@ -14,7 +14,7 @@ import pytest
 
 from reconciler.cli.main import main
 from reconciler.engine.keys import create_key
-from reconciler.engine.triggering import AppliedCache, TriggerRequest, trigger
+from reconciler.engine.triggering import AppliedCache, GroupCommit, TriggerRequest, trigger
 from reconciler.errors import UsageError
 from reconciler.stores import StateStore, open_store
 from reconciler.stores.base import IdempotencyKey, IdempotentRun, NewRun
@@ -171,3 +171,34 @@ def test_the_trigger_cache_follows_every_apply(tmp_path: Path) -> None:
             trigger(store, key, TriggerRequest("open", {"colour": "red"}), NOW, cache=cache)
         second = trigger(store, key, TriggerRequest("open"), datetime.now(UTC), cache=cache)
         assert second.run.commit == git(root, "rev-parse", "HEAD") != first.run.commit
+
+
+def test_a_group_commit_answers_each_writer_and_a_bad_run_fails_only_itself(
+    state_url: str,
+) -> None:
+    group = GroupCommit(lambda: open_store(state_url, lock_timeout=10))
+    results: dict[int, object] = {}
+
+    def write(i: int) -> None:
+        bad = i == 3
+        run = NewRun(
+            template="deploy",
+            trigger="bogus" if bad else "api",  # type: ignore[arg-type]
+            commit=None,
+            variables={"version": str(i)},
+        )
+        try:
+            results[i] = group.write(run, None, NOW).run.variables["version"]
+        except ValueError as e:
+            results[i] = e
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    group.close()
+    assert isinstance(results.pop(3), ValueError)
+    assert results == {i: str(i) for i in range(12) if i != 3}
+    with open_store(state_url) as store:
+        assert len(store.list_runs(template="deploy", limit=100)) == 11
