@@ -21,7 +21,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from reconciler.engine.keys import may_trigger
@@ -101,16 +101,18 @@ class Triggered:
     replayed: bool = False
 
 
-def request_hash(request: TriggerRequest) -> str:
-    """A hash of what the request asks for, whatever its spelling (body or query, key order,
-    white space): two requests with one ``Idempotency-Key`` must have the same hash."""
+def request_hash(
+    template: str, values: Mapping[str, Any], targets: Targets, simulate: bool, at: datetime | None
+) -> str:
+    """A hash of what a trigger asks for, whatever its spelling (values in the body or the
+    query, key order, white space, the offset of ``at``): two requests with one
+    ``Idempotency-Key`` must have the same hash."""
     canonical = {
-        "template": request.template,
-        "variables": dict(request.variables),
-        "text_variables": [list(p) for p in request.text_variables],
-        "targets": request.targets.model_dump(),
-        "simulate": request.simulate,
-        "at": request.at.isoformat() if request.at else None,
+        "template": template,
+        "variables": dict(values),
+        "targets": targets.model_dump(),
+        "simulate": simulate,
+        "at": at.astimezone(UTC).isoformat() if at else None,
     }
     text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), default=str)
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
@@ -175,7 +177,12 @@ def trigger(
     idem_key = (
         None
         if idem is None
-        else IdempotencyKey(key.name, idem, request_hash(request), IDEMPOTENCY_WINDOW_SECONDS)
+        else IdempotencyKey(
+            key.name,
+            idem,
+            request_hash(request.template, values, request.targets, request.simulate, request.at),
+            IDEMPOTENCY_WINDOW_SECONDS,
+        )
     )
     done = (write or direct_writer(store))(new, idem_key, now)
     if done.outcome == "conflict":

@@ -163,6 +163,20 @@ def test_an_idempotency_key_replays_the_first_run_and_refuses_another_body(api: 
     assert api.trigger("template=ping", headers={"Idempotency-Key": "x" * 300}).status == 400
 
 
+def test_an_idempotency_key_matches_the_same_request_however_it_is_spelled(api: Api) -> None:
+    idem = {"Idempotency-Key": "spelled-twice"}
+    query = api.trigger(
+        "template=deploy&version=9&replicas=2&at=2030-01-01T01:00:00%2B01:00", headers=idem
+    )
+    body = api.trigger(
+        "template=deploy",
+        headers=idem,
+        body={"variables": {"replicas": 2, "version": "9"}, "at": "2030-01-01T00:00:00Z"},
+    )
+    assert query.status == body.status == 202, (query.body, body.body)
+    assert query.body["run"]["id"] == body.body["run"]["id"]
+
+
 def test_the_secret_is_never_in_the_log_the_state_or_a_response(api: Api) -> None:
     secret = api.keys["ci"]
     answers = [
