@@ -12,11 +12,20 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from fastapi import Request
+from fastapi.security import APIKeyHeader, APIKeyQuery
 
 from reconciler.api.context import ApiContext
 from reconciler.api.errors import ApiError
 from reconciler.engine.keys import authenticate, may_read
 from reconciler.stores.base import ApiKey
+
+KEY_HEADER = APIKeyHeader(
+    name="X-API-Key", auto_error=False, scheme_name="ApiKeyHeader", description="An API key"
+)
+"""For the OpenAPI schema: routes list it (and :data:`KEY_QUERY`) in ``dependencies``."""
+KEY_QUERY = APIKeyQuery(
+    name="key", auto_error=False, scheme_name="ApiKeyQuery", description="An API key (Otter)"
+)
 
 
 def presented_key(request: Request) -> str | None:

@@ -56,3 +56,8 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> Response:
         return error(exc.status, exc.code, exc.message)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        # a bug: Starlette logs the traceback; the client gets the error object, never a trace
+        return error(500, "internal", "internal error (the serve log has the details)")

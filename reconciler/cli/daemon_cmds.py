@@ -103,20 +103,18 @@ def slots(schedule: str | None, since: str | None, limit: int, fmt: str, state: 
 def cancel(run_id: int, fmt: str, state: str | None) -> None:
     """Cancel a queued or running run (it is recorded cancelled)."""
     from reconciler.engine.planning import open_state
-    from reconciler.engine.running import run_json
+    from reconciler.engine.running import cancel_run, run_json
 
     need_state(state)
     with open_state(state) as store:
-        before = store.get_run(run_id)
-        if before is None:
-            raise click.ClickException(f"no run {run_id}")
-        if before.status not in ("queued", "running"):
-            raise click.ClickException(f"run {run_id} already ended: {before.status}")
-        rec = store.request_cancel(run_id, _now(), "reconciler cancel")
-        assert rec is not None
-        if fmt == "json":
-            emit_json({"run": run_json(rec), "cancel_requested": rec.status == "running"})
-        elif rec.status == "cancelled":
-            click.echo(f"run {run_id} cancelled")
-        else:
-            click.echo(f"run {run_id} is running: its worker cancels it within a few seconds")
+        outcome, rec = cancel_run(store, run_id, _now(), "reconciler cancel")
+    if outcome == "not-found" or rec is None:
+        raise click.ClickException(f"no run {run_id}")
+    if outcome == "final":
+        raise click.ClickException(f"run {run_id} already ended: {rec.status}")
+    if fmt == "json":
+        emit_json({"run": run_json(rec), "cancel_requested": outcome == "requested"})
+    elif outcome == "cancelled":
+        click.echo(f"run {run_id} cancelled")
+    else:
+        click.echo(f"run {run_id} is running: its worker cancels it within a few seconds")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
+from typing import Any
 
 import click
 
@@ -28,38 +29,28 @@ from reconciler.cli.state import state_option
 @state_option
 def schedules(count: int, system: bool, fmt: str, state: str | None) -> None:
     """List the applied schedules with state, next fire times and last result."""
-    from reconciler.engine.listing import list_schedules
+    from reconciler.engine.listing import list_schedules, system_json
     from reconciler.engine.planning import open_state, state_missing
 
     rows = []
-    jobs = []
+    system_rows: list[dict[str, Any]] = []
     now = datetime.now(UTC)
     if not state_missing(state):  # a state that does not exist is not created by a listing
         with open_state(state, readonly=True) as store:
             rows = list_schedules(store, now, count)
             if system:
-                jobs = store.list_system()
-    system_json = [
-        {
-            "name": j.name,
-            "template": None,
-            "state": "system",
-            "every_seconds": j.every_seconds,
-            "last_at": j.last_at.isoformat(),
-            "next": [(j.last_at + timedelta(seconds=j.every_seconds)).isoformat()],
-            "detail": j.detail,
-        }
-        for j in jobs
-    ]
+                system_rows = system_json(store)
     if fmt == "json":
         out: dict[str, object] = {"schedules": [r.to_json() for r in rows]}
         if system:
-            out["system"] = system_json
+            out["system"] = system_rows
         emit_json(out)
         return
     if system:
-        click.echo("System jobs of the daemon:" if jobs else "No daemon has run on this state.")
-        for j in system_json:
+        click.echo(
+            "System jobs of the daemon:" if system_rows else "No daemon has run on this state."
+        )
+        for j in system_rows:
             click.echo(
                 f"  {j['name']!s:<15} every {j['every_seconds']:g} s, last {j['last_at']}"
                 + (f"  {printable(str(j['detail']))}" if j["detail"] else "")

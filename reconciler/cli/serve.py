@@ -186,6 +186,10 @@ def serve(
     # without it every answer written in two parts waits ~40 ms for a delayed ACK
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # accepted connections inherit it: a response written in two parts (head, body) must
+    # not wait for the client's delayed ACK (40 ms). asyncio sets it only on sockets made
+    # with proto=IPPROTO_TCP, and this one is made with proto 0.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         sock.bind((host, port))
     except OSError as e:

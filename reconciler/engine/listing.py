@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from reconciler.model.documents import Settings
@@ -95,3 +95,19 @@ def list_schedules(store: StateStore, now: datetime, count: int) -> list[Schedul
             )
         )
     return sorted(rows, key=lambda r: r.name)
+
+
+def system_json(store: StateStore) -> list[dict[str, Any]]:
+    """The daemon's own recurring jobs (``schedules --system``, ``?system=true`` of the API)."""
+    return [
+        {
+            "name": j.name,
+            "template": None,
+            "state": "system",
+            "every_seconds": j.every_seconds,
+            "last_at": j.last_at.isoformat(),
+            "next": [(j.last_at + timedelta(seconds=j.every_seconds)).isoformat()],
+            "detail": j.detail,
+        }
+        for j in store.list_system()
+    ]

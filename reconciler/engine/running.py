@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from reconciler.engine.working import LEASE_SECONDS
 from reconciler.errors import ExecutionError, StateError, UsageError
@@ -54,28 +54,65 @@ def applied_template(store: StateStore, name: str) -> JobTemplate:
             f'no template "{name}" in the applied state'
             + (f"; {hint}" if hint else f" (templates: {', '.join(known) or 'none applied'})")
         )
-    from reconciler.planning.plan import stored_document
-
-    return stored_document(JobTemplate, "JobTemplate", name, rec.body)
+    template: JobTemplate = _parsed(JobTemplate, "JobTemplate", name, rec.content_hash, rec.body)
+    return template
 
 
 def applied_inventory(store: StateStore) -> ResolvedInventory:
     rec = store.get_object(SERVERS_KIND, SERVERS_NAME)
-    return ResolvedInventory.from_body(rec.body) if rec else ResolvedInventory({}, {}, {})
+    if rec is None:
+        return ResolvedInventory({}, {}, {})
+    key = (SERVERS_KIND, SERVERS_NAME, rec.content_hash)
+    got = _PARSED.get(key)
+    if not isinstance(got, ResolvedInventory):
+        got = _remember(key, ResolvedInventory.from_body(rec.body))
+    return got
+
+
+_PARSED: dict[tuple[str, str, str], Any] = {}
+"""Applied objects already parsed, by kind, name and content hash (a content hash names one
+content for ever, so an entry is never stale). Values are never modified by their users."""
+_PARSED_MAX = 512
+
+
+def _remember(key: tuple[str, str, str], value: Any) -> Any:
+    if len(_PARSED) >= _PARSED_MAX:
+        _PARSED.clear()
+    _PARSED[key] = value
+    return value
+
+
+def _parsed(model: type[JobTemplate], kind: str, name: str, content_hash: str, body: str) -> Any:
+    from reconciler.planning.plan import stored_document
+
+    key = (kind, name, content_hash)
+    got = _PARSED.get(key)
+    if got is None:
+        got = _remember(key, stored_document(model, kind, name, body))
+    return got
 
 
 def parse_vars(template: JobTemplate, pairs: Sequence[str]) -> dict[str, Any]:
     """``k=v`` pairs from the command line, converted to each prompt's type."""
-    out: dict[str, Any] = {}
+    items: list[tuple[str, str]] = []
     for pair in pairs:
         key, eq, value = pair.partition("=")
         if not eq or not key:
             raise UsageError(f"--var {pair!r}: write it as NAME=VALUE")
-        out[key] = coerce_text(template.spec.prompt(key), value)
-    return out
+        items.append((key, value))
+    return text_vars(template, items)
 
 
-def check_targets(inv: ResolvedInventory, targets: Targets) -> None:
+def text_vars(template: JobTemplate, items: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    """Values typed as text (``--var``, the API's query parameters), each converted to its
+    prompt's type; a value that does not convert is kept, for :func:`prepare_run` to report.
+    A name given twice keeps its last value."""
+    return {key: coerce_text(template.spec.prompt(key), value) for key, value in items}
+
+
+def target_problems(inv: ResolvedInventory, targets: Targets) -> list[str]:
+    """One message per server, role or environment that the applied inventory lacks."""
+    out: list[str] = []
     for kind, names, known in (
         ("server", targets.servers, inv.servers),
         ("role", targets.roles, inv.roles),
@@ -84,7 +121,15 @@ def check_targets(inv: ResolvedInventory, targets: Targets) -> None:
         for n in names:
             if n not in known:
                 hint = did_you_mean(n, known)
-                raise UsageError(f'unknown {kind} "{n}"' + (f"; {hint}" if hint else ""))
+                out.append(f"unknown {kind} {json.dumps(n)}" + (f"; {hint}" if hint else ""))
+    return out
+
+
+def check_targets(inv: ResolvedInventory, targets: Targets) -> None:
+    """Raise UsageError naming every unknown server, role and environment at once."""
+    problems = target_problems(inv, targets)
+    if problems:
+        raise UsageError("; ".join(problems))
 
 
 def prepare_run(
@@ -106,14 +151,57 @@ def prepare_run(
 
     ``claim``: the run is created claimed by this process (it executes it itself, and no
     daemon worker may take it); ``not_before``: a one-off for that instant (``run --at``)."""
-    template = applied_template(store, template_name)
+    new, resolved = build_run(
+        store,
+        template_name,
+        targets,
+        caller_values,
+        simulate,
+        trigger,
+        requested_by,
+        schedule,
+        slot,
+        not_before=not_before,
+        claim=claim,
+    )
+    run = store.create_run(new, now)
+    if run is None:
+        raise ExecutionError("the slot of this run was already taken")
+    return run, resolved
+
+
+def build_run(
+    store: StateStore,
+    template_name: str,
+    targets: Targets,
+    caller_values: Mapping[str, Any],
+    simulate: bool,
+    trigger: str,
+    requested_by: str | None = None,
+    schedule: Schedule | None = None,
+    slot: datetime | None = None,
+    *,
+    not_before: datetime | None = None,
+    claim: bool = False,
+    template: JobTemplate | None = None,
+    applied: tuple[str | None, ResolvedInventory, str | None] | None = None,
+) -> tuple[NewRun, ResolvedVariables]:
+    """The run that :func:`prepare_run` queues, checked against the applied state but not
+    written (the HTTP API writes it with its idempotency key). Raises UsageError naming every
+    problem of the variables and the targets at once. ``template``: the applied template of
+    that name, and ``applied``: the applied revision, inventory and signing key, when the
+    caller has read them already."""
+    if template is None:
+        template = applied_template(store, template_name)
     if not template.spec.enabled:
         raise UsageError(f'template "{template_name}" is disabled (enabled: false in Git)')
     resolved = resolve(template.spec, schedule.spec.variables if schedule else None, caller_values)
-    if resolved.problems:
-        raise UsageError("; ".join(p.message for p in resolved.problems))
-    inv = applied_inventory(store)
-    check_targets(inv, targets)
+    revision, inv = (
+        (applied[0], applied[1]) if applied is not None else (None, applied_inventory(store))
+    )
+    problems = [p.message for p in resolved.problems] + target_problems(inv, targets)
+    if problems:
+        raise UsageError("; ".join(problems))
     effective = targets if not targets.empty else template.spec.targets
     if not effective.empty and not hosts_for_targets(effective, list(inv.servers.values())):
         raise UsageError(
@@ -122,32 +210,55 @@ def prepare_run(
         )
     from reconciler.engine.provenance import for_request
 
-    info = store.info()
+    if applied is None:
+        info = store.info()
+        revision, signing_key = info.revision, info.signing_key
+    else:
+        signing_key = applied[2]
     sensitive = frozenset(resolved.secret_values)
-    provenance = for_request(store, info.signing_key, schedule.name if schedule else None)
-    run = store.create_run(
-        NewRun(
-            template=template_name,
-            trigger=trigger,  # type: ignore[arg-type]
-            commit=info.revision,
-            schedule=schedule.name if schedule else None,
-            slot=slot,
-            variables={**resolved.public(), **dict.fromkeys(sensitive, "")},
-            sensitive=sensitive,
-            untrusted=frozenset(resolved.untrusted),
-            not_before=not_before,
-            claim_by=worker_id() if claim else None,
-            claim_seconds=LEASE_SECONDS,
-            targets=effective.model_dump(),
-            simulate=simulate,
-            requested_by=requested_by,
-            provenance=provenance,
-        ),
-        now,
+    new = NewRun(
+        template=template_name,
+        trigger=trigger,  # type: ignore[arg-type]
+        commit=revision,
+        schedule=schedule.name if schedule else None,
+        slot=slot,
+        variables={**resolved.public(), **dict.fromkeys(sensitive, "")},
+        sensitive=sensitive,
+        untrusted=frozenset(resolved.untrusted),
+        not_before=not_before,
+        claim_by=worker_id() if claim else None,
+        claim_seconds=LEASE_SECONDS,
+        targets=effective.model_dump(),
+        simulate=simulate,
+        requested_by=requested_by,
+        provenance=for_request(store, signing_key, schedule.name if schedule else None),
     )
-    if run is None:
-        raise ExecutionError("the slot of this run was already taken")
-    return run, resolved
+    return new, resolved
+
+
+CancelOutcome = Literal["cancelled", "requested", "not-found", "final"]
+"""What :func:`cancel_run` did: cancelled a queued run, asked the worker of a running one to
+cancel it (within a heartbeat), found no such run, or found it final already."""
+
+
+def cancel_run(
+    store: StateStore, run_id: int, now: datetime, by: str
+) -> tuple[CancelOutcome, RunRecord | None]:
+    """Cancel a queued or running run (``reconciler cancel``, ``POST /api/runs/{id}/cancel``);
+    ``by`` says who, for the run's message. Returns what happened and the run as it is now."""
+    before = store.get_run(run_id)
+    if before is None:
+        return "not-found", None
+    if before.status not in ("queued", "running"):
+        return "final", before
+    rec = store.request_cancel(run_id, now, by)
+    if rec is None:
+        return "not-found", None
+    if rec.status == "cancelled":
+        return "cancelled", rec
+    if rec.status == "running":
+        return "requested", rec
+    return "final", rec  # it ended on its own meanwhile
 
 
 def resolve_secret(ref: SecretRef) -> str:

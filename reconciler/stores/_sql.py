@@ -23,6 +23,7 @@ Transaction modes a backend must provide (``_tx(mode)``):
 
 from __future__ import annotations
 
+import hmac
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -49,6 +50,8 @@ from reconciler.stores.base import (
     HeartbeatAnswer,
     HistoryEntry,
     HostResult,
+    IdempotencyKey,
+    IdempotentRun,
     Lease,
     LogSlice,
     NewRun,
@@ -370,6 +373,10 @@ _OUTBOX_COLS = (
 
 class _SlotTaken(Exception):
     """Internal: the (schedule, slot) ledger row exists already; roll the run back."""
+
+
+class _KeyTaken(Exception):
+    """Internal: a concurrent request took the idempotency key; roll the run back."""
 
 
 def _json(value: Any) -> str:
@@ -2110,6 +2117,98 @@ class SqlStore(ABC):
             )
 
     # -- idempotency keys of the trigger endpoint (api/routes/jobs.py)
+
+    def create_run_once(self, run: NewRun, key: IdempotencyKey, now: datetime) -> IdempotentRun:
+        """Create ``run`` unless ``key`` was used within its window (then the first run is
+        returned: ``replayed``, or ``conflict`` when that request had another body). The run
+        and the key's row are written in one transaction: of two concurrent requests with one
+        key only one creates a run. (SQLite: writers are serialised. PostgreSQL: the second
+        waits on the key's unique index, finds it taken, rolls its run back and replays.)"""
+        return self.create_runs([(run, key)], now)[0]
+
+    def create_runs(
+        self, items: Sequence[tuple[NewRun, IdempotencyKey | None]], now: datetime
+    ) -> list[IdempotentRun]:
+        """Create many API runs in one transaction (a group commit), each with its
+        idempotency key or none, with the rules of :meth:`create_run_once`; one answer per
+        item, in order. Two items with one key: the second replays the first."""
+        ts = self._ts(as_utc(now, "now"))
+        for _ in range(3):
+            try:
+                with self._tx("write") as tx:
+                    done = [self._create_once(tx, run, key, ts, now) for run, key in items]
+                    ids = sorted({run_id for _, run_id in done})
+                    rows: list[tuple[Any, ...]] = []
+                    for chunk in _chunks(ids, 500):
+                        marks = ",".join("?" * len(chunk))
+                        rows += tx.all(
+                            f"SELECT {_RUN_COLS} FROM rc_runs WHERE id IN ({marks})", chunk
+                        )
+                    records = {r.id: r for r in self._with_hosts(tx, rows)}
+            except _KeyTaken:  # a concurrent transaction took a key first: it is there now
+                continue
+            return [IdempotentRun(outcome, records[RunId(run_id)]) for outcome, run_id in done]
+        raise StateConflict("the idempotency key is being used by concurrent requests; retry")
+
+    def _create_once(
+        self, tx: Tx, run: NewRun, key: IdempotencyKey | None, ts: Any, now: datetime
+    ) -> tuple[Literal["created", "replayed", "conflict"], int]:
+        if key is None:
+            return "created", self._insert_run(tx, run, ts, now)
+        cutoff = self._ts(as_utc(now, "now") - timedelta(seconds=key.window_seconds))
+        seen = tx.one(
+            "SELECT body_hash, run_id FROM rc_idempotency "
+            "WHERE api_key = ? AND idem_key = ? AND created_at >= ?",
+            (key.api_key, key.key, cutoff),
+        )
+        if seen is not None:
+            same = hmac.compare_digest(str(seen[0]), key.body_hash)
+            return ("replayed" if same else "conflict"), int(seen[1])
+        run_id = self._insert_run(tx, run, ts, now)
+        n = tx.run(
+            "INSERT INTO rc_idempotency (api_key, idem_key, body_hash, run_id, created_at) "
+            "VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (api_key, idem_key) DO UPDATE SET body_hash = excluded.body_hash, "
+            "run_id = excluded.run_id, created_at = excluded.created_at "
+            "WHERE rc_idempotency.created_at < ?",
+            (key.api_key, key.key, key.body_hash, run_id, ts, cutoff),
+        )
+        if n != 1:  # a concurrent transaction took the key first
+            raise _KeyTaken
+        return "created", run_id
+
+    def page_runs(
+        self,
+        *,
+        schedule: str | None = None,
+        status: RunStatus | None = None,
+        template: str | None = None,
+        trigger: RunTrigger | None = None,
+        before: int | None = None,
+        limit: int = 50,
+    ) -> list[RunRecord]:
+        """Runs newest first (by id), only those with an id below ``before`` when it is given:
+        a page of the history that stays put while new runs are created."""
+        where: list[str] = []
+        params: list[Any] = []
+        for column, value in (
+            ("schedule", schedule),
+            ("status", status),
+            ("template", template),
+            ("trigger_kind", trigger),
+        ):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if before is not None:
+            where.append("id < ?")
+            params.append(before)
+        sql = f"SELECT {_RUN_COLS} FROM rc_runs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC LIMIT ?"
+        with self._tx("read") as tx:
+            return self._with_hosts(tx, tx.all(sql, [*params, limit]))
 
     # -- signed revisions and run provenance
 

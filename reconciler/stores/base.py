@@ -718,6 +718,20 @@ class StateStore(Protocol):
     def prune_deliveries(self, before: datetime) -> int: ...
 
     # -- idempotency keys of the trigger endpoint (api/routes/jobs.py)
+    def create_run_once(self, run: NewRun, key: IdempotencyKey, now: datetime) -> IdempotentRun: ...
+    def create_runs(
+        self, items: Sequence[tuple[NewRun, IdempotencyKey | None]], now: datetime
+    ) -> list[IdempotentRun]: ...
+    def page_runs(
+        self,
+        *,
+        schedule: str | None = None,
+        status: RunStatus | None = None,
+        template: str | None = None,
+        trigger: RunTrigger | None = None,
+        before: int | None = None,
+        limit: int = 50,
+    ) -> list[RunRecord]: ...
 
     # -- signed revisions and run provenance
     def signing_keys(self, revisions: Sequence[str]) -> dict[str, str | None]: ...
@@ -771,6 +785,32 @@ class Delivery:
     facts: Mapping[str, JsonValue]
     detail: str | None = None
     processed_at: datetime | None = None
+
+
+# --------------------------------------------------------------------------------------------
+# records of the trigger endpoint's idempotency keys
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyKey:
+    """A client's ``Idempotency-Key`` for :meth:`StateStore.create_run_once`: one per API key
+    (``api_key`` is the key's name, never its secret), remembered ``window_seconds``."""
+
+    api_key: str
+    key: str
+    body_hash: str
+    """A hash of the request as the client sent it: the same key with another body is refused."""
+    window_seconds: float = 24 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotentRun:
+    """What :meth:`StateStore.create_run_once` did: ``created`` the run, ``replayed`` the key
+    (``run`` is the one it created first), or found the key used with another body
+    (``conflict``; ``run`` is that first run)."""
+
+    outcome: Literal["created", "replayed", "conflict"]
+    run: RunRecord
 
 
 # --------------------------------------------------------------------------------------------

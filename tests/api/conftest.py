@@ -1,65 +1,154 @@
-"""Helpers of the HTTP API suite: ``serve`` as a real process (the daemon suite's :class:`Serve`,
-stopped by the ``serves`` fixture) and plain HTTP requests to it on 127.0.0.1."""
+"""Helpers of the HTTP API suite: a repository with templates that prompt for every type, API
+keys of every scope made through the engine (as ``reconciler api-key create`` does), and a
+real ``serve`` process on 127.0.0.1 with the fake executor (:class:`Api`)."""
 
 from __future__ import annotations
 
 import json
 import urllib.error
 import urllib.request
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from textwrap import dedent
+from typing import Any
 
-from prometheus_client.parser import text_string_to_metric_families
+import pytest
 
-from tests.daemon.conftest import serves, write_repo
-from tests.gitutil import git
+from reconciler.engine.keys import create_key
+from reconciler.stores import open_store
+from tests.daemon.conftest import Serve, apply_dir, make_repo, schedule, serves
 
-__all__ = ["serves"]
+__all__ = ["serves"]  # the daemon suite's fixture: stops the serve processes a test starts
 
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+TEMPLATES = {
+    "deploy": """
+        apiVersion: reconciler/v1
+        kind: JobTemplate
+        metadata: {name: deploy}
+        spec:
+          type: orchestration
+          playbook: playbooks/ping.yml
+          apiKeys: [ci, other]
+          variables:
+            - {name: version, type: string, required: true}
+            - {name: replicas, type: integer, default: 1}
+            - {name: ratio, type: number}
+            - {name: canary, type: boolean}
+            - {name: mode, type: choice, choices: [fast, safe]}
+            - {name: zones, type: list}
+            - {name: token, type: string, sensitive: true}
+        """,
+    "open": """
+        apiVersion: reconciler/v1
+        kind: JobTemplate
+        metadata: {name: open}
+        spec:
+          type: orchestration
+          playbook: playbooks/ping.yml
+          allowNewVariables: true
+          variables:
+            - {name: greeting, type: string, default: hi}
+        """,
+    "inventory": """
+        apiVersion: reconciler/v1
+        kind: Inventory
+        metadata: {name: hosts}
+        spec:
+          servers:
+            - {name: web-1, host: 127.0.0.1, roles: [web], environments: [prod]}
+            - {name: db-1, host: 127.0.0.1, roles: [db], environments: [prod]}
+          roles: {web: {}, db: {}}
+          environments: {prod: {}}
+        """,
+}
 
 
-def http(url: str, headers: dict[str, str] | None = None) -> tuple[int, str, str]:
-    """GET ``url``: (status, content type, body), also for an error status."""
-    req = urllib.request.Request(url, headers=headers or {})
+@dataclass
+class Reply:
+    status: int
+    body: Any
+    headers: Mapping[str, str] = field(default_factory=dict)
+    raw: bytes = b""
+
+
+def request(
+    url: str,
+    method: str = "GET",
+    *,
+    key: str | None = None,
+    body: Any = None,
+    data: bytes | None = None,
+    headers: Mapping[str, str] = {},
+) -> Reply:
+    """One HTTP request on loopback; error answers are returned, not raised."""
+    hdrs = dict(headers)
+    if key is not None:
+        hdrs["X-API-Key"] = key
+    if body is not None:
+        data = json.dumps(body).encode()
+        hdrs.setdefault("Content-Type", "application/json")
+    req = urllib.request.Request(url, data=data, method=method, headers=hdrs)
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status, r.headers.get("content-type", ""), r.read().decode()
+            raw = r.read()
+            status, got = r.status, {k.lower(): v for k, v in r.headers.items()}
     except urllib.error.HTTPError as e:
-        return e.code, e.headers.get("content-type", ""), e.read().decode()
+        raw = e.read()
+        status, got = e.code, {k.lower(): v for k, v in e.headers.items()}
+    return Reply(status, json.loads(raw) if raw else None, got, raw)
 
 
-def error_code(body: str) -> str:
-    """The ``code`` of an error answer (``{"error": {"code", "message"}}``)."""
-    data = json.loads(body)
-    assert set(data) == {"error"} and set(data["error"]) == {"code", "message"}, data
-    return str(data["error"]["code"])
+@dataclass
+class Api:
+    """A ``serve`` process and the secrets of its keys, by name."""
+
+    serve: Serve
+    state: str
+    keys: dict[str, str]
+
+    @property
+    def url(self) -> str:
+        return self.serve.url
+
+    def call(self, path: str, method: str = "GET", key: str | None = "read", **kw: Any) -> Reply:
+        """``key`` is a key's name (None: no key at all)."""
+        return request(self.url + path, method, key=self.keys[key] if key else None, **kw)
+
+    def trigger(self, query: str, key: str = "ci", **kw: Any) -> Reply:
+        return self.call(f"/api/jobs/trigger?{query}", "POST", key=key, **kw)
 
 
-def parse(text: str) -> Samples:
-    """Every sample of a Prometheus text exposition, by (name, labels)."""
-    out: Samples = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            out[(s.name, frozenset(s.labels.items()))] = s.value
-    return out
+KEYS: dict[str, tuple[list[str], list[str], str | None]] = {
+    "read": (["read"], [], None),
+    "ci": (["trigger"], ["deploy", "open", "ping"], None),
+    "other": (["trigger"], ["ping"], None),  # listed in deploy's apiKeys, not scoped to it
+    "outsider": (["trigger"], ["deploy", "ping"], None),  # scoped, not in deploy's apiKeys
+    "approver": (["approve"], [], "alice"),
+    "revoked": (["trigger", "read"], ["deploy"], None),
+}
 
 
-def value(samples: Samples, name: str, **labels: str) -> float:
-    """The sum of the samples of ``name`` whose labels include ``labels`` (0 when none)."""
-    want = set(labels.items())
-    return sum(v for (n, ls), v in samples.items() if n == name and want <= ls)
+def start_api(tmp: Path, state: str, *args: str, fake: str = "0.05") -> Api:
+    """Apply the test repository to ``state``, make the keys and start ``serve`` on it."""
+    docs = {name: dedent(text).lstrip() for name, text in TEMPLATES.items()}
+    root = make_repo(tmp, {"nightly": schedule("nightly", "{daily: {at: '02:00'}}"), **docs})
+    now = datetime.now(UTC)
+    keys: dict[str, str] = {}
+    with open_store(state) as store:
+        apply_dir(store, root, now)
+        for name, (scopes, templates, user) in KEYS.items():
+            _, keys[name] = create_key(store, name, scopes, templates, user, now)  # type: ignore[arg-type]
+        store.revoke_api_key("revoked", now)
+    serve = Serve(root, state, "--poll", "1h", *args, fake=fake)
+    return Api(serve, state, keys)
 
 
-def git_repo(root: Path, schedules: dict[str, str], extra: dict[str, str]) -> Path:
-    write_repo(root, schedules, extra)
-    git(root, "init", "-q", "-b", "main")
-    git(root, "add", "-A")
-    git(root, "commit", "-qm", "initial")
-    return root
-
-
-def soon(seconds: float) -> str:
-    """An instant ``seconds`` from now, whole seconds, as an ``end:`` of a ``when``."""
-    t = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=seconds)
-    return t.isoformat()
+@pytest.fixture(scope="session")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    """One SQLite daemon with one worker, shared by the tests of this package."""
+    tmp = tmp_path_factory.mktemp("api")
+    a = start_api(tmp, str(tmp / "state.sqlite"), "--workers", "1")
+    yield a
+    a.serve.stop()

@@ -21,7 +21,7 @@ from reconciler.stores import open_store
 from tests.conftest import ADMIN_URL
 from tests.daemon.conftest import Serve, ledger_slots, make_repo, schedule, until
 
-from .conftest import error_code, http
+from .promutil import error_code, http
 
 
 def health(s: Serve) -> tuple[int, str]:

@@ -20,7 +20,7 @@ from reconciler.stores import NewRun, ReconcileAttempt, StateStore, open_store
 from tests.daemon.conftest import Serve, apply_dir, schedule, until, write_repo
 from tests.gitutil import git
 
-from .conftest import Samples, error_code, git_repo, http, parse, soon, value
+from .promutil import Samples, error_code, git_repo, http, parse, soon, value
 
 GATED = {
     "gated.yaml": """
