@@ -5,10 +5,10 @@ Called by ``reconciler plan``, ``apply`` and ``schedules`` (and later by the dae
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-from collections import defaultdict
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,6 +34,7 @@ from reconciler.stores.opening import open_store
 
 if TYPE_CHECKING:
     from reconciler.engine.desired import OpenedSnapshot
+    from reconciler.sources.git import GitSource
 
 DEFAULT_STATE = os.path.join(".reconciler", "state.sqlite")
 
@@ -168,30 +169,31 @@ def stored_objects(store: StateStore) -> dict[tuple[str, str], Stored]:
             r.state,
             r.state_reason,
             fetch if lazy else None,
+            r.approval_hash,
         )
     others = [k for k in {k for k, _ in out} if k != "Schedule"]
     for kind in others:
         for r in store.list_objects(kind):
             out[(r.kind, r.name)] = Stored(
-                r.kind, r.name, r.content_hash, r.body, r.managed, r.state, r.state_reason
+                r.kind,
+                r.name,
+                r.content_hash,
+                r.body,
+                r.managed,
+                r.state,
+                r.state_reason,
+                approval_hash=r.approval_hash,
             )
     return out
 
 
-def decision_lookup(store: StateStore) -> DecisionLookup:
-    """Latest decision per user for each (schedule, approval hash)."""
-    latest: dict[tuple[str, str, str], str] = {}
-    for a in sorted(store.list_approvals(), key=lambda a: a.at):
-        latest[(a.schedule, a.content_hash, a.user)] = a.decision
-    grouped: dict[tuple[str, str], tuple[set[str], set[str]]] = defaultdict(lambda: (set(), set()))
-    for (schedule, chash, user), decision in latest.items():
-        grouped[(schedule, chash)][0 if decision == "approve" else 1].add(user)
+def decision_lookup(store: StateStore, desired: DesiredState | None = None) -> DecisionLookup:
+    """Latest decision per user for each (schedule, approval hash), counting only eligible
+    approvers under the Policy in force who did not author the change
+    (:func:`reconciler.engine.approving.decision_lookup`)."""
+    from reconciler.engine.approving import decision_lookup as counting
 
-    def lookup(schedule: str, chash: str) -> Decisions:
-        approve, deny = grouped.get((schedule, chash), (set(), set()))
-        return Decisions(frozenset(approve), frozenset(deny))
-
-    return lookup
+    return counting(store, desired)
 
 
 def plan_against_state(
@@ -206,7 +208,7 @@ def plan_against_state(
         return make_plan(
             desired,
             stored_objects(store),
-            decision_lookup(store),
+            decision_lookup(store, desired),
             now,
             info.serial,
             horizon,
@@ -290,12 +292,23 @@ def applied_source(store: StateStore) -> str | None:
     return location
 
 
-def apply_plan(store: StateStore, plan: Plan, now: datetime, source: str | None = None) -> int:
+def apply_plan(
+    store: StateStore,
+    plan: Plan,
+    now: datetime,
+    source: str | None = None,
+    git: GitSource | None = None,
+) -> int:
     """Write a plan in one transaction; raises StateConflict if the serial moved.
 
     ``source`` (the REPO it was made from) is recorded so that runs can read the applied
-    revision's playbooks later.
+    revision's playbooks later. Each schedule written records the approval hash it was
+    decided for and the commit authors of its content (:func:`change_authors`; ``git`` is the
+    opened repository, else ``source`` is opened when it is a local Git repository); a
+    schedule found approved only by the authors of its new content waits for approval.
     """
+    authors = change_authors(store, plan, source, git)
+    settled = _without_authors(store, plan, authors)
     upserts = [
         ObjectWrite(
             c.kind,
@@ -303,8 +316,10 @@ def apply_plan(store: StateStore, plan: Plan, now: datetime, source: str | None 
             c.content_hash or "",
             c.body or "",
             True,
-            c.state if c.kind == "Schedule" else None,  # type: ignore[arg-type]
-            c.state_reason if c.kind == "Schedule" else None,
+            settled.get(c.name, (c.state, c.state_reason))[0] if c.kind == "Schedule" else None,  # type: ignore[arg-type]
+            settled.get(c.name, (c.state, c.state_reason))[1] if c.kind == "Schedule" else None,
+            authors.get(c.name, ()) if c.kind == "Schedule" else (),
+            c.impact.approval_hash if c.kind == "Schedule" and c.impact is not None else None,
         )
         for c in plan.changes
         if c.action in ("create", "update")
@@ -321,3 +336,93 @@ def apply_plan(store: StateStore, plan: Plan, now: datetime, source: str | None 
         f"{summary['create']} created, {summary['update']} updated, {summary['delete']} deleted"
     )
     return store.apply_changes(plan.base_serial, plan.revision, upserts, deletes, now, message)
+
+
+def change_authors(
+    store: StateStore, plan: Plan, source: str | None, git: GitSource | None = None
+) -> dict[str, tuple[str, ...]]:
+    """The commit author e-mails of each schedule the plan writes.
+
+    Content that stays (the same approval hash, or no approval needed and the same document)
+    keeps the authors it has; new content gets the authors of the commits between the applied
+    revision and the plan's that touched its files (:meth:`GitSource.change_authors`). A
+    directory that is not a Git repository (or a working tree) has no authors."""
+    changes = [
+        c
+        for c in plan.changes
+        if c.kind == "Schedule" and c.action in ("create", "update") and c.impact is not None
+    ]
+    if not changes:
+        return {}
+    heads = {r.name: r for r in store.list_object_heads("Schedule")}
+    out: dict[str, tuple[str, ...]] = {}
+    fresh: dict[str, tuple[str, ...]] = {}
+    for c in changes:
+        assert c.impact is not None
+        rec = heads.get(c.name)
+        same = rec is not None and (
+            (c.impact.approval_hash is not None and rec.approval_hash == c.impact.approval_hash)
+            or (c.impact.approval_hash is None and rec.content_hash == c.content_hash)
+        )
+        if same and rec is not None:
+            out[c.name] = rec.authors
+        elif c.impact.paths:
+            fresh[c.name] = c.impact.paths
+    if not fresh or plan.revision is None:
+        return out
+    from reconciler.errors import SourceError
+
+    if git is None and source is not None:
+        from reconciler.sources.git import GitSource as Opened
+
+        try:
+            git = Opened(source)
+        except SourceError:
+            return out
+    if git is None:
+        return out
+    # a history that cannot be read leaves these schedules without known authors
+    with contextlib.suppress(SourceError):
+        out.update(git.change_authors(plan.applied_revision, plan.revision, fresh))
+    return out
+
+
+def _without_authors(
+    store: StateStore, plan: Plan, authors: Mapping[str, tuple[str, ...]]
+) -> dict[str, tuple[str, str | None]]:
+    """Schedules the plan activates through approvals, counted again without the authors of
+    their new content (known only now): (state, reason) where that changes the outcome."""
+    from reconciler.engine.approving import policy_in_force, recount
+    from reconciler.model.documents import JobTemplate, Schedule
+
+    out: dict[str, tuple[str, str | None]] = {}
+    candidates = [
+        c
+        for c in plan.changes
+        if c.kind == "Schedule"
+        and c.state == "active"
+        and c.impact is not None
+        and c.impact.approval_hash is not None
+        and authors.get(c.name)
+    ]
+    if not candidates:
+        return out
+    policy = policy_in_force(store)
+    bodies = {
+        c.name: c.body for c in plan.changes if c.kind == "JobTemplate" and c.body is not None
+    }
+    for c in candidates:
+        assert c.impact is not None and c.impact.approval_hash is not None and c.body
+        tname = Schedule.model_validate_json(c.body).spec.template
+        body = bodies.get(tname)
+        if body is None:
+            rec = store.get_object("JobTemplate", tname)
+            body = rec.body if rec else None
+        if body is None:
+            continue
+        rule = JobTemplate.model_validate_json(body).spec.approval
+        users = policy.users_by_email(authors[c.name])
+        state, reason = recount(store, c.name, tname, rule, c.impact.approval_hash, users)
+        if state != c.state:
+            out[c.name] = (state, reason)
+    return out

@@ -125,7 +125,7 @@ def reconcile_once(store: StateStore, repo: str, clock: Clock) -> PassResult:
     changed = False
     if not plan.empty or info.revision != revision:
         try:
-            apply_plan(store, plan, now, repo)
+            apply_plan(store, plan, now, repo, source.git)
             changed = True
         except StateConflict:
             # another replica applied first; the next pass sees its result

@@ -622,6 +622,9 @@ class CrossChecker:
             )
             return
         final, problem = resolve_repo_file(self.entries, path)
+        if final is not None:
+            self.state.playbook_blobs[ld.name] = self.entries[final].blob_id
+            self.state.playbook_paths[ld.name] = final
         if final is None:
             if problem == "symlink-escapes":
                 self.error(

@@ -70,6 +70,11 @@ class DesiredState:
     environments: dict[str, Group] = field(default_factory=dict)
     users: dict[str, User] = field(default_factory=dict)
     permissions: list[Permission] = field(default_factory=list)
+    #: template name -> Git blob id of its playbook file at this revision (symlinks followed):
+    #: part of the content an approval is for
+    playbook_blobs: dict[str, str] = field(default_factory=dict)
+    #: template name -> the repository path of its playbook file (symlinks followed)
+    playbook_paths: dict[str, str] = field(default_factory=dict)
     #: every named document by (kind, name): where it is, its digest and canonical body
     sources: dict[tuple[str, str], DocumentSource] = field(default_factory=dict)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import islice
@@ -31,6 +31,8 @@ from reconciler.model.desired import DesiredState
 from reconciler.model.documents import Inventory, JobTemplate, Schedule, Settings
 from reconciler.model.inventory import Group, Server
 from reconciler.model.targets import TargetIndex
+from reconciler.planning.approvals import Decisions as Decisions
+from reconciler.planning.approvals import approval_state
 from reconciler.planning.diff import FieldChange, diff
 
 Action = Literal["create", "update", "delete", "blocked"]
@@ -89,6 +91,7 @@ class Stored:
     __slots__ = (
         "_body",
         "_fetch",
+        "approval_hash",
         "content_hash",
         "kind",
         "managed",
@@ -107,10 +110,13 @@ class Stored:
         state: str | None = None,
         state_reason: str | None = None,
         fetch: Callable[[str, str], str] | None = None,
+        approval_hash: str | None = None,
     ) -> None:
         self.kind, self.name, self.content_hash = kind, name, content_hash
         self.managed, self.state, self.state_reason = managed, state, state_reason
         self._body, self._fetch = body, fetch
+        #: schedules: the approval hash the applied state was decided for
+        self.approval_hash = approval_hash
 
     @property
     def body(self) -> str:
@@ -138,6 +144,9 @@ class ScheduleImpact:
     servers_added: tuple[str, ...] = ()
     servers_removed: tuple[str, ...] = ()
     approval_hash: str | None = None
+    paths: tuple[str, ...] = ()
+    """Files whose edits make up this schedule's content (its file, its template's file and the
+    playbook): the commits that touched them are the change's authors."""
 
     def to_json(self) -> dict[str, Any]:
         def iso(ts: tuple[datetime, ...]) -> list[str]:
@@ -155,6 +164,7 @@ class ScheduleImpact:
             "servers_added": list(self.servers_added),
             "servers_removed": list(self.servers_removed),
             "approval_hash": self.approval_hash,
+            "paths": list(self.paths),
         }
 
     @classmethod
@@ -174,6 +184,7 @@ class ScheduleImpact:
             servers_added=tuple(d.get("servers_added", [])),
             servers_removed=tuple(d.get("servers_removed", [])),
             approval_hash=d.get("approval_hash"),
+            paths=tuple(d.get("paths", [])),
         )
 
 
@@ -273,20 +284,27 @@ class Plan:
 # -- inputs ------------------------------------------------------------------------------------
 
 
-def approval_hash(schedule_digest: str, template_digest: str) -> str:
-    """The content an approval is for: the schedule and its template, exactly.
+def approval_hash(
+    schedule_digest: str,
+    template_digest: str,
+    playbook_blob: str | None,
+    servers: Sequence[str],
+) -> str:
+    """The content an approval is for: the schedule, its template, the playbook file's blob
+    at that commit and the resolved target set (server names), exactly.
 
-    Editing either one needs approval again.
+    Editing any of them needs approval again: a playbook-only edit does, and so does an
+    Inventory change that changes the servers the schedule runs on (a change of a server's
+    address or vars alone does not).
     """
-    return hashlib.sha256(f"{schedule_digest}:{template_digest}".encode()).hexdigest()
-
-
-@dataclass(frozen=True, slots=True)
-class Decisions:
-    """Approvals and denials recorded for one (schedule, approval hash)."""
-
-    approvers: frozenset[str] = frozenset()
-    denied_by: frozenset[str] = frozenset()
+    content = {
+        "schedule": schedule_digest,
+        "template": template_digest,
+        "playbook": playbook_blob,
+        "servers": sorted(set(servers)),
+    }
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 DecisionLookup = Callable[[str, str], Decisions]
@@ -339,6 +357,7 @@ class _World:
     templates: dict[str, JobTemplate]
     template_digests: dict[str, str]
     timezone: str
+    playbook_blobs: dict[str, str] = field(default_factory=dict)
     index: TargetIndex = field(init=False)
 
     def __post_init__(self) -> None:
@@ -385,7 +404,11 @@ def _world_before(stored: Mapping[tuple[str, str], Stored]) -> _World:
 def _world_after(desired: DesiredState) -> _World:
     digests = {name: desired.sources[("JobTemplate", name)].digest for name in desired.templates}
     return _World(
-        dict(desired.servers), dict(desired.templates), digests, desired.settings.timezone
+        dict(desired.servers),
+        dict(desired.templates),
+        digests,
+        desired.settings.timezone,
+        dict(desired.playbook_blobs),
     )
 
 
@@ -557,24 +580,40 @@ class Planner:
         """(state, reason, approval hash) that a schedule should have under the desired state."""
         if not schedule.spec.enabled:
             return "paused", schedule.spec.pause_note or "enabled is false in Git", None
-        template = self.desired.templates.get(schedule.spec.template)
-        if template is None or not template.spec.approval.required:
+        ahash = self.approval_hash_of(schedule, digest)
+        if ahash is None:
             return "active", None, None
-        ahash = approval_hash(digest, self.after.template_digests[schedule.spec.template])
-        decisions = self.decisions(schedule.name, ahash)
-        if decisions.denied_by:
-            who = ", ".join(sorted(decisions.denied_by))
-            return "denied", f"denied by {who}", ahash
-        need = template.spec.approval.count
-        if len(decisions.approvers) >= need:
-            return "active", f"approved by {', '.join(sorted(decisions.approvers))}", ahash
-        have = len(decisions.approvers)
-        return (
-            "awaiting-approval",
-            f"needs {need} approval{'s' if need > 1 else ''} "
-            f"({have} so far) from {', '.join(template.spec.approval.approvers) or 'approvers'}",
-            ahash,
+        template = self.desired.templates[schedule.spec.template]
+        state, reason = approval_state(template.spec.approval, self.decisions(schedule.name, ahash))
+        return state, reason, ahash
+
+    def approval_hash_of(self, schedule: Schedule, digest: str) -> str | None:
+        """The content hash approvals of ``schedule`` are for; None when it needs none."""
+        name = schedule.spec.template
+        template = self.desired.templates.get(name)
+        if template is None or not template.spec.approval.required:
+            return None
+        return approval_hash(
+            digest,
+            self.after.template_digests[name],
+            self.after.playbook_blobs.get(name),
+            self.after.targets_of(schedule),
         )
+
+    def content_paths(self, schedule: Schedule) -> tuple[str, ...]:
+        """The files that make up a schedule's content (see :attr:`ScheduleImpact.paths`)."""
+        paths: list[str] = []
+        src = self.desired.sources.get(("Schedule", schedule.name))
+        if src is not None:
+            paths.append(src.path)
+        name = schedule.spec.template
+        tsrc = self.desired.sources.get(("JobTemplate", name))
+        if tsrc is not None:
+            paths.append(tsrc.path)
+        template = self.desired.templates.get(name)
+        if template is not None:
+            paths.append(self.desired.playbook_paths.get(name, template.spec.playbook))
+        return tuple(dict.fromkeys(paths))
 
     def _schedule(
         self,
@@ -594,6 +633,9 @@ class Planner:
                 servers_changed
                 or tz_changed
                 or rec.state in ("awaiting-approval", "denied")
+                # its content to approve may change without the document: the playbook,
+                # the resolved servers
+                or rec.approval_hash is not None
                 or (name in self.disabled and rec.state != "disabled")
                 # parse the stored body only when some template changed at all
                 or (changed_templates and self._template_name(rec) in changed_templates)
@@ -613,6 +655,7 @@ class Planner:
                 servers=after_servers,
                 servers_added=after_servers,
                 approval_hash=ahash,
+                paths=self.content_paths(new),
             )
             note = {
                 "active": "",
@@ -655,6 +698,8 @@ class Planner:
             state, reason = "disabled", rec.state_reason
         if state_changed:
             reasons.append(f"its state becomes {state}" + (f" ({reason})" if reason else ""))
+        elif ahash is not None and ahash != rec.approval_hash and not fields:
+            reasons.append("the content to approve changed (its playbook or target servers)")
         if name in self.disabled and state == "active":
             # the access-change rule: the firing loop disables it at its next slot, with a
             # failed run that says why (the owner lost access; the schedule itself is unchanged)
@@ -675,6 +720,7 @@ class Planner:
             added,
             removed,
             ahash,
+            self.content_paths(new),
         )
         return Change(
             "update",

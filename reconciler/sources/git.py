@@ -346,6 +346,62 @@ class GitSource:
         assert isinstance(commit, pygit2.Commit)
         return GitSnapshot(self.repo, commit, self.listing_cache, self.subdir)
 
+    def change_authors(
+        self,
+        old: str | None,
+        new: str,
+        paths: Mapping[str, Iterable[str]],
+        limit: int = 200,
+    ) -> dict[str, tuple[str, ...]]:
+        """The author e-mails of the commits after ``old`` up to ``new`` that touched each
+        key's paths (relative to the repository folder read, as snapshots name them).
+
+        At most ``limit`` commits are read (newest first); merge commits author nothing of
+        their own, the commits they bring in are read instead. A key whose paths no commit
+        read touched, every key when nothing was applied before (``old`` None) and every key
+        when ``old`` is not an ancestor of ``new`` (a rewritten history) get the author of
+        ``new`` itself.
+        """
+        tip = self.repo[self.resolve(new)]
+        assert isinstance(tip, pygit2.Commit)
+        tip_author = (tip.author.email or "").strip()
+        found: dict[str, set[str]] = {k: set() for k in paths}
+        prefix = f"{self.subdir}/" if self.subdir else ""
+        wanted = {k: {prefix + p for p in ps} for k, ps in paths.items()}
+        try:
+            if old is not None and old != str(tip.id) and self.is_ancestor(old, str(tip.id)):
+                self._touching(old, tip, wanted, found, limit)
+        except (KeyError, ValueError, pygit2.GitError) as e:
+            raise SourceError(f"cannot read the history of {self.display}: {e}") from None
+        return {
+            k: tuple(sorted(v or ({tip_author} if tip_author else set()))) for k, v in found.items()
+        }
+
+    def _touching(
+        self,
+        old: str,
+        tip: pygit2.Commit,
+        wanted: Mapping[str, set[str]],
+        found: dict[str, set[str]],
+        limit: int,
+    ) -> None:
+        """Add to ``found`` the authors of the commits after ``old`` touching ``wanted``."""
+        walker = self.repo.walk(tip.id, pygit2.enums.SortMode.TOPOLOGICAL)
+        walker.hide(pygit2.Oid(hex=old))
+        for i, commit in enumerate(walker):
+            if i >= limit:
+                break
+            if len(commit.parents) != 1:
+                continue
+            diff = self.repo.diff(commit.parents[0], commit)
+            changed = {d.new_file.path for d in diff.deltas} | {
+                d.old_file.path for d in diff.deltas
+            }
+            email = (commit.author.email or "").strip()
+            for key, ps in wanted.items():
+                if email and not ps.isdisjoint(changed):
+                    found[key].add(email)
+
     def default_revision(self, branch: str | None = None) -> str:
         """The head of the tracked branch (``branch``, else the remote/HEAD's branch)."""
         if branch:

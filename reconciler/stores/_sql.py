@@ -39,6 +39,7 @@ from reconciler.stores.base import (
     Approval,
     Cursor,
     Decision,
+    DecisionWrite,
     DriftRecord,
     DriftState,
     FireBatch,
@@ -59,6 +60,7 @@ from reconciler.stores.base import (
     RunStatus,
     RunTrigger,
     Scope,
+    Settle,
     SkipReason,
     SlotEntry,
     StateInfo,
@@ -1331,10 +1333,7 @@ class SqlStore(ABC):
         check_literal(approval.decision, Decision, "decision")
         with self._tx("write") as tx:
             tx.run(
-                "INSERT INTO rc_approvals (schedule, content_hash, user_name, decision, at, "
-                "reason) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (schedule, content_hash, "
-                "user_name) DO UPDATE SET decision = excluded.decision, at = excluded.at, "
-                "reason = excluded.reason",
+                _UPSERT_APPROVAL,
                 (
                     approval.schedule,
                     approval.content_hash,
@@ -1342,6 +1341,8 @@ class SqlStore(ABC):
                     approval.decision,
                     self._ts(as_utc(approval.at, "at")),
                     approval.reason,
+                    approval.via,
+                    approval.revision,
                 ),
             )
 
@@ -1357,11 +1358,13 @@ class SqlStore(ABC):
         cond = (" WHERE " + " AND ".join(where)) if where else ""
         with self._tx("read") as tx:
             rows = tx.all(
-                "SELECT schedule, content_hash, user_name, decision, at, reason FROM "
-                f"rc_approvals{cond} ORDER BY schedule, at, user_name",
+                f"SELECT {_APPROVAL_COLS} FROM rc_approvals{cond} ORDER BY schedule, at, user_name",
                 params,
             )
-        return [Approval(r[0], r[1], r[2], r[3], self._dt(r[4]), r[5]) for r in rows]
+        return [self._approval(r) for r in rows]
+
+    def _approval(self, r: Sequence[Any]) -> Approval:
+        return Approval(r[0], r[1], r[2], r[3], self._dt(r[4]), r[5], r[6], r[7])
 
     # -- API keys
 
@@ -1867,11 +1870,101 @@ class SqlStore(ABC):
 
     # -- approvals with their sources and authors (engine/approving.py)
 
+    def record_decisions(
+        self, writes: Sequence[DecisionWrite], settle: Settle, now: datetime
+    ) -> list[str]:
+        """Record (or withdraw) decisions and the schedule states they lead to, in one
+        transaction under the serial lock, so concurrent approvers cannot both miss the count:
+        ``settle`` sees every decision on the pairs written, its own and those committed
+        before. Returns the schedules whose state changed (the serial moves when one did)."""
+        for w in writes:
+            if w.decision is not None:
+                check_literal(w.decision, Decision, "decision")
+        ts = self._ts(as_utc(now, "now"))
+        pairs = sorted({(w.schedule, w.content_hash) for w in writes})
+        changed: list[str] = []
+        with self._tx("state") as tx:
+            serial = self._lock_serial(tx, None)
+            for w in writes:
+                if w.decision is None:
+                    tx.run(
+                        "DELETE FROM rc_approvals WHERE schedule = ? AND content_hash = ? "
+                        "AND user_name = ?",
+                        (w.schedule, w.content_hash, w.user),
+                    )
+                    continue
+                tx.run(
+                    _UPSERT_APPROVAL,
+                    (
+                        w.schedule,
+                        w.content_hash,
+                        w.user,
+                        w.decision,
+                        self._ts(as_utc(w.at, "at")),
+                        w.reason,
+                        w.via,
+                        w.revision,
+                    ),
+                )
+            seen: list[Approval] = []
+            for schedule, chash in pairs:
+                rows = tx.all(
+                    f"SELECT {_APPROVAL_COLS} FROM rc_approvals WHERE schedule = ? AND "
+                    "content_hash = ? ORDER BY at, user_name",
+                    (schedule, chash),
+                )
+                seen.extend(self._approval(r) for r in rows)
+            states = list(settle(seen))
+            for st in states:
+                check_literal(st.state, ObjectState, "object state")
+            new = serial + 1
+            for st in states:
+                n = tx.run(
+                    "UPDATE rc_objects SET state = ?, state_reason = ?, serial = ?, "
+                    "updated_at = ? WHERE kind = 'Schedule' AND name = ? AND approval_hash = ? "
+                    "AND state IN ('awaiting-approval', 'denied', 'active') "
+                    "AND (state <> ? OR COALESCE(state_reason, '') <> ?)",
+                    (
+                        st.state,
+                        st.reason,
+                        new,
+                        ts,
+                        st.schedule,
+                        st.approval_hash,
+                        st.state,
+                        st.reason or "",
+                    ),
+                )
+                if n != 1:
+                    continue
+                changed.append(st.schedule)
+                if st.reopen is not None:
+                    slot = self._ts(as_utc(st.reopen, "reopen"))
+                    gone = tx.run(
+                        "DELETE FROM rc_slots WHERE schedule = ? AND slot = ? AND run_id IS NULL "
+                        "AND skip_reason = 'approval-pending'",
+                        (st.schedule, slot),
+                    )
+                    if gone:
+                        tx.run("DELETE FROM rc_cursors WHERE schedule = ?", (st.schedule,))
+            if changed:
+                tx.run("UPDATE rc_meta SET serial = ? WHERE id = 1", (new,))
+        return changed
+
     # -- webhook deliveries (api/routes/webhooks.py, engine/webhooks.py)
 
     # -- idempotency keys of the trigger endpoint (api/routes/jobs.py)
 
     # -- signed revisions and run provenance
+
+
+_APPROVAL_COLS = "schedule, content_hash, user_name, decision, at, reason, via, revision"
+_UPSERT_APPROVAL = (
+    "INSERT INTO rc_approvals (schedule, content_hash, user_name, decision, at, reason, via, "
+    "revision) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (schedule, content_hash, user_name) "
+    "DO UPDATE SET decision = excluded.decision, at = excluded.at, reason = excluded.reason, "
+    "via = excluded.via, revision = excluded.revision"
+)
 
 
 def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:

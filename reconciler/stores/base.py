@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, NewType, Protocol, TypeAlias, get_args
@@ -385,6 +385,47 @@ class Approval:
     decision: Decision
     at: datetime
     reason: str | None = None
+    via: str = "cli"
+    """Where the decision came from: ``cli``, ``api``, ``github``, ``gitlab`` or ``gitea``."""
+    revision: str | None = None
+    """The commit that was reviewed (forge reviews), None for the CLI and the API."""
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionWrite:
+    """One user's decision to record (``decision`` None withdraws theirs) in
+    :meth:`StateStore.record_decisions`."""
+
+    schedule: str
+    content_hash: str
+    user: str
+    decision: Decision | None
+    at: datetime
+    reason: str | None = None
+    via: str = "cli"
+    revision: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalStateWrite:
+    """The state an applied schedule gets from its decisions, written only while its applied
+    ``approval_hash`` is still this one and it is ``awaiting-approval``, ``denied`` or
+    ``active`` (a paused or disabled schedule keeps its state).
+
+    ``reopen``: the slot of a past-due ``at:`` that a forced approval lets run: its
+    ``approval-pending`` ledger entry and the schedule's cursor are removed in the same
+    transaction, so the firing loop records the slot again, as a run, exactly once."""
+
+    schedule: str
+    approval_hash: str
+    state: ObjectState
+    reason: str | None
+    reopen: datetime | None = None
+
+
+Settle = Callable[[Sequence["Approval"]], Sequence[ApprovalStateWrite]]
+"""Given every decision recorded for the (schedule, content hash) pairs just written (read in
+the same transaction), the states to write. A pure function: it runs inside the transaction."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -576,6 +617,9 @@ class StateStore(Protocol):
     ) -> bool: ...
 
     # -- approvals with their sources and authors (engine/approving.py)
+    def record_decisions(
+        self, writes: Sequence[DecisionWrite], settle: Settle, now: datetime
+    ) -> list[str]: ...
 
     # -- webhook deliveries (api/routes/webhooks.py, engine/webhooks.py)
 
