@@ -16,13 +16,14 @@ from collections.abc import Awaitable, Callable
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
+from reconciler.api import dashboard
 from reconciler.api.context import ApiContext
 from reconciler.api.errors import install_handlers
 from reconciler.api.routes import calendar, health
 
 log = logging.getLogger("reconciler.http")
 
-ROUTERS = (health.routes, calendar.routes)
+ROUTERS = (health.routes, calendar.routes, dashboard.routes)
 
 
 def create_app(ctx: ApiContext) -> FastAPI:
