@@ -19,11 +19,11 @@ from fastapi.responses import Response
 from reconciler.api import dashboard
 from reconciler.api.context import ApiContext
 from reconciler.api.errors import install_handlers
-from reconciler.api.routes import calendar, health
+from reconciler.api.routes import approvals, calendar, health
 
 log = logging.getLogger("reconciler.http")
 
-ROUTERS = (health.routes, calendar.routes, dashboard.routes)
+ROUTERS = (health.routes, calendar.routes, approvals.routes, dashboard.routes)
 
 
 def create_app(ctx: ApiContext) -> FastAPI:

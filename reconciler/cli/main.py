@@ -39,6 +39,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Make a user the owner of a schedule in Git.",
     ),
     "clone": ("reconciler.cli.writeback:clone", "Copy a schedule in Git under a new name."),
+    "approvals": ("reconciler.cli.approvals:approvals", "The approval queue."),
+    "approve": ("reconciler.cli.approvals:approve", "Approve a schedule's content as a user."),
+    "deny": ("reconciler.cli.approvals:deny", "Deny a schedule's content as a user."),
+    "dry-run": ("reconciler.cli.approvals:dry_run", "Simulate a schedule without approving it."),
 }
 
 

@@ -63,9 +63,19 @@ Via = Literal["cli", "api", "github", "gitlab", "gitea"]
 VIAS: tuple[str, ...] = ("cli", "api", "github", "gitlab", "gitea")
 
 
+RefusalKind = Literal["unknown-schedule", "not-eligible", "no-approval", "denied", "past-due"]
+"""Why a decision was refused: no such applied schedule; the user may not decide (not an
+approver, no ``approve`` in the Policy in force, an author of the change); its template needs
+no approval; its content is denied by someone else; an ``at:`` past due without force."""
+
+
 class ApprovalRefused(UsageError):
-    """A decision that cannot be recorded (not eligible, the author, unknown schedule, no
-    approval needed, content denied, past due without force): the message is one line."""
+    """A decision that cannot be recorded; the message is one line, ``kind`` says why (the
+    API answers 404 for ``unknown-schedule``, 403 for ``not-eligible``, 409 otherwise)."""
+
+    def __init__(self, message: str, kind: RefusalKind = "not-eligible") -> None:
+        super().__init__(message)
+        self.kind: RefusalKind = kind
 
 
 @dataclass(frozen=True)
@@ -372,10 +382,14 @@ def decide(
         from reconciler.model.diagnostics import did_you_mean
 
         hint = did_you_mean(name, known)
-        raise ApprovalRefused(f'no schedule "{name}" is applied' + (f"; {hint}" if hint else ""))
+        raise ApprovalRefused(
+            f'no schedule "{name}" is applied' + (f"; {hint}" if hint else ""),
+            "unknown-schedule",
+        )
     if rec.approval_hash is None:
         raise ApprovalRefused(
-            f'schedule "{name}" needs no approval (its template does not require it)'
+            f'schedule "{name}" needs no approval (its template does not require it)',
+            "no-approval",
         )
     if verdict == "approve":
         denied = _denied_by(store, rec)
@@ -383,13 +397,15 @@ def decide(
         if others:
             raise ApprovalRefused(
                 f'schedule "{name}" is denied for this content (by {", ".join(others)}): a '
-                "denial blocks it until the content changes in Git"
+                "denial blocks it until the content changes in Git",
+                "denied",
             )
         due = past_due_slot(store, rec, now)
         if due is not None and not force and rec.state != "active":
             raise ApprovalRefused(
                 f'schedule "{name}" was due at {due.isoformat()} and its time passed while it '
-                "waited for approval: approve it with --force (API: ?force=true) to run it now"
+                "waited for approval: approve it with --force (API: ?force=true) to run it now",
+                "past-due",
             )
     authors = frozenset(policy_in_force(store).users_by_email(rec.authors))
     review = Review(user, verdict, via, None, reason, authors)
@@ -557,10 +573,10 @@ def dry_run(
 
     rec = store.get_object("Schedule", name)
     if rec is None:
-        raise ApprovalRefused(f'no schedule "{name}" is applied')
+        raise ApprovalRefused(f'no schedule "{name}" is applied', "unknown-schedule")
     schedule = _schedule_of(rec)
     if schedule is None:
-        raise ApprovalRefused(f'the applied schedule "{name}" cannot be read')
+        raise ApprovalRefused(f'the applied schedule "{name}" cannot be read', "unknown-schedule")
     run, _ = prepare_run(
         store,
         schedule.spec.template,

@@ -459,6 +459,12 @@ def _head(r: ObjectRecord) -> tuple[object, ...]:
     return (r.content_hash, r.state, r.state_reason, r.revision, r.updated_at)
 
 
+#: How often an idle firing loop looks at the state serial, so that a change of a schedule's
+#: state made by another process (an approval through the CLI or the API; the daemon pokes the
+#: loop itself after its own applies) is armed within this time: one read of one row.
+STATE_CHECK_SECONDS = 1.0
+
+
 class FiringLoop:
     """The firing thread of one replica. ``on_runs`` receives the runs it queued (the daemon
     hands them to its workers at once)."""
@@ -482,6 +488,10 @@ class FiringLoop:
         self._armed: dict[str, Armed] = {}
         self._heads: dict[str, tuple[object, ...]] = {}
         self._context: tuple[tuple[str, str, str], ...] = ()
+        #: the state serial the armed schedules were read at: a change made by another
+        #: process (an approval, a denial from the CLI or the API) moves it
+        self._serial: int | None = None
+        self._checked: datetime | None = None
         self.broken: dict[str, str] = {}
         self.fired = 0
         self.recorded = 0
@@ -507,6 +517,7 @@ class FiringLoop:
         (an apply that touches a few schedules costs a read of the object heads, not of 100,000
         bodies); a change of Settings, a template or a Policy, which every schedule depends on,
         re-arms them all."""
+        self._serial = self.store.serial()
         if not self._armed:  # the first time: one read of everything
             self._rearm_all()
             return
@@ -545,6 +556,17 @@ class FiringLoop:
                 a.generation = old.generation
             self._armed[n] = a
             self._push(a)
+
+    def _state_moved(self) -> bool:
+        """Whether the state serial moved since the last reload; read at most once every
+        :data:`STATE_CHECK_SECONDS` (a loop that fires every few ms reads it rarely)."""
+        now = self.clock.now()
+        if self._checked is not None and now - self._checked < timedelta(
+            seconds=STATE_CHECK_SECONDS
+        ):
+            return False
+        self._checked = now
+        return self.store.serial() != self._serial
 
     def _rearm_all(self) -> None:
         applied = read_applied(self.store)
@@ -650,13 +672,14 @@ class FiringLoop:
                 if self._dirty:
                     self.reload()
                 deadline = self.next_deadline()
-                if deadline is None:
-                    deadline = self.clock.now() + timedelta(seconds=60)
+                check = self.clock.now() + timedelta(seconds=STATE_CHECK_SECONDS)
+                if deadline is None or deadline > check:
+                    deadline = check
                 self.clock.sleep_until(deadline, self.wake)
                 self.wake.clear()
                 if self.stopping.is_set():
                     break
-                if self._dirty:
+                if self._dirty or self._state_moved():
                     self.reload()
                 self.tick(self.clock.now())
                 backoff = 0.5

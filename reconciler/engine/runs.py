@@ -59,7 +59,10 @@ def _variables(
 
     schedule_values: dict[str, Any] | None = None
     caller: dict[str, Any] = {}
-    if run.schedule is not None and run.trigger in ("schedule", "catch-up", "retry"):
+    if run.schedule is not None and (
+        run.trigger in ("schedule", "catch-up", "retry") or not run.untrusted
+    ):
+        # a schedule's slot, or a dry-run of a schedule (reconciler dry-run): its values
         rec = store.get_object("Schedule", run.schedule)
         if rec is None:
             raise ExecutionError(f'schedule "{run.schedule}" is not applied any more')
