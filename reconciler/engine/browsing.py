@@ -220,7 +220,7 @@ def schedule_detail(store: StateStore, name: str) -> dict[str, Any] | None:
         "revision": rec.revision,
         "template": str(spec.get("template", "")),
         "owner": str(spec.get("owner", "")),
-        "when": spec.get("when"),
+        "when": {k: v for k, v in (spec.get("when") or {}).items() if v is not None},
         "description": (meta or {}).get("description"),
         "updated": rec.updated_at,
     }

@@ -57,6 +57,10 @@ def instant(value: datetime | str | None) -> str:
     return text[:-6] + " " + text[-6:] if value.utcoffset() is not None else text
 
 
+def iso(value: datetime | str) -> str:
+    return value if isinstance(value, str) else value.isoformat()
+
+
 def relative(value: datetime | str | None, now: datetime) -> str:
     """``in 3 h``, ``5 min ago``, ``now``: the distance from ``now``, rounded down."""
     if value is None:
@@ -106,6 +110,7 @@ def environment() -> Environment:
         lstrip_blocks=True,
     )
     env.filters["instant"] = instant
+    env.filters["iso"] = iso
     env.filters["tone"] = tone
     env.filters["short"] = short
     env.filters["diagnostic"] = diagnostic_line
@@ -146,7 +151,7 @@ def _ticks(start: datetime, end: datetime, zone: ZoneInfo) -> list[tuple[datetim
         for _ in range(20):
             if t >= end:
                 break
-            out.append((t, t.strftime("%H:%M")))
+            out.append((t, t.strftime("%a %d" if t.hour == 0 else "%H:%M")))
             t = (t + timedelta(hours=3)).astimezone(zone)
     else:
         t = local.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)

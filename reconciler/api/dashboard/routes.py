@@ -16,11 +16,12 @@ import logging
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Annotated, Any, get_args
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Form, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from reconciler.api.context import ApiContext
 from reconciler.api.dashboard import render, session
@@ -52,6 +53,11 @@ STATIC = {
     "dashboard.css": "text/css; charset=utf-8",
     "dashboard.js": "text/javascript; charset=utf-8",
 }
+
+
+FORM_LIMIT = 64 * 1024
+"""Form bodies larger than this are refused (413): the dashboard's forms are a few fields."""
+FORM_TOO_LARGE = "The form is too large."
 
 
 class _NotSignedIn(Exception):
@@ -141,17 +147,21 @@ def routes(ctx: ApiContext) -> APIRouter:
         return page(request, "signin.html", None, error=None, next=session.local_path(next))
 
     @router.post("/signin")
-    def signin(
-        request: Request,
-        key: Annotated[str, Form()] = "",
-        next: Annotated[str, Form()] = "/",
-    ) -> Response:
+    async def signin(request: Request) -> Response:
+        form = await _form(request)
+        if form is None:
+            return await run_in_threadpool(refuse, request, None, 413, FORM_TOO_LARGE)
         if not session.same_origin(request):
-            return refuse(request, None, 403, "This form must be sent from the dashboard itself.")
-        return sign_in_with(request, key.strip(), next)
+            return await run_in_threadpool(
+                refuse, request, None, 403, "This form must be sent from the dashboard itself."
+            )
+        key, target = form.get("key", "").strip(), form.get("next", "/")
+        return await run_in_threadpool(sign_in_with, request, key, target)
 
     @router.post("/signout")
-    def signout(request: Request, csrf: Annotated[str, Form()] = "") -> Response:
+    async def signout(request: Request) -> Response:
+        form = await _form(request) or {}
+        csrf = form.get("csrf", "")
         secret = session.session_secret(request)
         if secret and (not session.same_origin(request) or not session.csrf_ok(secret, csrf)):
             return refuse(request, None, 403, "Sign-out refused: the form's token is missing.")
@@ -430,13 +440,22 @@ def routes(ctx: ApiContext) -> APIRouter:
         )
 
     @router.post("/approvals/{name}/{action}")
-    def act(
-        request: Request,
-        name: str,
-        action: str,
-        csrf: Annotated[str, Form()] = "",
-        force: Annotated[str, Form()] = "",
-        reason: Annotated[str, Form()] = "",
+    async def act(request: Request, name: str, action: str) -> Response:
+        form = await _form(request)
+        if form is None:
+            return await run_in_threadpool(refuse, request, None, 413, FORM_TOO_LARGE)
+        return await run_in_threadpool(
+            decide_on,
+            request,
+            name,
+            action,
+            form.get("csrf", ""),
+            form.get("force", ""),
+            form.get("reason", ""),
+        )
+
+    def decide_on(
+        request: Request, name: str, action: str, csrf: str, force: str, reason: str
     ) -> Response:
         secret = session.session_secret(request)
         try:
@@ -502,6 +521,21 @@ def routes(ctx: ApiContext) -> APIRouter:
         )
 
     return router
+
+
+async def _form(request: Request) -> dict[str, str] | None:
+    """The fields of an ``application/x-www-form-urlencoded`` body (the first value of each);
+    None when it is larger than :data:`FORM_LIMIT`."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > FORM_LIMIT:
+        return None
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > FORM_LIMIT:
+            return None
+    fields = parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True)
+    return {k: v[0] for k, v in fields.items() if v}
 
 
 def _may_act(key: ApiKey) -> bool:

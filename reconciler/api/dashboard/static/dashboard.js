@@ -3,6 +3,8 @@
 // page once the run is final, to show its per-server results.
 (function () {
   "use strict";
+  var TONES = { queued: "info", running: "info", succeeded: "ok", failed: "bad",
+    "timed-out": "bad", abandoned: "bad", cancelled: "muted", skipped: "muted" };
   function follow(pre) {
     var run = pre.getAttribute("data-run");
     var offset = parseInt(pre.getAttribute("data-offset"), 10) || 0;
@@ -20,6 +22,11 @@
           var atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
           pre.appendChild(document.createTextNode(part.text));
           if (atEnd) { pre.scrollTop = pre.scrollHeight; }
+        }
+        var badge = document.querySelector("#run-status .badge");
+        if (badge && part.status && badge.textContent !== part.status) {
+          badge.textContent = part.status;
+          badge.className = "badge " + (TONES[part.status] || "muted");
         }
         offset = part.next_offset;
         pre.setAttribute("data-offset", String(offset));
