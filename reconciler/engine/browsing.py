@@ -14,15 +14,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from reconciler.engine.approving import QueueEntry
 from reconciler.engine.listing import ScheduleRow
 from reconciler.model.documents import Settings
 from reconciler.planning.plan import SETTINGS_NAME
 from reconciler.scheduling.triggers import Trigger
 from reconciler.stores.base import ObjectRecord, ObjectState, StateStore
 
-#: At most this many fires of one schedule are drawn in a timeline row (an ``every: 1m``
-#: schedule has 10,080 in a week; the row says how many were left out).
-TIMELINE_CAP = 300
+#: At most this many fires of one schedule are computed for a timeline row (an ``every: 1m``
+#: schedule has 10,080 in a week); a row with more draws the rest as a band (``dense``).
+TIMELINE_CAP = 60
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,8 @@ class TimelineRow:
     fires: tuple[datetime, ...]
     """In the schedule's time zone, soonest first, at most :data:`TIMELINE_CAP`."""
     capped: bool
-    """True when the schedule fires more often in the window than is drawn."""
+    """True when the schedule fires more often in the window than :data:`TIMELINE_CAP`: it
+    keeps firing about every ``(fires[-1] - fires[0]) / (len(fires) - 1)`` to the end."""
 
 
 def default_timezone(store: StateStore) -> str:
@@ -162,23 +164,23 @@ def timeline(
     more = len(records) > limit
     records = records[:limit]
     rows: list[TimelineRow] = []
+    shared: dict[str, tuple[tuple[datetime, ...], bool]] = {}
     for rec in records:
         spec = _spec_of(rec)
-        trigger = trigger_of(spec, tz)
-        fires: list[datetime] = []
-        capped = False
-        if trigger is not None:
-            found = upcoming(trigger, rec.name, now, TIMELINE_CAP + 1)
-            for u in found:
-                if u.fire_at >= until:
-                    break
-                fires.append(u.fire_at.astimezone(trigger.zone.info))
-            capped = len(fires) > TIMELINE_CAP
-        rows.append(
-            TimelineRow(
-                rec.name, str(spec.get("template", "")), tuple(fires[:TIMELINE_CAP]), capped
-            )
-        )
+        key = json.dumps(spec.get("when"), sort_keys=True)
+        found = shared.get(key)
+        if found is None:
+            trigger = trigger_of(spec, tz)
+            fires: list[datetime] = []
+            if trigger is not None:
+                for u in upcoming(trigger, rec.name, now, TIMELINE_CAP + 1):
+                    if u.fire_at >= until:
+                        break
+                    fires.append(u.fire_at.astimezone(trigger.zone.info))
+            found = (tuple(fires[:TIMELINE_CAP]), len(fires) > TIMELINE_CAP)
+            if trigger is not None and trigger.jitter is None:
+                shared[key] = found
+        rows.append(TimelineRow(rec.name, str(spec.get("template", "")), found[0], found[1]))
     return rows, (records[-1].name if more and records else None)
 
 
@@ -224,3 +226,67 @@ def schedule_detail(store: StateStore, name: str) -> dict[str, Any] | None:
         "description": (meta or {}).get("description"),
         "updated": rec.updated_at,
     }
+
+
+@dataclass(frozen=True)
+class ApprovalPage:
+    """One page of the approval queue."""
+
+    entries: list[QueueEntry]
+    due: dict[str, datetime]
+    """The slot of each waiting ``at:`` whose time passed while it waited (approving it runs
+    it at once, so the dashboard asks to confirm)."""
+    next_after: str | None
+
+
+def approval_page(
+    store: StateStore, now: datetime, *, after: str | None, limit: int, waiting: bool
+) -> ApprovalPage:
+    """``limit`` schedules by name whose content is decided by approvals (``waiting``: only
+    those in ``awaiting-approval``), as :func:`reconciler.engine.approving.approval_queue`
+    describes them, but read a page at a time from the store's index instead of every
+    schedule of the state."""
+    from reconciler.engine.approving import decision_lookup, past_due_slot, policy_in_force
+    from reconciler.model.documents import JobTemplate
+
+    state: ObjectState | None = "awaiting-approval" if waiting else None
+    records = store.page_objects("Schedule", after, limit + 1, state, needs_approval=True)
+    more = len(records) > limit
+    records = records[:limit]
+    entries: list[QueueEntry] = []
+    due: dict[str, datetime] = {}
+    if records:
+        policy = policy_in_force(store)
+        lookup = decision_lookup(store)
+        required: dict[str, int] = {}
+        for rec in records:
+            assert rec.approval_hash is not None
+            template = str(_spec_of(rec).get("template", ""))
+            if template not in required:
+                t = store.get_object("JobTemplate", template)
+                try:
+                    required[template] = (
+                        JobTemplate.model_validate_json(t.body).spec.approval.count if t else 1
+                    )
+                except ValueError:
+                    required[template] = 1
+            users = sorted(policy.users_by_email(rec.authors))
+            d = lookup(rec.name, rec.approval_hash)
+            entries.append(
+                QueueEntry(
+                    rec.name,
+                    template,
+                    ", ".join(users) if users else (", ".join(rec.authors) or None),
+                    rec.approval_hash,
+                    rec.state or "active",
+                    tuple(sorted(d.approvers)),
+                    required[template],
+                    tuple(sorted(d.denied_by)),
+                    rec.state_reason,
+                )
+            )
+            if rec.state == "awaiting-approval":
+                slot = past_due_slot(store, rec, now)
+                if slot is not None:
+                    due[rec.name] = slot
+    return ApprovalPage(entries, due, records[-1].name if more and records else None)

@@ -1249,10 +1249,11 @@ class SqlStore(ABC):
         limit: int = 50,
         state: ObjectState | None = None,
         contains: str | None = None,
+        needs_approval: bool = False,
     ) -> list[ObjectRecord]:
         """At most ``limit`` objects of ``kind`` whose name sorts after ``after``, by name (a
-        range of the primary key); optionally only those in ``state`` or whose name holds
-        ``contains``."""
+        range of the primary key); optionally only those in ``state``, whose name holds
+        ``contains``, or (``needs_approval``) whose content is decided by approvals."""
         sql = f"SELECT {_OBJ_COLS} FROM rc_objects WHERE kind = ?"
         params: list[Any] = [kind]
         if after is not None:
@@ -1261,6 +1262,8 @@ class SqlStore(ABC):
         if state is not None:
             sql += " AND state = ?"
             params.append(state)
+        if needs_approval:
+            sql += " AND approval_hash IS NOT NULL"
         if contains:
             escaped = contains.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             sql += " AND name LIKE ? ESCAPE '\\'"

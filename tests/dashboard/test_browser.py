@@ -68,7 +68,8 @@ def test_the_timeline_draws_a_row_per_schedule_and_a_mark_per_fire(
     assert "report-quarter-hourly" in lanes and "nightly-backup" in lanes
     assert "paused-cleanup" not in lanes  # only active schedules fire
     marks = svg.find_elements(By.CSS_SELECTOR, "rect.fire")
-    assert len(marks) >= 24 * 4  # every 15 min for 24 h, plus the daily ones
+    assert len(marks) >= 60  # every 15 min: the first 60 marks, then a band to the end
+    assert svg.find_elements(By.CSS_SELECTOR, "rect.dense")
     shot(browser, "timeline-24h")
     browser.find_element(By.LINK_TEXT, "next 7 days").click()
     wait_for(lambda: "window=7d" in browser.current_url, 10, "the 7-day timeline")

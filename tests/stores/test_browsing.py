@@ -23,6 +23,7 @@ def _schedules(store: StateStore, names: list[str], state: str = "active") -> No
                 f"h-{n}",
                 json.dumps({"spec": {"template": "t"}}),
                 state=("awaiting-approval" if n.startswith("apr") else state),  # type: ignore[arg-type]
+                approval_hash=f"a-{n}" if n.startswith("apr") else None,
             )
             for n in names
         ],
@@ -47,6 +48,8 @@ def test_objects_come_in_pages_by_name_and_the_next_page_starts_after_the_last(
     assert seen == sorted(names)
     queue = store.page_objects("Schedule", None, 50, state="awaiting-approval")
     assert [o.name for o in queue] == ["apr-1", "apr-2"]
+    decided = store.page_objects("Schedule", "apr-1", 50, needs_approval=True)
+    assert [(o.name, o.approval_hash) for o in decided] == [("apr-2", "a-apr-2")]
     # an underscore in the search is a character, not a wildcard
     assert [o.name for o in store.page_objects("Schedule", contains="a_b")] == ["a_b"]
     assert [o.name for o in store.page_objects("Schedule", contains="s01")] == [

@@ -217,16 +217,29 @@ def timeline_svg(
                 f'<rect class="fire" x="{px - 1}" y="{y + 5}" width="3" height="{_ROW_H - 10}">'
                 f"<title>{name} {escape(instant(f))}</title></rect>"
             )
-        if lane.capped:
+        if lane.capped and len(lane.fires) > 1:
+            # the rest of the window: one band, as dense as the fires drawn before it
+            every = (lane.fires[-1] - lane.fires[0]) / (len(lane.fires) - 1)
+            x0, x1 = x(lane.fires[-1]), _WIDTH - 10
             parts.append(
-                f'<text class="capped" x="{_WIDTH - 12}" y="{y + 16}" text-anchor="end">'
-                "more fires than drawn</text>"
+                f'<rect class="dense" x="{x0:.1f}" y="{y + 8}" width="{max(0.0, x1 - x0):.1f}" '
+                f'height="{_ROW_H - 16}"><title>{name} keeps firing about every '
+                f"{escape(_span(every))}</title></rect>"
             )
     parts.append(
         f'<line class="now" x1="{_LABEL_W}" y1="{_AXIS_H - 6}" x2="{_LABEL_W}" y2="{height}">'
         "</line></svg>"
     )
     return Markup("".join(parts))
+
+
+def _span(d: timedelta) -> str:
+    s = d.total_seconds()
+    if s < 60:
+        return f"{s:.0f} s"
+    if s < 3600:
+        return f"{s / 60:.0f} min"
+    return f"{s / 3600:.1f} h"
 
 
 def utc_now_label(now: datetime) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Annotated, Any, get_args
 from urllib.parse import parse_qs, urlencode
 from zoneinfo import ZoneInfo
@@ -44,6 +44,8 @@ SECURITY_HEADERS = {
 }
 PAGE = 50
 """Rows per page of the long lists (schedules, timeline lanes, runs)."""
+LANES = 30
+"""Schedules per page of the timeline (one row each)."""
 LOG_TAIL = 256 * 1024
 """A run page starts its log this many bytes before the end (older output: the API)."""
 LOG_CHUNK = 64 * 1024
@@ -233,7 +235,7 @@ def routes(ctx: ApiContext) -> APIRouter:
 
         store = ctx.store()
         now = ctx.clock.now()
-        rows, next_after = lanes_of(store, now, now + span, after=after or None, limit=PAGE)
+        rows, next_after = lanes_of(store, now, now + span, after=after or None, limit=LANES)
         zone = default_timezone(store)
         svg = render.timeline_svg(
             [render.Lane(r.schedule, r.fires, r.capped) for r in rows], now, now + span, zone
@@ -413,30 +415,34 @@ def routes(ctx: ApiContext) -> APIRouter:
     # ---------------------------------------------------------------------------- approvals
 
     @router.get("/approvals")
-    def approvals(request: Request, confirm: str | None = None) -> Response:
+    def approvals(
+        request: Request,
+        confirm: str | None = None,
+        after: str | None = None,
+        show_all: Annotated[bool, Query(alias="all")] = False,
+        done: str | None = None,
+    ) -> Response:
         viewer = signed_in(request)
         if isinstance(viewer, Response):
             return viewer
-        from reconciler.engine.approving import approval_queue, past_due_slot
+        from reconciler.engine.browsing import approval_page
 
-        store = ctx.store()
-        now = ctx.clock.now()
-        queue = approval_queue(store)
-        due: dict[str, datetime] = {}
-        for e in queue:
-            if e.state == "awaiting-approval":
-                rec = store.get_object("Schedule", e.schedule)
-                slot = past_due_slot(store, rec, now) if rec is not None else None
-                if slot is not None:
-                    due[e.schedule] = slot
+        found = approval_page(
+            ctx.store(), ctx.clock.now(), after=after or None, limit=PAGE, waiting=not show_all
+        )
         return page(
             request,
             "approvals.html",
             viewer,
-            queue=queue,
-            due=due,
+            queue=found.entries,
+            due=found.due,
             confirm=confirm,
-            notice=request.query_params.get("done"),
+            notice=done,
+            all=show_all,
+            next_link=_link("/approvals", {"after": found.next_after, "all": show_all})
+            if found.next_after
+            else None,
+            first_link=_link("/approvals", {"all": show_all}) if after else None,
         )
 
     @router.post("/approvals/{name}/{action}")
@@ -499,7 +505,7 @@ def routes(ctx: ApiContext) -> APIRouter:
                 and approving.past_due_slot(store, rec, now) is not None
             ):
                 return RedirectResponse(
-                    _link("/approvals", {"confirm": name}) + f"#{name}",
+                    _link("/approvals", {"confirm": name, "all": True}) + f"#{name}",
                     303,
                     headers=SECURITY_HEADERS,
                 )
@@ -517,7 +523,9 @@ def routes(ctx: ApiContext) -> APIRouter:
             return refuse(request, viewer, 409, str(e))
         ctx.request_reconcile(f"dashboard: {action} {name}")
         return RedirectResponse(
-            _link("/approvals", {"done": result.message}), 303, headers=SECURITY_HEADERS
+            _link("/approvals", {"done": result.message, "all": True}),
+            303,
+            headers=SECURITY_HEADERS,
         )
 
     return router
