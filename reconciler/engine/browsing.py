@@ -246,8 +246,10 @@ def approval_page(
     those in ``awaiting-approval``), as :func:`reconciler.engine.approving.approval_queue`
     describes them, but read a page at a time from the store's index instead of every
     schedule of the state."""
-    from reconciler.engine.approving import decision_lookup, past_due_slot, policy_in_force
+    from reconciler.engine.approving import past_due_slot, policy_in_force
     from reconciler.model.documents import JobTemplate
+    from reconciler.model.template import ApprovalRule
+    from reconciler.planning.approvals import Decisions, counted
 
     state: ObjectState | None = "awaiting-approval" if waiting else None
     records = store.page_objects("Schedule", after, limit + 1, state, needs_approval=True)
@@ -255,38 +257,49 @@ def approval_page(
     records = records[:limit]
     entries: list[QueueEntry] = []
     due: dict[str, datetime] = {}
-    if records:
-        policy = policy_in_force(store)
-        lookup = decision_lookup(store)
-        required: dict[str, int] = {}
-        for rec in records:
-            assert rec.approval_hash is not None
-            template = str(_spec_of(rec).get("template", ""))
-            if template not in required:
-                t = store.get_object("JobTemplate", template)
-                try:
-                    required[template] = (
-                        JobTemplate.model_validate_json(t.body).spec.approval.count if t else 1
-                    )
-                except ValueError:
-                    required[template] = 1
-            users = sorted(policy.users_by_email(rec.authors))
-            d = lookup(rec.name, rec.approval_hash)
-            entries.append(
-                QueueEntry(
-                    rec.name,
-                    template,
-                    ", ".join(users) if users else (", ".join(rec.authors) or None),
-                    rec.approval_hash,
-                    rec.state or "active",
-                    tuple(sorted(d.approvers)),
-                    required[template],
-                    tuple(sorted(d.denied_by)),
-                    rec.state_reason,
+    policy = policy_in_force(store) if records else None
+    rules: dict[str, ApprovalRule] = {}
+    for rec in records:
+        assert rec.approval_hash is not None and policy is not None
+        template = str(_spec_of(rec).get("template", ""))
+        if template not in rules:
+            t = store.get_object("JobTemplate", template)
+            try:
+                rules[template] = (
+                    JobTemplate.model_validate_json(t.body).spec.approval if t else ApprovalRule()
                 )
+            except ValueError:
+                rules[template] = ApprovalRule()
+        # the decisions that count, as the planner counts them: eligible users under the
+        # Policy in force who did not author this content (the latest decision of each)
+        approve: set[str] = set()
+        deny: set[str] = set()
+        for a in store.list_approvals(rec.name, rec.approval_hash):
+            (approve if a.decision == "approve" else deny).add(a.user)
+        authors = policy.users_by_email(rec.authors)
+        d = counted(
+            Decisions(frozenset(approve), frozenset(deny)),
+            policy,
+            template,
+            rules[template],
+            authors,
+        )
+        users = sorted(authors)
+        entries.append(
+            QueueEntry(
+                rec.name,
+                template,
+                ", ".join(users) if users else (", ".join(rec.authors) or None),
+                rec.approval_hash,
+                rec.state or "active",
+                tuple(sorted(d.approvers)),
+                rules[template].count,
+                tuple(sorted(d.denied_by)),
+                rec.state_reason,
             )
-            if rec.state == "awaiting-approval":
-                slot = past_due_slot(store, rec, now)
-                if slot is not None:
-                    due[rec.name] = slot
+        )
+        if rec.state == "awaiting-approval":
+            slot = past_due_slot(store, rec, now)
+            if slot is not None:
+                due[rec.name] = slot
     return ApprovalPage(entries, due, records[-1].name if more and records else None)

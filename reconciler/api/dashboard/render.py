@@ -222,8 +222,8 @@ def timeline_svg(
             every = (lane.fires[-1] - lane.fires[0]) / (len(lane.fires) - 1)
             x0, x1 = x(lane.fires[-1]), _WIDTH - 10
             parts.append(
-                f'<rect class="dense" x="{x0:.1f}" y="{y + 8}" width="{max(0.0, x1 - x0):.1f}" '
-                f'height="{_ROW_H - 16}"><title>{name} keeps firing about every '
+                f'<rect class="dense" x="{x0:.1f}" y="{y + 5}" width="{max(0.0, x1 - x0):.1f}" '
+                f'height="{_ROW_H - 10}"><title>{name} keeps firing about every '
                 f"{escape(_span(every))}</title></rect>"
             )
     parts.append(
