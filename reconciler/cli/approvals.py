@@ -134,14 +134,21 @@ def dry_run(name: str, fmt: str, state: str | None) -> None:
     it; a daemon (reconciler serve) runs it. Prints the run id."""
     from reconciler.engine.approving import dry_run as queue_dry_run
     from reconciler.engine.planning import open_state
+    from reconciler.engine.status import REPLICA_TTL
 
     need_state(state)
     with open_state(state) as store:
         run = queue_dry_run(store, name, "cli", "cli", _now())
+        daemon = any(r.workers > 0 for r in store.list_replicas(_now() - REPLICA_TTL))
     if fmt == "json":
         emit_json({"run": {"id": run.id, "status": run.status, "simulate": run.simulate}})
-    else:
+        return
+    click.echo(
+        f"run {run.id} queued (simulate) for schedule {printable(name)}; follow it with: "
+        f"reconciler logs {run.id} --follow"
+    )
+    if not daemon:
         click.echo(
-            f"run {run.id} queued (simulate) for schedule {printable(name)}; follow it with: "
-            f"reconciler logs {run.id} --follow"
+            "no daemon with workers is running on this state: the run starts when one does "
+            "(reconciler serve)"
         )

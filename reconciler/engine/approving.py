@@ -259,6 +259,10 @@ def record_review(
     ``force``: an ``at:`` whose time passed while it waited becomes active and runs right away
     (without it, it is approved but stays ``awaiting-approval``, with a reason saying so).
     """
+    if review.via not in VIAS:
+        raise ValueError(f"review via {review.via!r} is not one of {', '.join(VIAS)}")
+    if review.verdict not in ("approve", "deny", "withdraw"):
+        raise ValueError(f"review verdict {review.verdict!r} is not approve, deny or withdraw")
     policy = policy_in_force(store)
     rules = hashes.templates if isinstance(hashes, ApprovalHashes) else {}
     template_cache: dict[str, JobTemplate | None] = {}
@@ -317,6 +321,10 @@ def record_review(
         out: list[ApprovalStateWrite] = []
         for key, t in targets.items():
             if t.applied is None:
+                continue
+            if t.applied.state not in ("awaiting-approval", "denied", "active"):
+                # paused or disabled: the decision is kept, the state is Git's or the owner's
+                outcome[t.schedule] = (t.applied.state or "", t.applied.state_reason or "")
                 continue
             approve, deny = grouped.get(key, (set(), set()))
             c = counted(

@@ -62,7 +62,8 @@ def _variables(
     if run.schedule is not None and (
         run.trigger in ("schedule", "catch-up", "retry") or not run.untrusted
     ):
-        # a schedule's slot, or a dry-run of a schedule (reconciler dry-run): its values
+        # a schedule's slot, or a dry-run of a schedule (no caller values): the values and
+        # secret references are the applied schedule's, from Git
         rec = store.get_object("Schedule", run.schedule)
         if rec is None:
             raise ExecutionError(f'schedule "{run.schedule}" is not applied any more')

@@ -576,16 +576,43 @@ class Planner:
             "update", kind, name, f"{label} changed in Git ({what})", fields, digest, body
         )
 
-    def _state(self, schedule: Schedule, digest: str) -> tuple[str, str | None, str | None]:
-        """(state, reason, approval hash) that a schedule should have under the desired state."""
-        if not schedule.spec.enabled:
-            return "paused", schedule.spec.pause_note or "enabled is false in Git", None
+    def _state(
+        self, schedule: Schedule, digest: str, stored_state: str | None = None
+    ) -> tuple[str, str | None, str | None]:
+        """(state, reason, approval hash) that a schedule should have under the desired state.
+
+        An ``at:`` that waited for approval (``stored_state``) while its time passed stays
+        waiting however many approvals it has: only an approval with force runs it."""
         ahash = self.approval_hash_of(schedule, digest)
+        if not schedule.spec.enabled:  # a paused schedule may be decided on all the same
+            return "paused", schedule.spec.pause_note or "enabled is false in Git", ahash
         if ahash is None:
             return "active", None, None
         template = self.desired.templates[schedule.spec.template]
         state, reason = approval_state(template.spec.approval, self.decisions(schedule.name, ahash))
+        if state == "active" and stored_state in ("awaiting-approval", "denied"):
+            slot = self._past_at(schedule)
+            if slot is not None:
+                return (
+                    "awaiting-approval",
+                    f"{reason}, but its time ({slot.isoformat()}) passed while it waited: "
+                    "approve it with --force (API: ?force=true) to run it now",
+                    ahash,
+                )
         return state, reason, ahash
+
+    def _past_at(self, schedule: Schedule) -> datetime | None:
+        """The slot of an ``at:`` schedule when it is not after ``now``, else None."""
+        if schedule.spec.when.at is None:
+            return None
+        from reconciler.scheduling.zones import instant
+
+        trigger = self._trigger(schedule, self.after.timezone)
+        ts = trigger.next_seconds(-(2**40)) if trigger is not None else None
+        if ts is None:
+            return None
+        slot: datetime = instant(ts)
+        return slot if slot <= self.now else None
 
     def approval_hash_of(self, schedule: Schedule, digest: str) -> str | None:
         """The content hash approvals of ``schedule`` are for; None when it needs none."""
@@ -643,7 +670,7 @@ class Planner:
                 return None
             new = self.desired.schedules[name]
         assert new is not None
-        state, reason, ahash = self._state(new, digest)
+        state, reason, ahash = self._state(new, digest, rec.state if rec else None)
         after_servers = self.after.targets_of(new)
         after_next = self._upcoming(new, self.after.timezone)
         if rec is None:

@@ -356,8 +356,9 @@ class GitSource:
         """The author e-mails of the commits after ``old`` up to ``new`` that touched each
         key's paths (relative to the repository folder read, as snapshots name them).
 
-        At most ``limit`` commits are read (newest first); merge commits author nothing of
-        their own, the commits they bring in are read instead. A key whose paths no commit
+        At most ``limit`` commits are read (newest first; when there were more, the author
+        of ``new`` is added to every key); merge commits author nothing of their own, the
+        commits they bring in are read instead. A key whose paths no commit
         read touched, every key when nothing was applied before (``old`` None) and every key
         when ``old`` is not an ancestor of ``new`` (a rewritten history) get the author of
         ``new`` itself.
@@ -369,8 +370,12 @@ class GitSource:
         prefix = f"{self.subdir}/" if self.subdir else ""
         wanted = {k: {prefix + p for p in ps} for k, ps in paths.items()}
         try:
-            if old is not None and old != str(tip.id) and self.is_ancestor(old, str(tip.id)):
-                self._touching(old, tip, wanted, found, limit)
+            linear = old is not None and old != str(tip.id) and self.is_ancestor(old, str(tip.id))
+            if linear and old is not None:
+                complete = self._touching(old, tip, wanted, found, limit)
+                if not complete and tip_author:
+                    for v in found.values():  # older commits were not read: the tip counts
+                        v.add(tip_author)
         except (KeyError, ValueError, pygit2.GitError) as e:
             raise SourceError(f"cannot read the history of {self.display}: {e}") from None
         return {
@@ -384,13 +389,14 @@ class GitSource:
         wanted: Mapping[str, set[str]],
         found: dict[str, set[str]],
         limit: int,
-    ) -> None:
-        """Add to ``found`` the authors of the commits after ``old`` touching ``wanted``."""
+    ) -> bool:
+        """Add to ``found`` the authors of the commits after ``old`` touching ``wanted``;
+        False when ``limit`` commits were read before reaching ``old``."""
         walker = self.repo.walk(tip.id, pygit2.enums.SortMode.TOPOLOGICAL)
         walker.hide(pygit2.Oid(hex=old))
         for i, commit in enumerate(walker):
             if i >= limit:
-                break
+                return False
             if len(commit.parents) != 1:
                 continue
             diff = self.repo.diff(commit.parents[0], commit)
@@ -401,6 +407,7 @@ class GitSource:
             for key, ps in wanted.items():
                 if email and not ps.isdisjoint(changed):
                     found[key].add(email)
+        return True
 
     def default_revision(self, branch: str | None = None) -> str:
         """The head of the tracked branch (``branch``, else the remote/HEAD's branch)."""

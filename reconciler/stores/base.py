@@ -67,6 +67,7 @@ SKIP_REASONS: tuple[str, ...] = (
     "paused",  # the schedule is paused
     "owner-invalid",  # its owner is no longer a valid user
     "approval-pending",  # the content waits for approval
+    "denied",  # the content was denied (until it changes in Git)
     "desired-state-invalid",  # the current commit failed validation
 )
 

@@ -17,6 +17,7 @@ from reconciler.engine.planning import (
 from reconciler.model.desired import DesiredState
 from reconciler.planning.plan import Plan
 from reconciler.stores import StateStore
+from tests.daemon.conftest import serves as serves  # the fixture that stops every serve
 from tests.gitutil import git
 
 #: users: alice and frank write changes; bob and erin lead (approve on everything); carol

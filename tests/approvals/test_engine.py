@@ -292,3 +292,63 @@ def test_two_approvers_at_once_on_two_connections_reach_the_count(
     finally:
         for s in stores:
             s.close()
+
+
+def test_a_decision_on_a_paused_schedule_is_kept_and_leaves_it_paused(
+    store: StateStore, tmp_path: Path
+) -> None:
+    paused = """
+        apiVersion: reconciler/v1
+        kind: Schedule
+        metadata: {name: held}
+        spec:
+          template: deploy
+          owner: ops
+          enabled: false
+          when: {daily: {at: "06:00"}}
+        """
+    root = make_repo(tmp_path / "repo", extra={"schedules/held.yaml": paused})
+    apply_head(store, root, NOW)
+    assert state_of(store, "held") == "paused"
+    result = decide(store, "held", "bob", "approve", "cli", NOW)
+    assert result.recorded and result.state == "paused"
+    assert state_of(store, "held") == "paused"
+    # enabled again in Git: the approval of that content... is for other content (enabled
+    # is part of the schedule), so it waits
+    text = (root / "schedules/held.yaml").read_text()
+    write(root, "schedules/held.yaml", text.replace("enabled: false", "enabled: true"))
+    commit(root, "frank", "resume")
+    apply_head(store, root, NOW)
+    assert state_of(store, "held") == "awaiting-approval"
+
+
+def test_a_rewritten_history_makes_the_new_tip_author_the_author(
+    store: StateStore, tmp_path: Path
+) -> None:
+    from tests.gitutil import git
+
+    root = make_repo(tmp_path / "repo", author="alice")
+    apply_head(store, root, NOW)
+    text = (root / "schedules/nightly.yaml").read_text()
+    write(root, "schedules/nightly.yaml", text.replace("02:00", "01:00"))
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "--amend", "-m", "rewritten", "--author=Erin <erin@example.com>")
+    apply_head(store, root, NOW)
+    rec = store.get_object("Schedule", "nightly")
+    assert rec is not None and rec.authors == ("erin@example.com",)
+
+
+def test_a_directory_that_is_not_a_git_repository_has_no_authors(
+    store: StateStore, tmp_path: Path
+) -> None:
+    import shutil
+
+    root = make_repo(tmp_path / "repo", author="alice")
+    plain = tmp_path / "plain"
+    shutil.copytree(root, plain, ignore=shutil.ignore_patterns(".git"))
+    apply_head(store, plain, NOW)
+    rec = store.get_object("Schedule", "nightly")
+    assert rec is not None and rec.authors == () and rec.state == "awaiting-approval"
+    [entry] = [e for e in approval_queue(store) if e.schedule == "nightly"]
+    assert entry.author is None
+    assert decide(store, "nightly", "alice", "approve", "cli", NOW).state == "active"

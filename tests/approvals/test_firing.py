@@ -95,3 +95,29 @@ def test_an_at_approved_before_its_time_fires_at_its_time_and_a_denied_one_never
     assert [(r.schedule, r.slot) for r in runs if r.schedule == "once"] == [("once", SLOT)]
     denied = store.get_slot("nightly", datetime(2026, 3, 3, 2, 0, tzinfo=UTC))
     assert denied is not None and denied.skip_reason == "denied"
+
+
+def test_a_review_without_force_and_a_later_apply_leave_a_past_due_at_waiting(
+    store: StateStore, tmp_path: Path
+) -> None:
+    from reconciler.engine.approving import Review, record_review
+
+    from .conftest import commit, write
+
+    root = make_repo(tmp_path / "repo", author="frank", extra=ONCE)
+    apply_head(store, root, T0)
+    rec = store.get_object("Schedule", "once")
+    assert rec is not None and rec.approval_hash is not None
+    late = SLOT + timedelta(hours=2)
+    [result] = record_review(
+        store, {"once": rec.approval_hash}, Review("bob", "approve", "github"), late
+    )
+    assert result.recorded and result.state == "awaiting-approval"
+    assert "--force" in result.message
+    write(root, "notes.yaml", "just: notes\n")  # an unrelated commit is applied later
+    commit(root, "frank", "notes")
+    apply_head(store, root, late)
+    again = store.get_object("Schedule", "once")
+    assert again is not None and again.state == "awaiting-approval", again.state_reason
+    assert "--force" in (again.state_reason or "")
+    assert decide(store, "once", "erin", "approve", "cli", late, force=True).state == "active"

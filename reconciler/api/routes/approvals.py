@@ -8,8 +8,6 @@ schedule), 403 ``not-eligible`` (the key's user may not decide: not an approver,
 ``denied`` or ``past-due`` (an ``at:`` whose time passed: ``?force=true``).
 """
 
-from __future__ import annotations
-
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query
