@@ -492,7 +492,7 @@ def routes(ctx: ApiContext) -> APIRouter:
         user = str(viewer.user)
         try:
             if action == "dry-run":
-                run = approving.dry_run(store, name, "api", f"{user} (dashboard)", now)
+                run = approving.dry_run(store, name, "api", f"api-key:{viewer.name}", now)
                 ctx.wake_workers()
                 return RedirectResponse(f"/runs/{run.id}", 303, headers=SECURITY_HEADERS)
             verdict: Verdict = "approve" if action == "approve" else "deny"
@@ -521,7 +521,6 @@ def routes(ctx: ApiContext) -> APIRouter:
             )
         except UsageError as e:
             return refuse(request, viewer, 409, str(e))
-        ctx.request_reconcile(f"dashboard: {action} {name}")
         return RedirectResponse(
             _link("/approvals", {"done": result.message, "all": True}),
             303,
