@@ -5,6 +5,7 @@ the cookie never drives the JSON API; keys never reach a page or the log."""
 from __future__ import annotations
 
 import re
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -111,3 +112,33 @@ def test_sign_in_sets_a_strict_cookie_a_bad_key_sets_none_and_keys_stay_out_of_p
     log = site.serve.log.read_text()
     assert site.read_key not in log and site.approve_key not in log
     assert "GET / 303" in log  # the request was logged, by its path only
+
+
+def test_without_javascript_a_running_run_page_refreshes_itself_and_the_log_comes_in_parts(
+    site: Site,
+) -> None:
+    import json
+
+    out = json.loads(site.cli("run", "ping", "--server", "db-1", "--format", "json"))
+    run_id = out["run"]["id"] if "run" in out else out["id"]
+    status, _, html = _call(site, f"/runs/{run_id}", site.read_key)
+    assert status == 200
+    assert '<noscript><meta http-equiv="refresh" content="3"></noscript>' in html
+    # the fragment the script polls: what was added since an offset, and whether it is over
+    offset, text, final = 0, "", False
+    for _ in range(100):
+        status, _, body = _call(site, f"/runs/{run_id}/log?offset={offset}", site.read_key)
+        assert status == 200
+        part = json.loads(body)
+        assert part["next_offset"] >= offset
+        text += part["text"]
+        offset, final = part["next_offset"], part["final"]
+        if final:
+            break
+        time.sleep(0.2)
+    assert final and "step 1 of 5" in text and "step 5 of 5" in text
+    assert text.count("step 3 of 5") == 1  # each part once: nothing repeated or lost
+    status, _, html = _call(site, f"/runs/{run_id}", site.read_key)
+    assert "http-equiv" not in html  # a finished run's page stays put
+    status, _, _ = _call(site, f"/runs/{run_id}/log?offset=0")
+    assert status == 401  # the fragment needs the session too
