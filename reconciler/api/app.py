@@ -14,6 +14,7 @@ import logging
 
 from fastapi import FastAPI
 
+from reconciler.api import dashboard
 from reconciler.api.context import ApiContext
 from reconciler.api.errors import install_handlers
 from reconciler.api.limits import BodyLimit, RequestLog
@@ -40,6 +41,7 @@ ROUTERS = (
     schedules.routes,
     approvals.routes,
     webhooks.routes,
+    dashboard.routes,
 )
 
 

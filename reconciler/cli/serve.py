@@ -255,14 +255,21 @@ def serve(
 
 def _executor(workers: int) -> Any:
     """The Ansible executor (a warm zygote when there are workers), or the fake one when the
-    test entry point asks for it (``RECONCILER_TEST_FAKE_EXECUTOR``: seconds per run)."""
+    test entry point asks for it (``RECONCILER_TEST_FAKE_EXECUTOR``: seconds per run;
+    ``RECONCILER_TEST_FAKE_LOG``: that many log lines, written evenly over those seconds)."""
     fake = os.environ.get("RECONCILER_TEST_FAKE_EXECUTOR")
     if fake is not None:
         from reconciler.executors.fake import FakeExecutor, Script
         from reconciler.executors.spec import RunOutcome
 
+        lines = int(os.environ.get("RECONCILER_TEST_FAKE_LOG") or 0)
         return FakeExecutor(
-            default=Script(RunOutcome("", "succeeded", "ok (fake executor)"), delay=float(fake))
+            default=Script(
+                RunOutcome("", "succeeded", "ok (fake executor)"),
+                log=[f"TASK [step {i + 1} of {lines}] ok\n" for i in range(lines)],
+                delay=float(fake),
+                log_every=float(fake) / (lines + 1) if lines else 0.0,
+            )
         )
     from reconciler.executors.ansible import AnsibleExecutor
 

@@ -30,6 +30,9 @@ class Script:
     progress: Sequence[Progress] = ()
     log: Sequence[str] = ()
     delay: float = 0.0
+    log_every: float = 0.0
+    """When set, the log lines are written one every ``log_every`` seconds within ``delay``
+    (a run whose log grows while it runs), instead of all at the start."""
 
 
 def succeeded(message: str = "ok") -> Script:
@@ -54,11 +57,18 @@ class FakeRunHandle:
             self._progress.append(item)
             if self._on_progress is not None:
                 self._on_progress(item)
+        waited = 0.0
+        cancelled = False
         for line in self._script.log:
+            if self._script.log_every and not cancelled:
+                cancelled = self._cancel.wait(self._script.log_every)
+                waited += self._script.log_every
             self._log.append(line)
             if self._on_log is not None:
                 self._on_log(line)
-        cancelled = self._cancel.wait(self._script.delay) if self._script.delay else False
+        rest = max(0.0, self._script.delay - waited)
+        if not cancelled and rest:
+            cancelled = self._cancel.wait(rest)
         outcome = replace(self._script.outcome, run_id=self.run_id)
         if cancelled or self._cancel.is_set():
             outcome = replace(outcome, status="cancelled", message="cancelled")

@@ -633,6 +633,28 @@ class StateStore(Protocol):
         self, server: str | None = None, template: str | None = None, latest: bool = True
     ) -> list[DriftRecord]: ...
 
+    # -- pages of the dashboard (api/dashboard/, engine/browsing.py): bounded, indexed reads
+    def page_objects(
+        self,
+        kind: str,
+        after: str | None = None,
+        limit: int = 50,
+        state: ObjectState | None = None,
+        contains: str | None = None,
+        needs_approval: bool = False,
+    ) -> list[ObjectRecord]: ...
+    def count_states(self, kind: str) -> dict[str, int]: ...
+    def last_runs_of(self, schedules: Sequence[str]) -> dict[str, RunRecord]: ...
+    def browse_runs(
+        self,
+        schedule: str | None = None,
+        template: str | None = None,
+        status: RunStatus | None = None,
+        trigger: RunTrigger | None = None,
+        before: int | None = None,
+        limit: int = 50,
+    ) -> list[RunRecord]: ...
+
     # -- approvals, API keys, leases
     def record_approval(self, approval: Approval) -> None: ...
     def list_approvals(

@@ -1,0 +1,90 @@
+"""The dashboard's pure pieces: how instants and distances read, the timeline picture, where a
+sign-in may redirect to, and the CSRF token."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from reconciler.api.dashboard import render, session
+
+NOW = datetime(2025, 3, 29, 12, 0, tzinfo=UTC)
+BERLIN = ZoneInfo("Europe/Berlin")
+
+
+def test_every_instant_reads_with_its_utc_offset_across_a_dst_change() -> None:
+    assert (
+        render.instant(datetime(2025, 3, 30, 1, 30, tzinfo=BERLIN)) == "2025-03-30 01:30:00 +01:00"
+    )
+    assert (
+        render.instant(datetime(2025, 3, 30, 3, 30, tzinfo=BERLIN)) == "2025-03-30 03:30:00 +02:00"
+    )
+    assert render.instant("2025-03-30T01:00:00+00:00") == "2025-03-30 01:00:00 +00:00"
+    assert render.instant(None) == "-"
+
+
+@pytest.mark.parametrize(
+    ("delta", "text"),
+    [
+        (timedelta(seconds=0.2), "now"),
+        (timedelta(seconds=45), "in 45 s"),
+        (timedelta(minutes=59, seconds=59), "in 59 min"),
+        (timedelta(hours=3, minutes=10), "in 3 h"),
+        (timedelta(days=2, hours=23), "in 2 d"),
+        (-timedelta(minutes=5), "5 min ago"),
+    ],
+)
+def test_a_distance_from_now_is_rounded_down_to_its_largest_unit(
+    delta: timedelta, text: str
+) -> None:
+    assert render.relative(NOW + delta, NOW) == text
+
+
+def test_the_timeline_escapes_names_draws_a_mark_per_fire_and_a_band_when_capped() -> None:
+    end = NOW + timedelta(hours=24)
+    fires = [NOW + timedelta(hours=h) for h in (1, 2, 3)]
+    same_pixel = [NOW + timedelta(hours=5), NOW + timedelta(hours=5, seconds=1)]
+    svg = str(
+        render.timeline_svg(
+            [
+                render.Lane("<script>x</script>", fires),
+                render.Lane("dense", same_pixel),
+                render.Lane("often", [NOW + timedelta(minutes=m) for m in (1, 2, 3)], True),
+            ],
+            NOW,
+            end,
+            "Europe/Berlin",
+        )
+    )
+    assert "<script>" not in svg and "&lt;script&gt;x&lt;/script&gt;" in svg
+    assert svg.count('class="fire"') == 3 + 1 + 3  # two fires in one pixel are one mark
+    assert svg.count('class="dense"') == 1 and "about every 1 min" in svg
+    # the axis is in the zone: 12:00 UTC is 13:00 in Berlin, so ticks at 15:00, 18:00, ...
+    assert ">15:00<" in svg and ">Sun 30<" in svg
+
+
+@pytest.mark.parametrize(
+    ("target", "kept"),
+    [
+        ("/runs/5?x=1", "/runs/5?x=1"),
+        ("//evil.example/x", "/"),
+        ("https://evil.example/", "/"),
+        ("/\\evil.example", "/"),
+        ("runs", "/"),
+        (None, "/"),
+    ],
+)
+def test_a_sign_in_redirects_only_to_a_path_of_this_server(target: str | None, kept: str) -> None:
+    assert session.local_path(target) == kept
+
+
+def test_the_csrf_token_is_per_session_and_checked_whole() -> None:
+    a, b = session.csrf_token("rk_key-a-0123456789"), session.csrf_token("rk_key-b-0123456789")
+    assert a != b and len(a) == 64
+    assert session.csrf_ok("rk_key-a-0123456789", a)
+    assert not session.csrf_ok("rk_key-a-0123456789", b)
+    assert not session.csrf_ok("rk_key-a-0123456789", a[:-1])
+    assert not session.csrf_ok("rk_key-a-0123456789", "")
+    assert "rk_key-a" not in a
