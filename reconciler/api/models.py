@@ -30,6 +30,11 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` documenting the error answers a route may give."""
+    return {s: {"model": ErrorBody} for s in statuses}
+
+
 class TriggerBody(BaseModel):
     """The JSON body of ``POST /api/jobs/trigger`` (every field optional)."""
 

@@ -33,8 +33,9 @@ class Fire:
     """How long the calendar shows it: the template's timeout, capped at 1 h (5 min if none)."""
 
 
-def _labels_match(labels: dict[str, str], wanted: dict[str, str]) -> bool:
-    return all(labels.get(k) == v for k, v in wanted.items())
+def _labels_match(labels: dict[str, str], wanted: dict[str, str | None]) -> bool:
+    """Every wanted label is there, with the wanted value (None: any value)."""
+    return all(k in labels and (v is None or labels[k] == v) for k, v in wanted.items())
 
 
 def _duration(template_body: dict[str, Any] | None) -> timedelta:
@@ -54,10 +55,11 @@ def upcoming_fires(
     now: datetime,
     until: datetime,
     per_schedule: int,
-    labels: dict[str, str] | None = None,
+    labels: dict[str, str | None] | None = None,
 ) -> list[Fire]:
     """Fires of active schedules strictly after ``now`` and before ``until``, at most
-    ``per_schedule`` for each, soonest first; only schedules whose labels hold ``labels``."""
+    ``per_schedule`` for each, soonest first; only schedules whose labels hold ``labels``
+    (a value of None: the label with any value)."""
     from reconciler.model.schedule import When
     from reconciler.scheduling import WhenError, build_trigger, upcoming
 

@@ -94,7 +94,11 @@ def test_the_feed_parses_back_to_the_upcoming_fire_times_with_stable_uids(
     _, capped = fetch(s, f"key={s.key}&days=7&limit=3")
     assert len(icalendar.Calendar.from_ical(capped).walk("VEVENT")) == 6
 
-    for query, code in (("", 401), ("key=rk_nope", 401), (f"key={s.key}&label=oops", 400)):
+    _, any_team = fetch(s, f"key={s.key}&label=team&days=7")
+    assert {str(e["SUMMARY"]) for e in icalendar.Calendar.from_ical(any_team).walk("VEVENT")} == {
+        "nightly (ping)"
+    }
+    for query, code in (("", 401), ("key=rk_nope", 401), (f"key={s.key}&days=99", 400)):
         try:
             fetch(s, query)
             raise AssertionError(f"{query!r} answered 200")

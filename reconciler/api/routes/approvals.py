@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 from reconciler.api.auth import need_approve, need_read
 from reconciler.api.context import ApiContext
 from reconciler.api.errors import ApiError
+from reconciler.api.models import error_responses
 from reconciler.engine.approving import ApprovalRefused, ReviewResult
 from reconciler.stores.base import ApiKey
 
@@ -50,7 +51,7 @@ def _answer(result: ReviewResult) -> dict[str, Any]:
 
 
 def routes(ctx: ApiContext) -> APIRouter:
-    router = APIRouter(tags=["approvals"])
+    router = APIRouter(tags=["approvals"], responses=error_responses(400, 401, 403, 404, 409))
     approver = need_approve(ctx)
 
     @router.get(

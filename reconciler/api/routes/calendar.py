@@ -2,7 +2,8 @@
 
 Calendar clients cannot send headers, so the key usually comes as ``?key=`` in the feed URL
 (never logged: the request log prints paths only). ``?label=team=web`` (repeatable) keeps the
-schedules whose labels hold every pair; ``?days=`` (1-31, default 7) is the window;
+schedules whose labels hold every pair (``?label=team``: the label with any value);
+``?days=`` (1-31, default 7) is the window;
 ``?limit=`` (1-500, default 100) caps the fires of one schedule (an ``every: 1m`` schedule
 would otherwise fill a calendar).
 """
@@ -18,11 +19,11 @@ from fastapi.responses import Response
 from reconciler.api import ics
 from reconciler.api.auth import need_read
 from reconciler.api.context import ApiContext
-from reconciler.api.errors import ApiError
+from reconciler.api.models import error_responses
 
 
 def routes(ctx: ApiContext) -> APIRouter:
-    router = APIRouter()
+    router = APIRouter(responses=error_responses(400, 401, 403))
 
     @router.get(
         "/api/schedules.ics",
@@ -33,18 +34,20 @@ def routes(ctx: ApiContext) -> APIRouter:
         responses={200: {"content": {"text/calendar": {}}}},
     )
     def calendar(
-        label: Annotated[list[str] | None, Query(description="KEY=VALUE, repeatable")] = None,
+        label: Annotated[
+            list[str] | None,
+            Query(description="KEY=VALUE (that value) or KEY (any value); repeatable, all hold"),
+        ] = None,
         days: Annotated[int, Query(ge=1, le=31)] = 7,
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
     ) -> Response:
         from reconciler.engine.calendar import upcoming_fires
 
-        wanted: dict[str, str] = {}
+        wanted: dict[str, str | None] = {}
         for item in label or []:
             key, sep, value = item.partition("=")
-            if not sep or not key:
-                raise ApiError(400, "bad-request", f"label {item!r}: give it as KEY=VALUE")
-            wanted[key] = value
+            if key:  # an empty KEY selects nothing in particular
+                wanted[key] = value if sep else None
         now = ctx.clock.now()
         fires = upcoming_fires(ctx.store(), now, now + timedelta(days=days), limit, wanted)
         return Response(

@@ -13,10 +13,11 @@ from fastapi.responses import Response
 from reconciler.api.auth import need_read
 from reconciler.api.context import ApiContext
 from reconciler.api.metrics import CONTENT_TYPE, PrometheusTelemetry
+from reconciler.api.models import error_responses
 
 
 def routes(ctx: ApiContext) -> APIRouter:
-    router = APIRouter()
+    router = APIRouter(responses=error_responses(401, 403, 503))
     metrics = (
         ctx.telemetry if isinstance(ctx.telemetry, PrometheusTelemetry) else PrometheusTelemetry()
     )

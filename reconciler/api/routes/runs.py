@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Security
 from reconciler.api.auth import KEY_HEADER, KEY_QUERY, need_key, need_read
 from reconciler.api.context import ApiContext
 from reconciler.api.errors import ApiError
-from reconciler.api.models import CancelAnswer, ErrorBody, LogPart, RunOut, RunPage
+from reconciler.api.models import CancelAnswer, LogPart, RunOut, RunPage, error_responses
 from reconciler.engine.running import cancel_run, run_json
 from reconciler.stores.base import FINAL_STATUSES, ApiKey, RunRecord
 
@@ -29,10 +29,6 @@ Status = Literal[
 ]
 Trigger = Literal["schedule", "api", "cli", "catch-up", "retry"]
 RunIdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="The run's id")]
-
-
-def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    return {s: {"model": ErrorBody} for s in statuses}
 
 
 def routes(ctx: ApiContext) -> APIRouter:
@@ -50,7 +46,7 @@ def routes(ctx: ApiContext) -> APIRouter:
         summary="Run history, newest first, in pages",
         response_model=RunPage,
         dependencies=read,
-        responses=_errors(400, 401, 403),
+        responses=error_responses(400, 401, 403),
     )
     def list_runs(
         schedule: Annotated[str | None, Query(max_length=253)] = None,
@@ -92,7 +88,7 @@ def routes(ctx: ApiContext) -> APIRouter:
         summary="One run (the object of reconciler runs show)",
         response_model=RunOut,
         dependencies=read,
-        responses=_errors(401, 403, 404),
+        responses=error_responses(401, 403, 404),
     )
     def show_run(run_id: RunIdPath) -> dict[str, Any]:
         return run_json(found(run_id))
@@ -102,7 +98,7 @@ def routes(ctx: ApiContext) -> APIRouter:
         summary="A run's log from a byte offset (follow a live log with next_offset)",
         response_model=LogPart,
         dependencies=read,
-        responses=_errors(401, 403, 404),
+        responses=error_responses(401, 403, 404),
     )
     def run_log(
         run_id: RunIdPath,
@@ -124,7 +120,7 @@ def routes(ctx: ApiContext) -> APIRouter:
         "/api/runs/{run_id}/cancel",
         summary="Cancel a queued or running run",
         response_model=CancelAnswer,
-        responses=_errors(401, 403, 404, 409),
+        responses=error_responses(401, 403, 404, 409),
     )
     def cancel(request: Request, run_id: RunIdPath) -> dict[str, Any]:
         key: ApiKey = need_key(ctx, request)

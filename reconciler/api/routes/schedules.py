@@ -16,15 +16,11 @@ from fastapi import APIRouter, Depends, Path, Query, Security
 from reconciler.api.auth import KEY_HEADER, KEY_QUERY, need_read
 from reconciler.api.context import ApiContext
 from reconciler.api.errors import ApiError
-from reconciler.api.models import ErrorBody, ScheduleDetail, ScheduleList, SlotList
+from reconciler.api.models import ScheduleDetail, ScheduleList, SlotList, error_responses
 from reconciler.engine.ledger import ledger_rows
 from reconciler.engine.listing import list_schedules, system_json
 
 NamePath = Annotated[str, Path(max_length=253, description="The schedule's name")]
-
-
-def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    return {s: {"model": ErrorBody} for s in statuses}
 
 
 def routes(ctx: ApiContext) -> APIRouter:
@@ -38,7 +34,7 @@ def routes(ctx: ApiContext) -> APIRouter:
         summary="Applied schedules with state, next fire times and last result",
         response_model=ScheduleList,
         response_model_exclude_unset=True,
-        responses=_errors(400, 401, 403),
+        responses=error_responses(400, 401, 403),
     )
     def schedules(
         upcoming: Annotated[
@@ -58,7 +54,7 @@ def routes(ctx: ApiContext) -> APIRouter:
         "/api/schedules/{name}",
         summary="One schedule: its listing row and applied spec",
         response_model=ScheduleDetail,
-        responses=_errors(400, 401, 403, 404),
+        responses=error_responses(400, 401, 403, 404),
     )
     def schedule(
         name: NamePath,
@@ -77,7 +73,7 @@ def routes(ctx: ApiContext) -> APIRouter:
         "/api/schedules/{name}/slots",
         summary="The slot ledger of a schedule, newest first",
         response_model=SlotList,
-        responses=_errors(400, 401, 403, 404),
+        responses=error_responses(400, 401, 403, 404),
     )
     def slots(
         name: NamePath,

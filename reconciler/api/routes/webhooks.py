@@ -20,6 +20,7 @@ from starlette.requests import ClientDisconnect
 
 from reconciler.api.context import ApiContext
 from reconciler.api.errors import ApiError, error
+from reconciler.api.models import error_responses
 from reconciler.engine.webhooks import FORGES, receive
 
 log = logging.getLogger("reconciler.http")
@@ -57,7 +58,7 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def routes(ctx: ApiContext) -> APIRouter:
-    router = APIRouter()
+    router = APIRouter(responses=error_responses(400, 401, 413))
 
     def endpoint(forge: str) -> Callable[[Request], Awaitable[Response]]:
         async def deliver(request: Request) -> Response:
