@@ -1397,39 +1397,6 @@ class SqlStore(ABC):
                         out[r.schedule] = r
         return out
 
-    def browse_runs(
-        self,
-        schedule: str | None = None,
-        template: str | None = None,
-        status: RunStatus | None = None,
-        trigger: RunTrigger | None = None,
-        before: int | None = None,
-        limit: int = 50,
-    ) -> list[RunRecord]:
-        """Runs newest first (by id), filtered, with ids below ``before``: a page of history
-        that costs the same at the end of 100,000 runs as at their start."""
-        where: list[str] = []
-        params: list[Any] = []
-        for column, value in (
-            ("schedule", schedule),
-            ("template", template),
-            ("status", status),
-            ("trigger_kind", trigger),
-        ):
-            if value is not None:
-                where.append(f"{column} = ?")
-                params.append(value)
-        if before is not None:
-            where.append("id < ?")
-            params.append(before)
-        sql = f"SELECT {_RUN_COLS} FROM rc_runs"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        with self._tx("read") as tx:
-            return self._with_hosts(tx, tx.all(sql + " ORDER BY id DESC LIMIT ?", [*params, limit]))
-
-    # -- approvals
-
     def record_approval(self, approval: Approval) -> None:
         """Record a user's decision on one content hash; a later decision replaces theirs."""
         check_literal(approval.decision, Decision, "decision")

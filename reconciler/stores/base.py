@@ -645,17 +645,6 @@ class StateStore(Protocol):
     ) -> list[ObjectRecord]: ...
     def count_states(self, kind: str) -> dict[str, int]: ...
     def last_runs_of(self, schedules: Sequence[str]) -> dict[str, RunRecord]: ...
-    def browse_runs(
-        self,
-        schedule: str | None = None,
-        template: str | None = None,
-        status: RunStatus | None = None,
-        trigger: RunTrigger | None = None,
-        before: int | None = None,
-        limit: int = 50,
-    ) -> list[RunRecord]: ...
-
-    # -- approvals, API keys, leases
     def record_approval(self, approval: Approval) -> None: ...
     def list_approvals(
         self, schedule: str | None = None, content_hash: str | None = None

@@ -86,12 +86,12 @@ def test_the_last_run_of_named_schedules_and_a_filtered_history_page_by_page(
     got: list[int] = []
     before = None
     for _ in range(10):
-        page = store.browse_runs(schedule="a", trigger="schedule", before=before, limit=4)
+        page = store.page_runs(schedule="a", trigger="schedule", before=before, limit=4)
         if not page:
             break
         got += [r.id for r in page]
         before = page[-1].id
     assert got == want
-    failed = store.browse_runs(status="failed", template="t", limit=100)
+    failed = store.page_runs(status="failed", template="t", limit=100)
     assert [r.id for r in failed] == [r.id for r in reversed(made) if made.index(r) % 4 == 0]
-    assert store.browse_runs(template="other") == []
+    assert store.page_runs(template="other") == []

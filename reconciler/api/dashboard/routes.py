@@ -279,13 +279,13 @@ def routes(ctx: ApiContext) -> APIRouter:
             return refuse(request, viewer, 400, f"unknown status {status!r}")
         if filters["trigger"] is not None and filters["trigger"] not in get_args(RunTrigger):
             return refuse(request, viewer, 400, f"unknown trigger {trigger!r}")
-        found = ctx.store().browse_runs(
-            filters["schedule"],
-            filters["template"],
-            filters["status"],  # type: ignore[arg-type]
-            filters["trigger"],  # type: ignore[arg-type]
-            before,
-            PAGE + 1,
+        found = ctx.store().page_runs(
+            schedule=filters["schedule"],
+            template=filters["template"],
+            status=filters["status"],  # type: ignore[arg-type]
+            trigger=filters["trigger"],  # type: ignore[arg-type]
+            before=before,
+            limit=PAGE + 1,
         )
         more = len(found) > PAGE
         found = found[:PAGE]
@@ -379,7 +379,7 @@ def routes(ctx: ApiContext) -> APIRouter:
             more_link=_link(f"/schedules/{name}", {"limit": min(1000, limit * 5)})
             if len(ledger) >= limit and limit < 1000
             else None,
-            recent=store.browse_runs(schedule=name, limit=10),
+            recent=store.page_runs(schedule=name, limit=10),
         )
 
     @router.get("/drift")
