@@ -32,6 +32,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol, cast
 
 from reconciler.errors import StateConflict, StateCorrupt, StateTooNew, UsageError
+from reconciler.model.firing import FiringSpec, firing_spec
 from reconciler.stores.base import (
     FINAL_STATUSES,
     SENSITIVE_PLACEHOLDER,
@@ -43,6 +44,7 @@ from reconciler.stores.base import (
     DriftState,
     FireBatch,
     FireResult,
+    FiringHead,
     HeartbeatAnswer,
     HistoryEntry,
     HostResult,
@@ -293,6 +295,31 @@ MIGRATIONS: tuple[Migration, ...] = (
                 PRIMARY KEY (api_key, idem_key))""",
         ),
     ),
+    Migration(
+        5,
+        "firing rows: what firing needs of each applied schedule, kept beside its body",
+        (
+            # one row per applied schedule whose body has the fields firing needs
+            # (reconciler.model.firing.firing_spec), with the head of its rc_objects row:
+            # written in the same transaction by apply_changes and set_object_state, so
+            # start-up reads these short rows and no body
+            """CREATE TABLE rc_firing (
+                schedule TEXT PRIMARY KEY,
+                serial {INT} NOT NULL,
+                state TEXT,
+                state_reason TEXT,
+                revision TEXT,
+                updated_at {TS} NOT NULL,
+                when_spec TEXT NOT NULL,
+                template TEXT NOT NULL,
+                owner TEXT NOT NULL,
+                misfire TEXT NOT NULL,
+                misfire_window TEXT,
+                overlap TEXT NOT NULL,
+                fields_key TEXT NOT NULL,
+                shape TEXT NOT NULL)""",
+        ),
+    ),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 
@@ -312,6 +339,12 @@ _NEW_RUN_COLS = (
     "untrusted"
 )
 _NEW_RUN_MARKS = ", ".join("?" * len(_NEW_RUN_COLS.split(",")))
+_FIRING_COLS = (
+    "schedule, serial, state, state_reason, revision, updated_at, when_spec, template, "
+    "owner, misfire, misfire_window, overlap, fields_key, shape"
+)
+#: The columns of a firing row that schedules of one shape share (``shape`` is their digest).
+_SHAPE_COLS = "when_spec, template, owner, misfire, misfire_window, overlap, fields_key"
 _SLOT_COLS = "schedule, slot, run_id, skip_reason, detail, recorded_at, until_slot, slot_count"
 #: Up to this many schedules, :meth:`SqlStore.schedule_activity` looks up only theirs (an
 #: index range each); more (a burst) read every active run once.
@@ -441,6 +474,8 @@ class SqlStore(ABC):
                                 f"created_at) VALUES (1, ?, 0, 0, {now})",
                                 (PRODUCT,),
                             )
+                        if m.version == 5:  # the firing rows of the schedules applied
+                            self._backfill_firing(tx)
                         tx.run(
                             "INSERT INTO rc_migrations (version, description, applied_at) "
                             f"VALUES (?, ?, {now})",
@@ -717,6 +752,9 @@ class SqlStore(ABC):
             gone = [d for d in deletes if tuple(d) in existing]
             if gone:
                 tx.many("DELETE FROM rc_objects WHERE kind = ? AND name = ?", gone)
+            self._write_firing(
+                tx, upserts, [n for k, n in gone if k == "Schedule"], new, revision, ts
+            )
             created = sum(1 for k in keys if k not in existing)
             tx.run(
                 "INSERT INTO rc_revisions (serial, revision, applied_at, created, updated, "
@@ -750,6 +788,12 @@ class SqlStore(ABC):
             )
             if n != 1:
                 raise UsageError(f"there is no applied {kind} named {name!r}")
+            if kind == "Schedule":
+                tx.run(
+                    "UPDATE rc_firing SET state = ?, state_reason = ?, serial = ?, "
+                    "updated_at = ? WHERE schedule = ?",
+                    (state, reason, new, ts, name),
+                )
             tx.run("UPDATE rc_meta SET serial = ? WHERE id = 1", (new,))
         return new
 
@@ -1385,6 +1429,133 @@ class SqlStore(ABC):
             rows = tx.all("SELECT schedule, last_slot, when_hash FROM rc_cursors")
         return {r[0]: Cursor(r[0], self._dt(r[1]), r[2]) for r in rows}
 
+    def _write_firing(
+        self,
+        tx: Tx,
+        upserts: Sequence[ObjectWrite],
+        gone: Sequence[str],
+        serial: int,
+        revision: str | None,
+        ts: Any,
+    ) -> None:
+        """Keep the firing rows in step with the applied schedules (same transaction)."""
+        rows: list[tuple[Any, ...]] = []
+        drop = list(gone)
+        for u in upserts:
+            if u.kind == "Schedule":
+                row = _firing_row(u.name, serial, u.body, u.state, u.state_reason)
+                if row is None:
+                    drop.append(u.name)  # firing reads the body and reports it broken
+                else:
+                    rows.append((*row[:4], revision, ts, *row[4:]))
+        for chunk in _chunks(drop, 500):
+            tx.run(f"DELETE FROM rc_firing WHERE schedule IN ({','.join('?' * len(chunk))})", chunk)
+        self._insert_firing(tx, rows)
+
+    def _insert_firing(self, tx: Tx, rows: Sequence[tuple[Any, ...]]) -> None:
+        if rows:
+            cols = _FIRING_COLS.split(", ")
+            tx.many(
+                f"INSERT INTO rc_firing ({_FIRING_COLS}) VALUES ({','.join('?' * len(cols))}) "
+                "ON CONFLICT (schedule) DO UPDATE SET "
+                + ", ".join(f"{c} = excluded.{c}" for c in cols[1:]),
+                rows,
+            )
+
+    def _backfill_firing(self, tx: Tx) -> None:
+        rows = []
+        for r in tx.all(
+            "SELECT name, serial, body, state, state_reason, revision, updated_at "
+            "FROM rc_objects WHERE kind = 'Schedule'"
+        ):
+            row = _firing_row(r[0], r[1], r[2], r[3], r[4])
+            if row is not None:
+                rows.append((*row[:4], r[5], r[6], *row[4:]))
+        self._insert_firing(tx, rows)
+
+    def firing_heads(self, names: Sequence[str] | None = None) -> list[FiringHead]:
+        """Every applied schedule (or those of ``names``) with its firing row and cursor, by
+        name. Only firing rows are read (no body), the part schedules share once per shape;
+        only a schedule without a firing row (its body lacks what firing needs) comes with its
+        body."""
+        out: list[FiringHead] = []
+        # schedules of one apply share their instants, those fired together their cursor's:
+        # each parsed once
+        instants: dict[Any, datetime] = {}
+
+        def dt(value: Any, what: str) -> datetime:
+            got = instants.get(value)
+            if got is None:
+                got = instants[value] = self._dt(value, what)
+            return got
+
+        def cursor(name: str, last: Any, when_hash: Any) -> Cursor | None:
+            return None if last is None else Cursor(name, dt(last, "a cursor"), when_hash)
+
+        with self._tx("read") as tx:
+            specs = {
+                r[0]: FiringSpec(r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[0])
+                for r in tx.all(f"SELECT DISTINCT shape, {_SHAPE_COLS} FROM rc_firing")
+            }
+            if names is None:
+                chunks: list[list[Any]] = [[]]
+            else:
+                chunks = [list(c) for c in _chunks(list(dict.fromkeys(names)), 500)]
+            bare: list[tuple[Any, ...]] = []
+            for chunk in chunks:
+                marks = ",".join("?" * len(chunk))
+                rows = tx.all(
+                    "SELECT f.schedule, f.serial, f.state, f.state_reason, f.revision, "
+                    "f.updated_at, f.shape, c.last_slot, c.when_hash "
+                    "FROM rc_firing f LEFT JOIN rc_cursors c ON c.schedule = f.schedule"
+                    + (f" WHERE f.schedule IN ({marks})" if chunk else "")
+                    + " ORDER BY f.schedule",
+                    chunk,
+                )
+                get = instants.get
+                for r in rows:  # the hot loop of a start-up: as little as possible per row
+                    at = get(r[5]) or dt(r[5], f'the applied Schedule "{r[0]}"')
+                    last = None if r[7] is None else get(r[7]) or dt(r[7], "a cursor")
+                    out.append(
+                        FiringHead(
+                            r[0],
+                            r[1],
+                            r[2],
+                            r[3],
+                            r[4],
+                            at,
+                            specs[r[6]],
+                            None,
+                            None if last is None else Cursor(r[0], last, r[8]),
+                        )
+                    )
+                bare += tx.all(
+                    "SELECT o.name, o.serial, o.state, o.state_reason, o.revision, "
+                    "o.updated_at, o.body, c.last_slot, c.when_hash FROM rc_objects o "
+                    "LEFT JOIN rc_cursors c ON c.schedule = o.name WHERE o.kind = 'Schedule' "
+                    + (f"AND o.name IN ({marks}) " if chunk else "")
+                    + "AND NOT EXISTS (SELECT 1 FROM rc_firing f WHERE f.schedule = o.name)",
+                    chunk,
+                )
+        for r in bare:
+            what = f'the applied Schedule "{r[0]}"'
+            out.append(
+                FiringHead(
+                    r[0],
+                    r[1],
+                    r[2],
+                    r[3],
+                    r[4],
+                    dt(r[5], what),
+                    None,
+                    r[6],
+                    cursor(r[0], r[7], r[8]),
+                )
+            )
+        if len(chunks) > 1 or bare:
+            out.sort(key=lambda h: h.name)
+        return out
+
     def record_fires(self, batches: Sequence[FireBatch], now: datetime) -> list[FireResult]:
         """Record the ledger entries of many schedules in one transaction (a burst of 1,000
         slots due at one instant is one commit). Each batch is guarded by its cursor
@@ -1786,6 +1957,18 @@ class SqlStore(ABC):
     # -- idempotency keys of the trigger endpoint (api/routes/jobs.py)
 
     # -- signed revisions and run provenance
+
+
+def _firing_row(
+    name: str, serial: int, body: str, state: str | None, reason: str | None
+) -> tuple[Any, ...] | None:
+    """The values of ``_FIRING_COLS`` but the revision and time, or None when the body lacks
+    what firing needs."""
+    try:
+        f = firing_spec(body)
+    except (ValueError, KeyError, TypeError):
+        return None
+    return (name, serial, state, reason, *f.fields(), f.shape)
 
 
 def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
