@@ -153,6 +153,7 @@ class Shape:
         "overlap",
         "owner",
         "owner_checked",
+        "shape_key",
         "template",
         "trigger",
         "when",
@@ -165,7 +166,7 @@ class Shape:
         self.trigger, self.when_hash = ctx.trigger(spec.when)
         self.when, self.template, self.owner = spec.when, spec.template, spec.owner
         self.misfire, self.overlap, self.window_text = spec.misfire, spec.overlap, spec.window
-        self.fields_key = spec.fields_key
+        self.fields_key, self.shape_key = spec.fields_key, spec.shape
         self.fields: dict[str, Any] | None = None
         self.owner_checked: tuple[str | None] | None = None
 
@@ -419,24 +420,24 @@ def decide(
     activity: dict[str, tuple[list[RunId], list[RunId]]],
     *,
     grace: timedelta = DEFAULT_GRACE,
+    plans: dict[tuple[object, ...], tuple[list[DueEntry], datetime | None]] | None = None,
 ) -> tuple[FireBatch | None, Disable | None]:
-    """The batch that records every due slot of ``a`` at ``now`` (None: nothing is due)."""
-    start = last_done(a)
-    at_past = a.cursor is None and a.trigger.form == "at" and _at_slot(a) <= a.since
-    if at_past:
-        slot = _at_slot(a)
-        entries = [DueEntry(slot, slot, "run", "on-time", "its time had passed when applied")]
-        cursor_to: datetime | None = slot
+    """The batch that records every due slot of ``a`` at ``now`` (None: nothing is due).
+    ``plans``: the due entries worked out in this pass, shared by the schedules whose entries
+    differ in nothing but their name (same shape and last slot, no jitter)."""
+    sh = a.shape
+    key: tuple[object, ...] | None = None
+    if plans is not None and sh.trigger.jitter is None:
+        key = (sh.shape_key, a.cursor is None, last_done(a), a.since if a.cursor is None else None)
+        got = plans.get(key)
     else:
-        entries, cursor_to = plan_due(
-            a.trigger,
-            a.name,
-            start,
-            now,
-            a.misfire,  # type: ignore[arg-type]
-            a.window,
-            grace=grace,
-        )
+        got = None
+    if got is None:
+        got = _plan(a, now, grace)
+        if key is not None:
+            assert plans is not None
+            plans[key] = got
+    entries, cursor_to = got
     if cursor_to is None:
         return None, None
     disable: Disable | None = None
@@ -500,6 +501,22 @@ def decide(
         tuple(r for r in cancel if r > 0),
     )
     return batch, disable
+
+
+def _plan(a: Armed, now: datetime, grace: timedelta) -> tuple[list[DueEntry], datetime | None]:
+    """The due entries of ``a`` at ``now`` and the new cursor (None: nothing is due)."""
+    if a.cursor is None and a.trigger.form == "at" and _at_slot(a) <= a.since:
+        slot = _at_slot(a)
+        return [DueEntry(slot, slot, "run", "on-time", "its time had passed when applied")], slot
+    return plan_due(
+        a.trigger,
+        a.name,
+        last_done(a),
+        now,
+        a.misfire,  # type: ignore[arg-type]
+        a.window,
+        grace=grace,
+    )
 
 
 def _at_slot(a: Armed) -> datetime:
@@ -675,8 +692,9 @@ class FiringLoop:
         batches: list[FireBatch] = []
         disables: list[Disable] = []
         by_name: dict[str, Armed] = {}
+        plans: dict[tuple[object, ...], tuple[list[DueEntry], datetime | None]] = {}
         for a in due:
-            batch, disable = decide(a, now, activity, grace=self.grace)
+            batch, disable = decide(a, now, activity, grace=self.grace, plans=plans)
             if batch is None:
                 self._push(a)
                 continue

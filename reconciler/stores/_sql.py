@@ -1598,15 +1598,16 @@ class SqlStore(ABC):
                 for e in b.entries:
                     if e.run is None and not e.skip_reason:
                         raise ValueError("a ledger entry is a run or a skip with a reason")
-            created = self._insert_fired_runs(tx, [r for _, r in new_runs], ts)
+            memo = _RowMemo(self)
+            created = self._insert_fired_runs(tx, [r for _, r in new_runs], ts, memo)
             skips = [
                 (
                     b.schedule,
-                    self._ts(as_utc(e.slot, "slot")),
+                    memo.ts(e.slot, "slot"),
                     e.skip_reason,
                     e.detail,
                     ts,
-                    None if e.until is None else self._ts(as_utc(e.until, "until")),
+                    None if e.until is None else memo.ts(e.until, "until"),
                     e.count,
                 )
                 for b in fresh
@@ -1622,8 +1623,7 @@ class SqlStore(ABC):
                     [v for row in chunk for v in row],
                 )
             cursors = [
-                (b.schedule, self._ts(as_utc(b.new_cursor, "cursor")), b.when_hash, ts)
-                for b in fresh
+                (b.schedule, memo.ts(b.new_cursor, "cursor"), b.when_hash, ts) for b in fresh
             ]
             for chunk in _chunks(cursors, 500):
                 tx.run(
@@ -1641,15 +1641,15 @@ class SqlStore(ABC):
                     schedule=run.schedule,
                     template=run.template,
                     trigger=run.trigger,
-                    slot=None if run.slot is None else as_utc(run.slot),
+                    slot=None if run.slot is None else memo.utc(run.slot),
                     status=run.status,
                     commit=run.commit,
                     created_at=at,
                     not_before=None,
                     started_at=None,
                     finished_at=at if run.status != "queued" else None,
-                    variables=_stored_variables(run),
-                    targets=dict(run.targets),
+                    variables=memo.variables(run),
+                    targets=memo.targets(run),
                     simulate=run.simulate,
                     message=run.message,
                     requested_by=run.requested_by,
@@ -1658,7 +1658,7 @@ class SqlStore(ABC):
                     lease_expires=None,
                     log_size=0,
                     log_truncated=False,
-                    untrusted=tuple(sorted(run.untrusted)),
+                    untrusted=memo.untrusted(run),
                 )
                 by_schedule.setdefault(rec.schedule or "", []).append(rec)
         for b in fresh:
@@ -1678,7 +1678,7 @@ class SqlStore(ABC):
         return out
 
     def _insert_fired_runs(
-        self, tx: Tx, runs: Sequence[NewRun], ts: Any
+        self, tx: Tx, runs: Sequence[NewRun], ts: Any, memo: _RowMemo
     ) -> list[tuple[int, NewRun]]:
         """Insert the runs of fired slots with their ledger rows, set-based; a slot that is
         taken already (the unique key) keeps its entry and its new run is deleted again.
@@ -1686,44 +1686,41 @@ class SqlStore(ABC):
         kept: list[tuple[int, NewRun]] = []
         for chunk in _chunks(list(runs), 400):
             params: list[Any] = []
+            slot_rows: list[tuple[Any, ...]] = []
             for run in chunk:
-                check_literal(run.trigger, RunTrigger, "trigger")
+                if run.trigger not in _SLOT_TRIGGERS:
+                    check_literal(run.trigger, RunTrigger, "trigger")
                 if run.schedule is None or run.slot is None:
                     raise ValueError("a fired run needs a schedule and a slot")
-                params += self._new_run_row(run, ts)
+                row = memo.run_row(run, ts)
+                params += row
+                slot_rows.append((run.schedule, row[3]))
             rows = tx.all(
                 f"INSERT INTO rc_runs ({_NEW_RUN_COLS}) VALUES "
                 + ",".join([f"({_NEW_RUN_MARKS})"] * len(chunk))
                 + " RETURNING id, schedule, slot",
                 params,
             )
-            ids = {(r[1], self._dt(r[2])): int(r[0]) for r in rows}
-            slot_rows = [
-                (
-                    run.schedule,
-                    self._ts(as_utc(run.slot, "slot")),
-                    ids[(run.schedule, as_utc(run.slot, "slot"))],
-                    ts,
-                )
-                for run in chunk
-                if run.schedule is not None and run.slot is not None
-            ]
+            # the slot as returned is the value written (SQLite: the same text; PostgreSQL:
+            # an equal instant), so it keys the new ids without parsing
+            ids = {(r[1], r[2]): int(r[0]) for r in rows}
+            new_ids = [ids[key] for key in slot_rows]
             taken_ok = tx.all(
                 "INSERT INTO rc_slots (schedule, slot, run_id, skip_reason, detail, recorded_at) "
                 "VALUES "
                 + ",".join(["(?, ?, ?, NULL, NULL, ?)"] * len(slot_rows))
                 + " ON CONFLICT (schedule, slot) DO NOTHING RETURNING run_id",
-                [v for row in slot_rows for v in row],
+                [
+                    v
+                    for (name, slot), i in zip(slot_rows, new_ids, strict=True)
+                    for v in (name, slot, i, ts)
+                ],
             )
             won = {int(r[0]) for r in taken_ok}
-            lost = [i for i in ids.values() if i not in won]
+            lost = [i for i in new_ids if i not in won]
             if lost:  # those slots had their entry already: their new runs go
                 tx.run(f"DELETE FROM rc_runs WHERE id IN ({','.join('?' * len(lost))})", lost)
-            for run in chunk:
-                assert run.schedule is not None and run.slot is not None
-                new_id = ids[(run.schedule, as_utc(run.slot, "slot"))]
-                if new_id in won:
-                    kept.append((new_id, run))
+            kept += [(i, run) for i, run in zip(new_ids, chunk, strict=True) if i in won]
         return kept
 
     def schedule_activity(
@@ -1957,6 +1954,78 @@ class SqlStore(ABC):
     # -- idempotency keys of the trigger endpoint (api/routes/jobs.py)
 
     # -- signed revisions and run provenance
+
+
+_SLOT_TRIGGERS = frozenset({"schedule", "catch-up"})
+
+
+class _RowMemo:
+    """Conversions shared by the runs of one :meth:`SqlStore.record_fires` call: a burst's runs
+    share their slot instant and (by schedules of one shape) their variables and targets, so
+    each is converted once. Keys are the objects' ids, valid while the batches are alive."""
+
+    def __init__(self, store: SqlStore) -> None:
+        self.store = store
+        self._ts: dict[datetime, Any] = {}
+        self._utc: dict[datetime, datetime] = {}
+        self._json: dict[tuple[str, int, int], Any] = {}
+
+    def utc(self, value: datetime, what: str = "instant") -> datetime:
+        got = self._utc.get(value)  # equal instants are equal keys, whatever their zone
+        if got is None:
+            got = self._utc[value] = as_utc(value, what)
+        return got
+
+    def ts(self, value: datetime, what: str) -> Any:
+        got = self._ts.get(value)
+        if got is None:
+            got = self._ts[value] = self.store._ts(as_utc(value, what))
+        return got
+
+    def _get(self, kind: str, a: object, b: object, make: Any) -> Any:
+        key = (kind, id(a), id(b))
+        got = self._json.get(key)
+        if got is None:
+            got = self._json[key] = (make(), a, b)  # a and b kept alive with their ids
+        return got[0]
+
+    def variables(self, run: NewRun) -> dict[str, Any]:
+        got: dict[str, Any] = self._get(
+            "v", run.variables, run.sensitive, lambda: _stored_variables(run)
+        )
+        return dict(got)
+
+    def targets(self, run: NewRun) -> dict[str, Any]:
+        got: dict[str, Any] = self._get("t", run.targets, None, lambda: dict(run.targets))
+        return dict(got)
+
+    def untrusted(self, run: NewRun) -> tuple[str, ...]:
+        got: tuple[str, ...] = self._get(
+            "u", run.untrusted, None, lambda: tuple(sorted(run.untrusted))
+        )
+        return got
+
+    def run_row(self, run: NewRun, ts: Any) -> list[Any]:
+        """:meth:`SqlStore._new_run_row` with the conversions shared."""
+        return [
+            run.schedule,
+            run.template,
+            run.trigger,
+            None if run.slot is None else self.ts(run.slot, "slot"),
+            run.status,
+            run.commit,
+            ts,
+            None if run.not_before is None else self.ts(run.not_before, "not_before"),
+            self._get("V", run.variables, run.sensitive, lambda: _json(_stored_variables(run))),
+            self._get("T", run.targets, None, lambda: _json(dict(run.targets))),
+            run.simulate,
+            run.message,
+            run.requested_by,
+            run.retry_of,
+            run.wait_for,
+            ts if run.status != "queued" else None,
+            self._get("U", run.untrusted, None, lambda: _json(sorted(run.untrusted))),
+        ]
 
 
 def _firing_row(
