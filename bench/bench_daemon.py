@@ -194,7 +194,7 @@ def mixed_when(i: int) -> dict[str, Any]:
     return _when_of(line.strip())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _when_of(line: str) -> dict[str, Any]:
     when: dict[str, Any] = yaml.safe_load(line)["when"]
     return when

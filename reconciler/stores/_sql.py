@@ -343,6 +343,8 @@ _FIRING_COLS = (
     "schedule, serial, state, state_reason, revision, updated_at, when_spec, template, "
     "owner, misfire, misfire_window, overlap, fields_key, shape"
 )
+#: The schema version that has the firing rows (rc_firing).
+_FIRING_SCHEMA = 5
 #: The columns of a firing row that schedules of one shape share (``shape`` is their digest).
 _SHAPE_COLS = "when_spec, template, owner, misfire, misfire_window, overlap, fields_key"
 _SLOT_COLS = "schedule, slot, run_id, skip_reason, detail, recorded_at, until_slot, slot_count"
@@ -788,7 +790,7 @@ class SqlStore(ABC):
             )
             if n != 1:
                 raise UsageError(f"there is no applied {kind} named {name!r}")
-            if kind == "Schedule":
+            if kind == "Schedule" and self._schema_version >= _FIRING_SCHEMA:
                 tx.run(
                     "UPDATE rc_firing SET state = ?, state_reason = ?, serial = ?, "
                     "updated_at = ? WHERE schedule = ?",
@@ -1439,6 +1441,8 @@ class SqlStore(ABC):
         ts: Any,
     ) -> None:
         """Keep the firing rows in step with the applied schedules (same transaction)."""
+        if self._schema_version < _FIRING_SCHEMA:  # a state held at an older schema
+            return
         rows: list[tuple[Any, ...]] = []
         drop = list(gone)
         for u in upserts:
@@ -1492,10 +1496,12 @@ class SqlStore(ABC):
         def cursor(name: str, last: Any, when_hash: Any) -> Cursor | None:
             return None if last is None else Cursor(name, dt(last, "a cursor"), when_hash)
 
+        rows_kept = self._schema_version >= _FIRING_SCHEMA
         with self._tx("read") as tx:
             specs = {
                 r[0]: FiringSpec(r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[0])
                 for r in tx.all(f"SELECT DISTINCT shape, {_SHAPE_COLS} FROM rc_firing")
+                if rows_kept
             }
             if names is None:
                 chunks: list[list[Any]] = [[]]
@@ -1504,13 +1510,17 @@ class SqlStore(ABC):
             bare: list[tuple[Any, ...]] = []
             for chunk in chunks:
                 marks = ",".join("?" * len(chunk))
-                rows = tx.all(
-                    "SELECT f.schedule, f.serial, f.state, f.state_reason, f.revision, "
-                    "f.updated_at, f.shape, c.last_slot, c.when_hash "
-                    "FROM rc_firing f LEFT JOIN rc_cursors c ON c.schedule = f.schedule"
-                    + (f" WHERE f.schedule IN ({marks})" if chunk else "")
-                    + " ORDER BY f.schedule",
-                    chunk,
+                rows = (
+                    []
+                    if not rows_kept
+                    else tx.all(
+                        "SELECT f.schedule, f.serial, f.state, f.state_reason, f.revision, "
+                        "f.updated_at, f.shape, c.last_slot, c.when_hash "
+                        "FROM rc_firing f LEFT JOIN rc_cursors c ON c.schedule = f.schedule"
+                        + (f" WHERE f.schedule IN ({marks})" if chunk else "")
+                        + " ORDER BY f.schedule",
+                        chunk,
+                    )
                 )
                 get = instants.get
                 for r in rows:  # the hot loop of a start-up: as little as possible per row
@@ -1534,7 +1544,11 @@ class SqlStore(ABC):
                     "o.updated_at, o.body, c.last_slot, c.when_hash FROM rc_objects o "
                     "LEFT JOIN rc_cursors c ON c.schedule = o.name WHERE o.kind = 'Schedule' "
                     + (f"AND o.name IN ({marks}) " if chunk else "")
-                    + "AND NOT EXISTS (SELECT 1 FROM rc_firing f WHERE f.schedule = o.name)",
+                    + (
+                        "AND NOT EXISTS (SELECT 1 FROM rc_firing f WHERE f.schedule = o.name)"
+                        if rows_kept
+                        else "AND TRUE"
+                    ),
                     chunk,
                 )
         for r in bare:
