@@ -1976,13 +1976,15 @@ _SLOT_TRIGGERS = frozenset({"schedule", "catch-up"})
 class _RowMemo:
     """Conversions shared by the runs of one :meth:`SqlStore.record_fires` call: a burst's runs
     share their slot instant and (by schedules of one shape) their variables and targets, so
-    each is converted once. Keys are the objects' ids, valid while the batches are alive."""
+    each is converted once. Keys are the objects' ids; each entry keeps its objects alive."""
 
     def __init__(self, store: SqlStore) -> None:
         self.store = store
         self._ts: dict[datetime, Any] = {}
         self._utc: dict[datetime, datetime] = {}
-        self._json: dict[tuple[str, int, int], Any] = {}
+        self._vars: dict[tuple[int, int], tuple[dict[str, Any], str, object, object]] = {}
+        self._targets: dict[int, tuple[dict[str, Any], str, object]] = {}
+        self._untrusted: dict[int, tuple[tuple[str, ...], str, object]] = {}
 
     def utc(self, value: datetime, what: str = "instant") -> datetime:
         got = self._utc.get(value)  # equal instants are equal keys, whatever their zone
@@ -1996,28 +1998,36 @@ class _RowMemo:
             got = self._ts[value] = self.store._ts(as_utc(value, what))
         return got
 
-    def _get(self, kind: str, a: object, b: object, make: Any) -> Any:
-        key = (kind, id(a), id(b))
-        got = self._json.get(key)
+    def _variables(self, run: NewRun) -> tuple[dict[str, Any], str, object, object]:
+        got = self._vars.get((id(run.variables), id(run.sensitive)))
         if got is None:
-            got = self._json[key] = (make(), a, b)  # a and b kept alive with their ids
-        return got[0]
+            stored = _stored_variables(run)
+            got = (stored, _json(stored), run.variables, run.sensitive)
+            self._vars[(id(run.variables), id(run.sensitive))] = got
+        return got
+
+    def _target(self, run: NewRun) -> tuple[dict[str, Any], str, object]:
+        got = self._targets.get(id(run.targets))
+        if got is None:
+            plain = dict(run.targets)
+            got = self._targets[id(run.targets)] = (plain, _json(plain), run.targets)
+        return got
+
+    def _untrusted_of(self, run: NewRun) -> tuple[tuple[str, ...], str, object]:
+        got = self._untrusted.get(id(run.untrusted))
+        if got is None:
+            names = tuple(sorted(run.untrusted))
+            got = self._untrusted[id(run.untrusted)] = (names, _json(names), run.untrusted)
+        return got
 
     def variables(self, run: NewRun) -> dict[str, Any]:
-        got: dict[str, Any] = self._get(
-            "v", run.variables, run.sensitive, lambda: _stored_variables(run)
-        )
-        return dict(got)
+        return dict(self._variables(run)[0])
 
     def targets(self, run: NewRun) -> dict[str, Any]:
-        got: dict[str, Any] = self._get("t", run.targets, None, lambda: dict(run.targets))
-        return dict(got)
+        return dict(self._target(run)[0])
 
     def untrusted(self, run: NewRun) -> tuple[str, ...]:
-        got: tuple[str, ...] = self._get(
-            "u", run.untrusted, None, lambda: tuple(sorted(run.untrusted))
-        )
-        return got
+        return self._untrusted_of(run)[0]
 
     def run_row(self, run: NewRun, ts: Any) -> list[Any]:
         """:meth:`SqlStore._new_run_row` with the conversions shared."""
@@ -2030,15 +2040,15 @@ class _RowMemo:
             run.commit,
             ts,
             None if run.not_before is None else self.ts(run.not_before, "not_before"),
-            self._get("V", run.variables, run.sensitive, lambda: _json(_stored_variables(run))),
-            self._get("T", run.targets, None, lambda: _json(dict(run.targets))),
+            self._variables(run)[1],
+            self._target(run)[1],
             run.simulate,
             run.message,
             run.requested_by,
             run.retry_of,
             run.wait_for,
             ts if run.status != "queued" else None,
-            self._get("U", run.untrusted, None, lambda: _json(sorted(run.untrusted))),
+            self._untrusted_of(run)[1],
         ]
 
 
