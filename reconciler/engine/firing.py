@@ -14,6 +14,12 @@ one instant is one commit. Each batch is compared-and-swapped on its schedule's 
 second replica that computed the same slots records nothing; the ledger's unique
 ``(schedule, slot)`` key is the last line of defence.
 
+Start-up reads the store's firing rows (:meth:`~reconciler.stores.base.StateStore.firing_heads`:
+per schedule a few short columns and its cursor, no body) and arms each schedule as a small
+:class:`Armed` over a :class:`Shape` shared by the schedules equal to it but in name (their
+trigger, policies, owner check and run fields are worked out once); next fire times and due
+entries are shared the same way between schedules of one shape with the same last slot.
+
 Where a schedule starts counting: its cursor when it has one under the same ``when``; else the
 instant its current ``when`` was applied. An ``at:`` time already past when it was applied runs
 once, right away (the contract), whatever the misfire policy says.
