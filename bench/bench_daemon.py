@@ -45,6 +45,7 @@ smoke run; its figures are not the goals' figures.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import heapq
 import json
@@ -161,15 +162,23 @@ def bulk_schedules(
     base = json.loads(proto.body)
     old = [("Schedule", r.name) for r in store.list_object_heads("Schedule")]
     writes = []
+    bodies: dict[str, str] = {}  # one validation per distinct ``when``: only the name differs
     for name, when in whens:
-        doc = {**base, "metadata": {**base["metadata"], "name": name}}
-        doc["spec"] = {**base["spec"], "when": when}
-        body = Schedule.model_validate(doc).model_dump_json(by_alias=True)
+        key = json.dumps(when, sort_keys=True)
+        proto_body = bodies.get(key)
+        if proto_body is None:
+            doc = {**base, "metadata": {**base["metadata"], "name": _PLACEHOLDER}}
+            doc["spec"] = {**base["spec"], "when": when}
+            proto_body = bodies[key] = Schedule.model_validate(doc).model_dump_json(by_alias=True)
+        body = proto_body.replace(json.dumps(_PLACEHOLDER), json.dumps(name), 1)
         digest = hashlib.sha256(body.encode()).hexdigest()
         writes.append(ObjectWrite("Schedule", name, digest, body, state="active"))
     keep = {n for n, _ in whens}
     gone = [(k, n) for k, n in old if n not in keep]
     store.apply_changes(store.serial(), store.info().revision, writes, gone, now)
+
+
+_PLACEHOLDER = "name-placeholder-0000"
 
 
 def at(t: datetime) -> dict[str, Any]:
@@ -181,8 +190,13 @@ def mixed_when(i: int) -> dict[str, Any]:
     cron, monthly); every tenth is ``every: 5m`` instead, so an outage has slots to catch up."""
     if i % 10 == 9:
         return {"every": "5m"}
-    doc = yaml.safe_load(schedule_doc(i))
-    when: dict[str, Any] = doc["spec"]["when"]
+    line = next(x for x in schedule_doc(i).splitlines() if x.strip().startswith("when:"))
+    return _when_of(line.strip())
+
+
+@functools.cache
+def _when_of(line: str) -> dict[str, Any]:
+    when: dict[str, Any] = yaml.safe_load(line)["when"]
     return when
 
 
@@ -555,14 +569,14 @@ def child_ready(url: str) -> dict[str, Any]:
     opened = time.perf_counter() - t0
     clock = SystemClock()
     loop = FiringLoop(store, clock)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     loop.reload()
-    ready = time.perf_counter() - t0
+    ready, cpu_ready = time.perf_counter() - t0, time.process_time() - c0
     since_start = process_age()
     rss_ready, _ = rss_mb()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     runs = loop.tick(clock.now())
-    first_pass = time.perf_counter() - t0
+    first_pass, cpu_pass = time.perf_counter() - t0, time.process_time() - c0
     rss, peak = rss_mb()
     ledger = store.list_slots(None, None, 10_000_000)
     store.close()
@@ -571,6 +585,8 @@ def child_ready(url: str) -> dict[str, Any]:
         "broken": len(loop.broken),
         "open": opened,
         "ready": ready,
+        "cpu_ready": cpu_ready,
+        "cpu_pass": cpu_pass,
         "since_start": since_start,
         "rss_ready": rss_ready,
         "pass": first_pass,
@@ -658,8 +674,9 @@ def section_scale(states: States, n: int, idle_n: int, idle_seconds: float) -> d
         results[f"ready/{backend}"] = ready
         print(
             f"   {backend}: ready to fire (FiringLoop.reload)        {ready['ready']:6.3f} s   "
-            f"goal <= 1 s: {verdict(ready['ready'], 1.0)}  (process start to ready "
-            f"{ready['since_start']:.2f} s, with the interpreter and imports)"
+            f"goal <= 1 s: {verdict(ready['ready'], 1.0)}  (CPU {ready['cpu_ready']:.2f} s; "
+            f"process start to ready {ready['since_start']:.2f} s, with the interpreter and "
+            "imports)"
         )
         print(
             f"   {backend}: resident memory when ready               {ready['rss_ready']:6.0f} MB  "
@@ -680,9 +697,10 @@ def section_scale(states: States, n: int, idle_n: int, idle_seconds: float) -> d
         complete = "every slot recorded" if rec["slots"] >= want else "SLOTS MISSING"
         print(
             f"   {backend}: recovery after a 1-hour outage           {total:6.3f} s   "
-            f"goal <= 2 s: {verdict(total, 2.0)}  (reload {rec['ready']:.2f} s + first pass "
-            f"{rec['pass']:.2f} s: {rec['slots']:,} slots in {rec['entries']:,} ledger entries, "
-            f"{rec['runs']:,} runs; {complete}, {want:,} due)"
+            f"goal <= 2 s: {verdict(total, 2.0)}  (CPU of this process "
+            f"{rec['cpu_ready'] + rec['cpu_pass']:.2f} s; reload {rec['ready']:.2f} s + first "
+            f"pass {rec['pass']:.2f} s: {rec['slots']:,} slots in {rec['entries']:,} ledger "
+            f"entries, {rec['runs']:,} runs; {complete}, {want:,} due)"
         )
         print(
             f"   {backend}: resident memory after the recovery       {rec['rss']:6.0f} MB  "

@@ -14,6 +14,12 @@ one instant is one commit. Each batch is compared-and-swapped on its schedule's 
 second replica that computed the same slots records nothing; the ledger's unique
 ``(schedule, slot)`` key is the last line of defence.
 
+Start-up reads the store's firing rows (:meth:`~reconciler.stores.base.StateStore.firing_heads`:
+per schedule a few short columns and its cursor, no body) and arms each schedule as a small
+:class:`Armed` over a :class:`Shape` shared by the schedules equal to it but in name (their
+trigger, policies, owner check and run fields are worked out once); next fire times and due
+entries are shared the same way between schedules of one shape with the same last slot.
+
 Where a schedule starts counting: its cursor when it has one under the same ``when``; else the
 instant its current ``when`` was applied. An ``at:`` time already past when it was applied runs
 once, right away (the contract), whatever the misfire policy says.
@@ -35,6 +41,7 @@ from reconciler.clock import Clock
 from reconciler.engine.telemetry import NullTelemetry, Telemetry
 from reconciler.errors import StateError
 from reconciler.model.documents import JobTemplate, Schedule, Settings
+from reconciler.model.firing import FiringSpec, fields_key, firing_spec
 from reconciler.model.policy import PolicySpec, matches
 from reconciler.model.variables import resolve
 from reconciler.planning.plan import SETTINGS_NAME
@@ -46,6 +53,7 @@ from reconciler.stores.base import (
     Cursor,
     FireBatch,
     FireResult,
+    FiringHead,
     LedgerWrite,
     NewRun,
     ObjectRecord,
@@ -65,22 +73,36 @@ STATE_SKIP: dict[str, tuple[str, str]] = {
 
 
 class Context:
-    """What arming needs besides a schedule's own body, read once per reload: the default time
-    zone, the templates, who may run what (the applied Policy), caches shared by schedules."""
+    """What arming needs besides a schedule's own firing row, read once per reload: the default
+    time zone, the templates, who may run what (the applied Policy), caches shared by schedules
+    (triggers by ``when``, next fire times, run fields) and how to read a schedule's body."""
 
     def __init__(
-        self, tz: str, templates: dict[str, JobTemplate], policies: list[PolicySpec]
+        self,
+        tz: str,
+        templates: dict[str, JobTemplate],
+        policies: list[PolicySpec],
+        body_of: Callable[[str], str | None] = lambda name: None,
     ) -> None:
         self.tz = tz
         self.templates = templates
         self.users = {u.name: u for p in policies for u in p.users}
         self.permissions = [perm for p in policies for perm in p.permissions]
-        self.triggers: dict[str, Trigger] = {}
+        #: the shared part of the armed schedules, by firing row
+        self.shapes: dict[str, Shape] = {}
+        #: the trigger and cursor key of each ``when`` (canonical JSON)
+        self.triggers: dict[str, tuple[Trigger, str]] = {}
+        #: (``when``, last slot done or None for an ``at:`` never fired) -> (the next slot, the
+        #: slot after it)
+        self.nexts: dict[tuple[str, datetime | None], tuple[datetime | None, datetime | None]] = {}
         self._owners: dict[tuple[str, str], str | None] = {}
         self._windows: dict[str, timedelta] = {}
-        #: run fields by what they depend on (template, variables, targets, mode): schedules
-        #: that differ only in their name and ``when`` share one validation and resolution
+        #: run fields by what they depend on (:func:`~reconciler.model.firing.fields_key`):
+        #: schedules that differ only in their name and ``when`` share one validation and
+        #: resolution, and only the first of them has its body read
         self.fields: dict[str, dict[str, Any]] = {}
+        #: the applied body of a schedule, read when its run fields are first needed
+        self.body_of = body_of
         #: the (kind, name, content hash) of what was read (see :func:`context_key`)
         self.key: tuple[tuple[str, str, str], ...] = ()
 
@@ -112,106 +134,159 @@ class Context:
             self._windows[key] = parse_duration(key)
         return self._windows[key]
 
+    def trigger(self, when: str) -> tuple[Trigger, str]:
+        """The trigger of ``when`` (canonical JSON) and its cursor key, built once per reload."""
+        got = self.triggers.get(when)
+        if got is None:
+            from reconciler.model.schedule import When
 
-class Armed:
-    """One applied schedule as the firing loop holds it. Arming is cheap (the body's JSON, a
-    shared trigger, the next fire time); the rest (the validated document, variables, owner
-    check) is worked out when the schedule first has a due slot."""
+            raw = json.loads(when)
+            zone = raw.get("timezone") or self.tz
+            # the cursor's key: what the slots depend on (the ``when`` and its zone)
+            wh = hashlib.sha256((when + "\x00" + zone).encode()).hexdigest()[:32]
+            got = self.triggers[when] = (build_trigger(When.model_validate(raw), self.tz), wh)
+        return got
+
+
+class Shape:
+    """What schedules with equal firing rows share (most of a large fleet differs only in
+    names): the trigger and cursor key of their ``when``, their policies, template and owner,
+    the owner check and the run fields once worked out."""
 
     __slots__ = (
-        "_fields",
-        "_owner",
-        "approval_hash",
-        "body",
-        "commit",
         "ctx",
-        "cursor",
-        "generation",
+        "fields",
+        "fields_key",
         "misfire",
-        "name",
-        "next_fire",
         "overlap",
         "owner",
+        "owner_checked",
+        "shape_key",
+        "template",
+        "trigger",
+        "when",
+        "when_hash",
+        "window_text",
+    )
+
+    def __init__(self, spec: FiringSpec, ctx: Context) -> None:
+        self.ctx = ctx
+        self.trigger, self.when_hash = ctx.trigger(spec.when)
+        self.when, self.template, self.owner = spec.when, spec.template, spec.owner
+        self.misfire, self.overlap, self.window_text = spec.misfire, spec.overlap, spec.window
+        self.fields_key, self.shape_key = spec.fields_key, spec.shape
+        self.fields: dict[str, Any] | None = None
+        self.owner_checked: tuple[str | None] | None = None
+
+
+class Armed:
+    """One applied schedule as the firing loop holds it. Arming is cheap (the firing row's
+    :class:`Shape`, shared with the schedules equal to it but in name, and the next fire time);
+    the rest (the body, the validated document, variables, owner check) is worked out when a
+    schedule of the shape first has a due slot."""
+
+    __slots__ = (
+        "approval_hash",
+        "commit",
+        "cursor",
+        "generation",
+        "name",
+        "next_fire",
         "provenance",
+        "shape",
         "since",
         "state",
         "state_reason",
-        "template",
-        "trigger",
-        "when_hash",
-        "window_text",
     )
 
     def __init__(
         self,
         name: str,
-        spec: dict[str, Any],
-        body: str,
+        shape: Shape,
         state: str,
         state_reason: str | None,
-        trigger: Trigger,
-        when_hash: str,
         since: datetime,
         commit: str | None,
-        ctx: Context,
         approval_hash: str | None = None,
     ) -> None:
-        # only a few short fields and the body's text are kept: 100,000 armed schedules must
-        # fit in a few hundred MB (a parsed body costs several times its text)
-        self.name, self.body, self.state, self.state_reason = name, body, state, state_reason
-        self.trigger, self.when_hash, self.since, self.commit = trigger, when_hash, since, commit
-        self.ctx = ctx
-        self.template = str(spec.get("template", ""))
-        self.owner = str(spec.get("owner", ""))
-        misfire = spec.get("misfire") or {}
-        self.misfire = str(misfire.get("policy", "once"))
-        self.window_text = misfire.get("window")
-        self.overlap = str(spec.get("overlap", "skip"))
+        # a few slots, the rest shared: 100,000 armed schedules must fit in a few hundred MB
+        self.name, self.shape, self.state, self.state_reason = name, shape, state, state_reason
+        self.since, self.commit, self.approval_hash = since, commit, approval_hash
         self.cursor: Cursor | None = None
         self.next_fire: datetime | None = None
         self.generation = 0
-        self._fields: dict[str, Any] | None = None
-        self._owner: tuple[str | None] | None = None
-        self.approval_hash = approval_hash
         #: what its runs record as provenance (see :func:`fill_provenance`); None: not read yet
+        #: (shared by the schedules with the same provenance)
         self.provenance: dict[str, Any] | None = None
 
     @property
+    def ctx(self) -> Context:
+        return self.shape.ctx
+
+    @property
+    def trigger(self) -> Trigger:
+        return self.shape.trigger
+
+    @property
+    def when_hash(self) -> str:
+        return self.shape.when_hash
+
+    @property
+    def template(self) -> str:
+        return self.shape.template
+
+    @property
+    def owner(self) -> str:
+        return self.shape.owner
+
+    @property
+    def misfire(self) -> str:
+        return self.shape.misfire
+
+    @property
+    def overlap(self) -> str:
+        return self.shape.overlap
+
+    @property
     def window(self) -> timedelta:
-        return self.ctx.window(self.window_text)
+        return self.shape.ctx.window(self.shape.window_text)
 
     @property
     def owner_problem(self) -> str | None:
-        if self._owner is None:
-            self._owner = (self.ctx.owner_problem(self.owner, self.template),)
-        return self._owner[0]
+        sh = self.shape
+        if sh.owner_checked is None:
+            sh.owner_checked = (sh.ctx.owner_problem(sh.owner, sh.template),)
+        return sh.owner_checked[0]
 
     @property
     def run_fields(self) -> dict[str, Any]:
         """NewRun fields common to every slot: variables, sensitive names, targets, simulate."""
-        if self._fields is None:
-            self._fields = _run_fields(self)
-        return self._fields
+        sh = self.shape
+        if sh.fields is None:
+            sh.fields = _run_fields(self)
+        return sh.fields
 
 
 def _run_fields(a: Armed) -> dict[str, Any]:
-    raw = json.loads(a.body)["spec"]
-    key = json.dumps(
-        [raw.get(k) for k in ("template", "variables", "targets", "mode")],
-        sort_keys=True,
-        separators=(",", ":"),
-    )
-    cached = a.ctx.fields.get(key)
+    cached = a.ctx.fields.get(a.shape.fields_key)
     if cached is not None:
         return cached
-    fields = _resolve_fields(a)
-    a.ctx.fields[key] = fields
-    return fields
+    body = a.ctx.body_of(a.name)
+    if body is None:
+        raise ValueError("the schedule is no longer applied")
+    try:
+        key = fields_key(json.loads(body)["spec"])
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"its body is not a schedule's ({e})") from None
+    cached = a.ctx.fields.get(key)
+    if cached is None:
+        cached = a.ctx.fields[key] = _resolve_fields(body, a.ctx)
+    return cached
 
 
-def _resolve_fields(a: Armed) -> dict[str, Any]:
-    spec = Schedule.model_validate_json(a.body).spec
-    template = a.ctx.templates.get(spec.template)
+def _resolve_fields(body: str, ctx: Context) -> dict[str, Any]:
+    spec = Schedule.model_validate_json(body).spec
+    template = ctx.templates.get(spec.template)
     fields: dict[str, Any] = {"variables": {}, "sensitive": frozenset(), "targets": {}}
     if template is not None:
         resolved = resolve(template.spec, spec.variables, None)
@@ -232,7 +307,7 @@ class Applied:
 
     armed: dict[str, Armed] = field(default_factory=dict)
     broken: dict[str, str] = field(default_factory=dict)
-    heads: dict[str, tuple[object, ...]] = field(default_factory=dict)
+    heads: dict[str, int] = field(default_factory=dict)
     """What says that each schedule read changed (see :func:`_head`)."""
     context: tuple[tuple[str, str, str], ...] = ()
 
@@ -256,7 +331,12 @@ def read_context(store: StateStore) -> Context:
             policies.append(PolicySpec.model_validate(json.loads(rec.body)["spec"]))
         except (ValueError, KeyError):
             continue
-    ctx = Context(tz, templates, policies)
+
+    def body_of(name: str) -> str | None:
+        rec = store.get_object("Schedule", name)
+        return None if rec is None else rec.body
+
+    ctx = Context(tz, templates, policies, body_of)
     ctx.key = context_key(seen)
     return ctx
 
@@ -269,49 +349,48 @@ def context_key(records: Iterable[ObjectRecord]) -> tuple[tuple[str, str, str], 
 
 
 def read_applied(store: StateStore) -> Applied:
-    """Arm every applied schedule (one read of the schedules, templates, Policy, Settings)."""
+    """Arm every applied schedule: one read of the templates, Policy and Settings, one of the
+    schedules' firing rows with their cursors (no body is parsed)."""
     ctx = read_context(store)
-    cursors = store.fire_cursors()
     out = Applied(context=ctx.key)
-    for rec in store.list_objects("Schedule"):
-        out.heads[rec.name] = _head(rec)
-        try:
-            armed = arm(rec, ctx)
-        except (ValueError, KeyError, TypeError, WhenError) as e:
-            out.broken[rec.name] = str(e).splitlines()[0] if str(e) else type(e).__name__
-            continue
-        cur = cursors.get(rec.name)
-        armed.cursor = cur if cur is not None and cur.when_hash == armed.when_hash else None
-        out.armed[rec.name] = armed
+    for h in store.firing_heads():
+        out.heads[h.name] = _head(h)
+        armed = arm_head(h, ctx, out.broken)
+        if armed is not None:
+            out.armed[h.name] = armed
     return out
 
 
-def arm(rec: ObjectRecord, ctx: Context) -> Armed:
-    """A schedule ready for the heap: its trigger (shared by schedules with the same ``when``
-    and zone) and its cursor key."""
-    spec = json.loads(rec.body)["spec"]
-    raw_when = spec["when"]
-    zone = raw_when.get("timezone") or ctx.tz
-    # the cursor's key: what the slots depend on (the ``when`` and its zone)
-    key = json.dumps(raw_when, sort_keys=True, separators=(",", ":")) + "\x00" + zone
-    trigger = ctx.triggers.get(key)
-    if trigger is None:
-        from reconciler.model.schedule import When
+def arm_head(h: FiringHead, ctx: Context, broken: dict[str, str]) -> Armed | None:
+    """``h`` armed with its cursor, or None (and why in ``broken``) when it cannot be."""
+    try:
+        a = arm(h, ctx)
+    except (ValueError, KeyError, TypeError, WhenError) as e:
+        broken[h.name] = str(e).splitlines()[0] if str(e) else type(e).__name__
+        return None
+    broken.pop(h.name, None)
+    cur = h.cursor
+    a.cursor = cur if cur is not None and cur.when_hash == a.when_hash else None
+    return a
 
-        trigger = ctx.triggers[key] = build_trigger(When.model_validate(raw_when), ctx.tz)
-    wh = hashlib.sha256(key.encode()).hexdigest()[:32]
+
+def arm(h: FiringHead, ctx: Context) -> Armed:
+    """A schedule ready for the heap: its shape (shared by the schedules with the same firing
+    row) with its trigger and cursor key."""
+    spec = h.firing
+    if spec is None:  # applied before the store kept firing rows
+        spec = firing_spec(h.body or "")
+    shape = ctx.shapes.get(spec.shape)
+    if shape is None:
+        shape = ctx.shapes[spec.shape] = Shape(spec, ctx)
     return Armed(
-        rec.name,
-        spec,
-        rec.body,
-        rec.state or "active",
-        rec.state_reason,
-        trigger,
-        wh,
-        rec.updated_at,
-        rec.revision,
-        ctx,
-        rec.approval_hash,
+        h.name,
+        shape,
+        h.state or "active",
+        h.state_reason,
+        h.updated_at,
+        h.revision,
+        h.approval_hash,
     )
 
 
@@ -322,17 +401,31 @@ def last_done(a: Armed) -> datetime:
 
 def next_fire(a: Armed) -> datetime | None:
     """The fire time of the first slot after the cursor (None: the schedule is over). An
-    ``at:`` that was never fired is due at its time, also when that had passed at apply."""
-    if a.cursor is None and a.trigger.form == "at":
-        ts: int | None = floor_seconds(_at_slot(a)) - 1
-    else:
-        ts = floor_seconds(last_done(a))
-    assert ts is not None
-    ts = a.trigger.next_seconds(ts)
-    if ts is None:
-        return None
-    nxt = a.trigger.next_seconds(ts)
-    return fire_at(a.name, instant(ts), a.trigger.jitter, None if nxt is None else instant(nxt))
+    ``at:`` that was never fired is due at its time, also when that had passed at apply.
+    Schedules with the same ``when`` and last slot share the work (the context remembers)."""
+    sh = a.shape
+    trigger = sh.trigger
+    first_at = a.cursor is None and trigger.form == "at"
+    done = last_done(a)
+    key = (sh.when, None if first_at else done)
+    nexts = sh.ctx.nexts
+    got = nexts.get(key)
+    if got is None:
+        start = floor_seconds(_at_slot(a)) - 1 if first_at else floor_seconds(done)
+        ts = trigger.next_seconds(start)
+        nxt = None if ts is None else trigger.next_seconds(ts)
+        got = (None if ts is None else instant(ts), None if nxt is None else instant(nxt))
+        if len(nexts) >= _NEXTS_MAX:
+            nexts.clear()
+        nexts[key] = got
+    slot, after = got
+    if slot is None or trigger.jitter is None:
+        return slot
+    return fire_at(a.name, slot, trigger.jitter, after)
+
+
+#: How many (``when``, last slot) answers a context remembers for :func:`next_fire`.
+_NEXTS_MAX = 65536
 
 
 @dataclass(frozen=True)
@@ -349,24 +442,24 @@ def decide(
     activity: dict[str, tuple[list[RunId], list[RunId]]],
     *,
     grace: timedelta = DEFAULT_GRACE,
+    plans: dict[tuple[object, ...], tuple[list[DueEntry], datetime | None]] | None = None,
 ) -> tuple[FireBatch | None, Disable | None]:
-    """The batch that records every due slot of ``a`` at ``now`` (None: nothing is due)."""
-    start = last_done(a)
-    at_past = a.cursor is None and a.trigger.form == "at" and _at_slot(a) <= a.since
-    if at_past:
-        slot = _at_slot(a)
-        entries = [DueEntry(slot, slot, "run", "on-time", "its time had passed when applied")]
-        cursor_to: datetime | None = slot
+    """The batch that records every due slot of ``a`` at ``now`` (None: nothing is due).
+    ``plans``: the due entries worked out in this pass, shared by the schedules whose entries
+    differ in nothing but their name (same shape and last slot, no jitter)."""
+    sh = a.shape
+    key: tuple[object, ...] | None = None
+    if plans is not None and sh.trigger.jitter is None:
+        key = (sh.shape_key, a.cursor is None, last_done(a), a.since if a.cursor is None else None)
+        got = plans.get(key)
     else:
-        entries, cursor_to = plan_due(
-            a.trigger,
-            a.name,
-            start,
-            now,
-            a.misfire,  # type: ignore[arg-type]
-            a.window,
-            grace=grace,
-        )
+        got = None
+    if got is None:
+        got = _plan(a, now, grace)
+        if key is not None:
+            assert plans is not None
+            plans[key] = got
+    entries, cursor_to = got
     if cursor_to is None:
         return None, None
     disable: Disable | None = None
@@ -432,6 +525,22 @@ def decide(
     return batch, disable
 
 
+def _plan(a: Armed, now: datetime, grace: timedelta) -> tuple[list[DueEntry], datetime | None]:
+    """The due entries of ``a`` at ``now`` and the new cursor (None: nothing is due)."""
+    if a.cursor is None and a.trigger.form == "at" and _at_slot(a) <= a.since:
+        slot = _at_slot(a)
+        return [DueEntry(slot, slot, "run", "on-time", "its time had passed when applied")], slot
+    return plan_due(
+        a.trigger,
+        a.name,
+        last_done(a),
+        now,
+        a.misfire,  # type: ignore[arg-type]
+        a.window,
+        grace=grace,
+    )
+
+
 def _at_slot(a: Armed) -> datetime:
     ts = a.trigger.next_seconds(-(2**40))
     assert ts is not None
@@ -492,9 +601,10 @@ def fill_provenance(
 _CONTEXT_KINDS = frozenset({"Settings", "JobTemplate", "Policy"})
 
 
-def _head(r: ObjectRecord) -> tuple[object, ...]:
-    """What says that an applied schedule changed: its content, state and applied revision."""
-    return (r.content_hash, r.state, r.state_reason, r.revision, r.updated_at)
+def _head(r: ObjectRecord | FiringHead) -> int:
+    """What says that an applied schedule changed: the serial of the write that last changed
+    its row (every change of content, state or applied revision writes it)."""
+    return r.serial
 
 
 #: How often an idle firing loop looks at the state serial, so that a change of a schedule's
@@ -530,7 +640,7 @@ class FiringLoop:
         self._dirty = True
         self._heap: list[tuple[datetime, str, int]] = []
         self._armed: dict[str, Armed] = {}
-        self._heads: dict[str, tuple[object, ...]] = {}
+        self._heads: dict[str, int] = {}
         self._context: tuple[tuple[str, str, str], ...] = ()
         #: the state serial the armed schedules were read at: a change made by another
         #: process (an approval, a denial from the CLI or the API) moves it
@@ -582,21 +692,13 @@ class FiringLoop:
         if not changed:
             return
         ctx = next(iter(self._armed.values())).ctx if self._armed else read_context(self.store)
-        cursors = self.store.fire_cursors()  # once for all the changed schedules
-        for n in changed:
-            rec = self.store.get_object("Schedule", n)
-            if rec is None:
-                continue
-            self._heads[n] = _head(rec)
-            try:
-                a = arm(rec, ctx)
-            except (ValueError, KeyError, TypeError, WhenError) as e:
+        for h in self.store.firing_heads(changed):  # one read for all the changed schedules
+            n = h.name
+            self._heads[n] = _head(h)
+            a = arm_head(h, ctx, self.broken)
+            if a is None:
                 self._armed.pop(n, None)
-                self.broken[n] = str(e).splitlines()[0] if str(e) else type(e).__name__
                 continue
-            self.broken.pop(n, None)
-            cur = cursors.get(n)
-            a.cursor = cur if cur is not None and cur.when_hash == a.when_hash else None
             old = self._armed.get(n)
             if old is not None:
                 a.generation = old.generation
@@ -619,9 +721,14 @@ class FiringLoop:
         self._signing_keys = {}
         self._armed, self.broken = applied.armed, applied.broken
         self._heads, self._context = applied.heads, applied.context
-        self._heap = []
-        for a in self._armed.values():
-            self._push(a)
+        heap = []
+        for a in self._armed.values():  # one heapify, not 100,000 pushes
+            a.generation += 1
+            a.next_fire = next_fire(a)
+            if a.next_fire is not None:
+                heap.append((a.next_fire, a.name, a.generation))
+        heapq.heapify(heap)
+        self._heap = heap
         self._dirty = False
         if self.after_reload is not None:
             self.after_reload()
@@ -668,8 +775,9 @@ class FiringLoop:
         batches: list[FireBatch] = []
         disables: list[Disable] = []
         by_name: dict[str, Armed] = {}
+        plans: dict[tuple[object, ...], tuple[list[DueEntry], datetime | None]] = {}
         for a in due:
-            batch, disable = decide(a, now, activity, grace=self.grace)
+            batch, disable = decide(a, now, activity, grace=self.grace, plans=plans)
             if batch is None:
                 self._push(a)
                 continue

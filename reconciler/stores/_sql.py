@@ -33,6 +33,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol, cast, get_args
 
 from reconciler.errors import StateConflict, StateCorrupt, StateTooNew, UsageError
+from reconciler.model.firing import FiringSpec, firing_spec
 from reconciler.stores.base import (
     FINAL_STATUSES,
     SENSITIVE_PLACEHOLDER,
@@ -47,6 +48,7 @@ from reconciler.stores.base import (
     DriftState,
     FireBatch,
     FireResult,
+    FiringHead,
     HeartbeatAnswer,
     HistoryEntry,
     HostResult,
@@ -307,6 +309,31 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
     ),
     Migration(
+        5,
+        "firing rows: what firing needs of each applied schedule, kept beside its body",
+        (
+            # one row per applied schedule whose body has the fields firing needs
+            # (reconciler.model.firing.firing_spec), with the head of its rc_objects row:
+            # written in the same transaction by apply_changes and set_object_state, so
+            # start-up reads these short rows and no body
+            """CREATE TABLE rc_firing (
+                schedule TEXT PRIMARY KEY,
+                serial {INT} NOT NULL,
+                state TEXT,
+                state_reason TEXT,
+                revision TEXT,
+                updated_at {TS} NOT NULL,
+                when_spec TEXT NOT NULL,
+                template TEXT NOT NULL,
+                owner TEXT NOT NULL,
+                misfire TEXT NOT NULL,
+                misfire_window TEXT,
+                overlap TEXT NOT NULL,
+                fields_key TEXT NOT NULL,
+                shape TEXT NOT NULL)""",
+        ),
+    ),
+    Migration(
         6,
         "notifications: the outbox and the last notified fingerprints",
         (
@@ -360,6 +387,14 @@ _NEW_RUN_COLS = (
     "untrusted, provenance"
 )
 _NEW_RUN_MARKS = ", ".join("?" * len(_NEW_RUN_COLS.split(",")))
+_FIRING_COLS = (
+    "schedule, serial, state, state_reason, revision, updated_at, when_spec, template, "
+    "owner, misfire, misfire_window, overlap, fields_key, shape"
+)
+#: The schema version that has the firing rows (rc_firing).
+_FIRING_SCHEMA = 5
+#: The columns of a firing row that schedules of one shape share (``shape`` is their digest).
+_SHAPE_COLS = "when_spec, template, owner, misfire, misfire_window, overlap, fields_key"
 _SLOT_COLS = "schedule, slot, run_id, skip_reason, detail, recorded_at, until_slot, slot_count"
 #: Up to this many schedules, :meth:`SqlStore.schedule_activity` looks up only theirs (an
 #: index range each); more (a burst) read every active run once.
@@ -497,6 +532,8 @@ class SqlStore(ABC):
                             f"created_at) VALUES (1, ?, 0, 0, {now})",
                             (PRODUCT,),
                         )
+                    if m.version == 5:  # the firing rows of the schedules applied
+                        self._backfill_firing(tx)
                     tx.run(
                         "INSERT INTO rc_migrations (version, description, applied_at) "
                         f"VALUES (?, ?, {now})",
@@ -790,6 +827,9 @@ class SqlStore(ABC):
             gone = [d for d in deletes if tuple(d) in existing]
             if gone:
                 tx.many("DELETE FROM rc_objects WHERE kind = ? AND name = ?", gone)
+            self._write_firing(
+                tx, upserts, [n for k, n in gone if k == "Schedule"], new, revision, ts
+            )
             created = sum(1 for k in keys if k not in existing)
             tx.run(
                 "INSERT INTO rc_revisions (serial, revision, applied_at, created, updated, "
@@ -826,6 +866,12 @@ class SqlStore(ABC):
             )
             if n != 1:
                 raise UsageError(f"there is no applied {kind} named {name!r}")
+            if kind == "Schedule" and self._schema_version >= _FIRING_SCHEMA:
+                tx.run(
+                    "UPDATE rc_firing SET state = ?, state_reason = ?, serial = ?, "
+                    "updated_at = ? WHERE schedule = ?",
+                    (state, reason, new, ts, name),
+                )
             tx.run("UPDATE rc_meta SET serial = ? WHERE id = 1", (new,))
         return new
 
@@ -918,19 +964,10 @@ class SqlStore(ABC):
             return None
         return self._run(r)
 
-    def _new_run_row(
-        self, run: NewRun, ts: Any, memo: dict[int, tuple[Any, str]] | None = None
-    ) -> list[Any]:
-        """The values of ``_NEW_RUN_COLS`` for ``run``, created at ``ts``. ``memo`` keeps the
-        JSON of provenance mappings shared by many runs (every slot of a schedule) for one
-        batch, so each is serialised once."""
-        if memo is None:
-            provenance = _json(dict(run.provenance))
-        else:
-            got = memo.get(id(run.provenance))
-            if got is None:  # the mapping is kept in the memo, so its id is not reused
-                got = memo[id(run.provenance)] = (run.provenance, _json(dict(run.provenance)))
-            provenance = got[1]
+    def _new_run_row(self, run: NewRun, ts: Any) -> list[Any]:
+        """The values of ``_NEW_RUN_COLS`` for ``run``, created at ``ts`` (the firing path
+        converts a burst's shared values once: :class:`_RowMemo`)."""
+        provenance = _json(dict(run.provenance))
         return [
             run.schedule,
             run.template,
@@ -1543,6 +1580,155 @@ class SqlStore(ABC):
             rows = tx.all("SELECT schedule, last_slot, when_hash FROM rc_cursors")
         return {r[0]: Cursor(r[0], self._dt(r[1]), r[2]) for r in rows}
 
+    def _write_firing(
+        self,
+        tx: Tx,
+        upserts: Sequence[ObjectWrite],
+        gone: Sequence[str],
+        serial: int,
+        revision: str | None,
+        ts: Any,
+    ) -> None:
+        """Keep the firing rows in step with the applied schedules (same transaction)."""
+        if self._schema_version < _FIRING_SCHEMA:  # a state held at an older schema
+            return
+        rows: list[tuple[Any, ...]] = []
+        drop = list(gone)
+        for u in upserts:
+            if u.kind == "Schedule":
+                row = _firing_row(u.name, serial, u.body, u.state, u.state_reason)
+                if row is None:
+                    drop.append(u.name)  # firing reads the body and reports it broken
+                else:
+                    rows.append((*row[:4], revision, ts, *row[4:]))
+        for chunk in _chunks(drop, 500):
+            tx.run(f"DELETE FROM rc_firing WHERE schedule IN ({','.join('?' * len(chunk))})", chunk)
+        self._insert_firing(tx, rows)
+
+    def _insert_firing(self, tx: Tx, rows: Sequence[tuple[Any, ...]]) -> None:
+        if rows:
+            cols = _FIRING_COLS.split(", ")
+            tx.many(
+                f"INSERT INTO rc_firing ({_FIRING_COLS}) VALUES ({','.join('?' * len(cols))}) "
+                "ON CONFLICT (schedule) DO UPDATE SET "
+                + ", ".join(f"{c} = excluded.{c}" for c in cols[1:]),
+                rows,
+            )
+
+    def _backfill_firing(self, tx: Tx) -> None:
+        rows = []
+        for r in tx.all(
+            "SELECT name, serial, body, state, state_reason, revision, updated_at "
+            "FROM rc_objects WHERE kind = 'Schedule'"
+        ):
+            row = _firing_row(r[0], r[1], r[2], r[3], r[4])
+            if row is not None:
+                rows.append((*row[:4], r[5], r[6], *row[4:]))
+        self._insert_firing(tx, rows)
+
+    def firing_heads(self, names: Sequence[str] | None = None) -> list[FiringHead]:
+        """Every applied schedule (or those of ``names``) with its firing row and cursor, by
+        name. Only firing rows are read (no body), the part schedules share once per shape;
+        only a schedule without a firing row (its body lacks what firing needs) comes with its
+        body."""
+        out: list[FiringHead] = []
+        # schedules of one apply share their instants, those fired together their cursor's:
+        # each parsed once
+        instants: dict[Any, datetime] = {}
+
+        def dt(value: Any, what: str) -> datetime:
+            got = instants.get(value)
+            if got is None:
+                got = instants[value] = self._dt(value, what)
+            return got
+
+        def cursor(name: str, last: Any, when_hash: Any) -> Cursor | None:
+            return None if last is None else Cursor(name, dt(last, "a cursor"), when_hash)
+
+        rows_kept = self._schema_version >= _FIRING_SCHEMA
+        with self._tx("read") as tx:
+            specs = {
+                r[0]: FiringSpec(r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[0])
+                for r in tx.all(f"SELECT DISTINCT shape, {_SHAPE_COLS} FROM rc_firing")
+                if rows_kept
+            }
+            if names is None:
+                chunks: list[list[Any]] = [[]]
+            else:
+                chunks = [list(c) for c in _chunks(list(dict.fromkeys(names)), 500)]
+            # the few schedules whose template requires approval (their runs' provenance)
+            approval = {
+                r[0]: r[1]
+                for r in tx.all(
+                    "SELECT name, approval_hash FROM rc_objects WHERE kind = 'Schedule' "
+                    "AND approval_hash IS NOT NULL"
+                )
+            }
+            bare: list[tuple[Any, ...]] = []
+            for chunk in chunks:
+                marks = ",".join("?" * len(chunk))
+                rows = (
+                    []
+                    if not rows_kept
+                    else tx.all(
+                        "SELECT f.schedule, f.serial, f.state, f.state_reason, f.revision, "
+                        "f.updated_at, f.shape, c.last_slot, c.when_hash "
+                        "FROM rc_firing f LEFT JOIN rc_cursors c ON c.schedule = f.schedule"
+                        + (f" WHERE f.schedule IN ({marks})" if chunk else "")
+                        + " ORDER BY f.schedule",
+                        chunk,
+                    )
+                )
+                get = instants.get
+                for r in rows:  # the hot loop of a start-up: as little as possible per row
+                    at = get(r[5]) or dt(r[5], f'the applied Schedule "{r[0]}"')
+                    last = None if r[7] is None else get(r[7]) or dt(r[7], "a cursor")
+                    out.append(
+                        FiringHead(
+                            r[0],
+                            r[1],
+                            r[2],
+                            r[3],
+                            r[4],
+                            at,
+                            specs[r[6]],
+                            None,
+                            None if last is None else Cursor(r[0], last, r[8]),
+                            approval.get(r[0]) if approval else None,
+                        )
+                    )
+                bare += tx.all(
+                    "SELECT o.name, o.serial, o.state, o.state_reason, o.revision, "
+                    "o.updated_at, o.body, c.last_slot, c.when_hash FROM rc_objects o "
+                    "LEFT JOIN rc_cursors c ON c.schedule = o.name WHERE o.kind = 'Schedule' "
+                    + (f"AND o.name IN ({marks}) " if chunk else "")
+                    + (
+                        "AND NOT EXISTS (SELECT 1 FROM rc_firing f WHERE f.schedule = o.name)"
+                        if rows_kept
+                        else "AND TRUE"
+                    ),
+                    chunk,
+                )
+        for r in bare:
+            what = f'the applied Schedule "{r[0]}"'
+            out.append(
+                FiringHead(
+                    r[0],
+                    r[1],
+                    r[2],
+                    r[3],
+                    r[4],
+                    dt(r[5], what),
+                    None,
+                    r[6],
+                    cursor(r[0], r[7], r[8]),
+                    approval.get(r[0]),
+                )
+            )
+        if len(chunks) > 1 or bare:
+            out.sort(key=lambda h: h.name)
+        return out
+
     def record_fires(self, batches: Sequence[FireBatch], now: datetime) -> list[FireResult]:
         """Record the ledger entries of many schedules in one transaction (a burst of 1,000
         slots due at one instant is one commit). Each batch is guarded by its cursor
@@ -1585,15 +1771,16 @@ class SqlStore(ABC):
                 for e in b.entries:
                     if e.run is None and not e.skip_reason:
                         raise ValueError("a ledger entry is a run or a skip with a reason")
-            created = self._insert_fired_runs(tx, [r for _, r in new_runs], ts)
+            memo = _RowMemo(self)
+            created = self._insert_fired_runs(tx, [r for _, r in new_runs], ts, memo)
             skips = [
                 (
                     b.schedule,
-                    self._ts(as_utc(e.slot, "slot")),
+                    memo.ts(e.slot, "slot"),
                     e.skip_reason,
                     e.detail,
                     ts,
-                    None if e.until is None else self._ts(as_utc(e.until, "until")),
+                    None if e.until is None else memo.ts(e.until, "until"),
                     e.count,
                 )
                 for b in fresh
@@ -1609,8 +1796,7 @@ class SqlStore(ABC):
                     [v for row in chunk for v in row],
                 )
             cursors = [
-                (b.schedule, self._ts(as_utc(b.new_cursor, "cursor")), b.when_hash, ts)
-                for b in fresh
+                (b.schedule, memo.ts(b.new_cursor, "cursor"), b.when_hash, ts) for b in fresh
             ]
             for chunk in _chunks(cursors, 500):
                 tx.run(
@@ -1628,15 +1814,15 @@ class SqlStore(ABC):
                     schedule=run.schedule,
                     template=run.template,
                     trigger=run.trigger,
-                    slot=None if run.slot is None else as_utc(run.slot),
+                    slot=None if run.slot is None else memo.utc(run.slot),
                     status=run.status,
                     commit=run.commit,
                     created_at=at,
                     not_before=None,
                     started_at=None,
                     finished_at=at if run.status != "queued" else None,
-                    variables=_stored_variables(run),
-                    targets=dict(run.targets),
+                    variables=memo.variables(run),
+                    targets=memo.targets(run),
                     simulate=run.simulate,
                     message=run.message,
                     requested_by=run.requested_by,
@@ -1645,7 +1831,7 @@ class SqlStore(ABC):
                     lease_expires=None,
                     log_size=0,
                     log_truncated=False,
-                    untrusted=tuple(sorted(run.untrusted)),
+                    untrusted=memo.untrusted(run),
                     provenance=run.provenance,
                 )
                 by_schedule.setdefault(rec.schedule or "", []).append(rec)
@@ -1666,53 +1852,49 @@ class SqlStore(ABC):
         return out
 
     def _insert_fired_runs(
-        self, tx: Tx, runs: Sequence[NewRun], ts: Any
+        self, tx: Tx, runs: Sequence[NewRun], ts: Any, memo: _RowMemo
     ) -> list[tuple[int, NewRun]]:
         """Insert the runs of fired slots with their ledger rows, set-based; a slot that is
         taken already (the unique key) keeps its entry and its new run is deleted again.
         Returns the runs kept, with their ids."""
         kept: list[tuple[int, NewRun]] = []
-        memo: dict[int, tuple[Any, str]] = {}
         for chunk in _chunks(list(runs), 400):
             params: list[Any] = []
+            slot_rows: list[tuple[Any, ...]] = []
             for run in chunk:
-                check_literal(run.trigger, RunTrigger, "trigger")
+                if run.trigger not in _SLOT_TRIGGERS:
+                    check_literal(run.trigger, RunTrigger, "trigger")
                 if run.schedule is None or run.slot is None:
                     raise ValueError("a fired run needs a schedule and a slot")
-                params += self._new_run_row(run, ts, memo)
+                row = memo.run_row(run, ts)
+                params += row
+                slot_rows.append((run.schedule, row[3]))
             rows = tx.all(
                 f"INSERT INTO rc_runs ({_NEW_RUN_COLS}) VALUES "
                 + ",".join([f"({_NEW_RUN_MARKS})"] * len(chunk))
                 + " RETURNING id, schedule, slot",
                 params,
             )
-            ids = {(r[1], self._dt(r[2])): int(r[0]) for r in rows}
-            slot_rows = [
-                (
-                    run.schedule,
-                    self._ts(as_utc(run.slot, "slot")),
-                    ids[(run.schedule, as_utc(run.slot, "slot"))],
-                    ts,
-                )
-                for run in chunk
-                if run.schedule is not None and run.slot is not None
-            ]
+            # the slot as returned is the value written (SQLite: the same text; PostgreSQL:
+            # an equal instant), so it keys the new ids without parsing
+            ids = {(r[1], r[2]): int(r[0]) for r in rows}
+            new_ids = [ids[key] for key in slot_rows]
             taken_ok = tx.all(
                 "INSERT INTO rc_slots (schedule, slot, run_id, skip_reason, detail, recorded_at) "
                 "VALUES "
                 + ",".join(["(?, ?, ?, NULL, NULL, ?)"] * len(slot_rows))
                 + " ON CONFLICT (schedule, slot) DO NOTHING RETURNING run_id",
-                [v for row in slot_rows for v in row],
+                [
+                    v
+                    for (name, slot), i in zip(slot_rows, new_ids, strict=True)
+                    for v in (name, slot, i, ts)
+                ],
             )
             won = {int(r[0]) for r in taken_ok}
-            lost = [i for i in ids.values() if i not in won]
+            lost = [i for i in new_ids if i not in won]
             if lost:  # those slots had their entry already: their new runs go
                 tx.run(f"DELETE FROM rc_runs WHERE id IN ({','.join('?' * len(lost))})", lost)
-            for run in chunk:
-                assert run.schedule is not None and run.slot is not None
-                new_id = ids[(run.schedule, as_utc(run.slot, "slot"))]
-                if new_id in won:
-                    kept.append((new_id, run))
+            kept += [(i, run) for i, run in zip(new_ids, chunk, strict=True) if i in won]
         return kept
 
     def schedule_activity(
@@ -2043,6 +2225,12 @@ class SqlStore(ABC):
                 if n != 1:
                     continue
                 changed.append(st.schedule)
+                if self._schema_version >= _FIRING_SCHEMA:  # the firing row follows its state
+                    tx.run(
+                        "UPDATE rc_firing SET state = ?, state_reason = ?, serial = ?, "
+                        "updated_at = ? WHERE schedule = ?",
+                        (st.state, st.reason, new, ts, st.schedule),
+                    )
                 if st.reopen is not None:
                     slot = self._ts(as_utc(st.reopen, "reopen"))
                     gone = tx.run(
@@ -2468,6 +2656,113 @@ _UPSERT_APPROVAL = (
     "DO UPDATE SET decision = excluded.decision, at = excluded.at, reason = excluded.reason, "
     "via = excluded.via, revision = excluded.revision"
 )
+
+
+_SLOT_TRIGGERS = frozenset({"schedule", "catch-up"})
+
+
+class _RowMemo:
+    """Conversions shared by the runs of one :meth:`SqlStore.record_fires` call: a burst's runs
+    share their slot instant and (by schedules of one shape) their variables and targets, so
+    each is converted once. Keys are the objects' ids; each entry keeps its objects alive."""
+
+    def __init__(self, store: SqlStore) -> None:
+        self.store = store
+        self._ts: dict[datetime, Any] = {}
+        self._utc: dict[datetime, datetime] = {}
+        self._vars: dict[tuple[int, int], tuple[dict[str, Any], str, object, object]] = {}
+        self._targets: dict[int, tuple[dict[str, Any], str, object]] = {}
+        self._untrusted: dict[int, tuple[tuple[str, ...], str, object]] = {}
+        self._provenance: dict[int, tuple[str, object]] = {}
+
+    def utc(self, value: datetime, what: str = "instant") -> datetime:
+        got = self._utc.get(value)  # equal instants are equal keys, whatever their zone
+        if got is None:
+            got = self._utc[value] = as_utc(value, what)
+        return got
+
+    def ts(self, value: datetime, what: str) -> Any:
+        got = self._ts.get(value)
+        if got is None:
+            got = self._ts[value] = self.store._ts(as_utc(value, what))
+        return got
+
+    def _variables(self, run: NewRun) -> tuple[dict[str, Any], str, object, object]:
+        got = self._vars.get((id(run.variables), id(run.sensitive)))
+        if got is None:
+            stored = _stored_variables(run)
+            got = (stored, _json(stored), run.variables, run.sensitive)
+            self._vars[(id(run.variables), id(run.sensitive))] = got
+        return got
+
+    def _target(self, run: NewRun) -> tuple[dict[str, Any], str, object]:
+        got = self._targets.get(id(run.targets))
+        if got is None:
+            plain = dict(run.targets)
+            got = self._targets[id(run.targets)] = (plain, _json(plain), run.targets)
+        return got
+
+    def _untrusted_of(self, run: NewRun) -> tuple[tuple[str, ...], str, object]:
+        got = self._untrusted.get(id(run.untrusted))
+        if got is None:
+            names = tuple(sorted(run.untrusted))
+            got = self._untrusted[id(run.untrusted)] = (names, _json(names), run.untrusted)
+        return got
+
+    def _provenance_of(self, run: NewRun) -> str:
+        """The JSON of a provenance mapping, once per mapping: every slot of a schedule (and
+        every schedule with the same provenance) shares one."""
+        got = self._provenance.get(id(run.provenance))
+        if got is None:
+            got = self._provenance[id(run.provenance)] = (
+                _json(dict(run.provenance)),
+                run.provenance,
+            )
+        return got[0]
+
+    def variables(self, run: NewRun) -> dict[str, Any]:
+        return dict(self._variables(run)[0])
+
+    def targets(self, run: NewRun) -> dict[str, Any]:
+        return dict(self._target(run)[0])
+
+    def untrusted(self, run: NewRun) -> tuple[str, ...]:
+        return self._untrusted_of(run)[0]
+
+    def run_row(self, run: NewRun, ts: Any) -> list[Any]:
+        """:meth:`SqlStore._new_run_row` with the conversions shared."""
+        return [
+            run.schedule,
+            run.template,
+            run.trigger,
+            None if run.slot is None else self.ts(run.slot, "slot"),
+            run.status,
+            run.commit,
+            ts,
+            None if run.not_before is None else self.ts(run.not_before, "not_before"),
+            self._variables(run)[1],
+            self._target(run)[1],
+            run.simulate,
+            run.message,
+            run.requested_by,
+            run.retry_of,
+            run.wait_for,
+            ts if run.status != "queued" else None,
+            self._untrusted_of(run)[1],
+            self._provenance_of(run),
+        ]
+
+
+def _firing_row(
+    name: str, serial: int, body: str, state: str | None, reason: str | None
+) -> tuple[Any, ...] | None:
+    """The values of ``_FIRING_COLS`` but the revision and time, or None when the body lacks
+    what firing needs."""
+    try:
+        f = firing_spec(body)
+    except (ValueError, KeyError, TypeError):
+        return None
+    return (name, serial, state, reason, *f.fields(), f.shape)
 
 
 def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:

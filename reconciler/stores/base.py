@@ -27,7 +27,9 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, NewType, Protocol, TypeAlias, get_args
+from typing import Any, Literal, NamedTuple, NewType, Protocol, TypeAlias, get_args
+
+from reconciler.model.firing import FiringSpec
 
 RunId = NewType("RunId", int)
 
@@ -285,6 +287,26 @@ class Cursor:
     schedule: str
     last_slot: datetime
     when_hash: str
+
+
+class FiringHead(NamedTuple):
+    """An applied schedule as the firing loop reads it at start-up: its head, its firing row
+    (:class:`~reconciler.model.firing.FiringSpec`, kept by the store beside the body) and its
+    cursor, from one query. ``firing`` is None (and ``body`` given) for a schedule whose
+    content was applied before the store kept firing rows."""
+
+    name: str
+    serial: int
+    """The serial of the write that last changed the schedule (its content or its state)."""
+    state: ObjectState | None
+    state_reason: str | None
+    revision: str | None
+    updated_at: datetime
+    firing: FiringSpec | None
+    body: str | None
+    cursor: Cursor | None
+    approval_hash: str | None = None
+    """The content hash the schedule's approval state was decided for (provenance)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -667,6 +689,7 @@ class StateStore(Protocol):
 
     # -- the live half: firing cursors, replicas, reconcile status, cancel, heartbeats
     def fire_cursors(self) -> dict[str, Cursor]: ...
+    def firing_heads(self, names: Sequence[str] | None = None) -> list[FiringHead]: ...
     def record_fires(self, batches: Sequence[FireBatch], now: datetime) -> list[FireResult]: ...
     def schedule_activity(
         self, schedules: Sequence[str] | None = None
