@@ -25,6 +25,7 @@ from reconciler.api.routes import (
     health,
     jobs,
     metrics,
+    notifications,
     runs,
     schedules,
     webhooks,
@@ -41,6 +42,7 @@ ROUTERS = (
     schedules.routes,
     approvals.routes,
     webhooks.routes,
+    notifications.routes,
     dashboard.routes,
 )
 

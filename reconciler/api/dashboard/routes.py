@@ -410,6 +410,8 @@ def routes(ctx: ApiContext) -> APIRouter:
             store_info=store.info(),
             history=store.history(10),
             system=store.list_system(),
+            outbox=store.notification_counts(),
+            failed=store.list_notifications("failed", 20),
         )
 
     # ---------------------------------------------------------------------------- approvals
