@@ -156,6 +156,8 @@ def plan(
     else:
         with eng.open_state(state, readonly=True) as store:
             p = eng.plan_against_state(desired, store, now, window, disabled)
+            # what apply will write: approvals by the authors of new content do not count
+            p = eng.settle_authors(store, p, repo)
     if out:
         with open(out, "w", encoding="utf-8") as fh:
             # where runs find the repository, as apply records it: no credentials in the file

@@ -408,6 +408,29 @@ def change_authors(
     return out
 
 
+def settle_authors(
+    store: StateStore, plan: Plan, source: str | None, git: GitSource | None = None
+) -> Plan:
+    """The plan as ``apply`` will write it: a schedule that the plan shows active through
+    approvals given only by the authors of its new content shows awaiting approval instead
+    (``plan`` and ``apply`` agree)."""
+    import dataclasses
+
+    settled = _without_authors(store, plan, change_authors(store, plan, source, git))
+    if not settled:
+        return plan
+    changes = []
+    for c in plan.changes:
+        if c.kind == "Schedule" and c.name in settled:
+            state, reason = settled[c.name]
+            impact = c.impact
+            if impact is not None:
+                impact = dataclasses.replace(impact, state=state, state_reason=reason)
+            c = dataclasses.replace(c, state=state, state_reason=reason, impact=impact)
+        changes.append(c)
+    return dataclasses.replace(plan, changes=tuple(changes))
+
+
 def _without_authors(
     store: StateStore, plan: Plan, authors: Mapping[str, tuple[str, ...]]
 ) -> dict[str, tuple[str, str | None]]:

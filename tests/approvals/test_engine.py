@@ -18,6 +18,7 @@ from reconciler.engine.approving import (
     user_by_login,
     users_by_email,
 )
+from reconciler.engine.planning import plan_against_state, settle_authors
 from reconciler.stores import Approval, StateStore
 
 from .conftest import apply_head, commit, desired_at, make_repo, write
@@ -141,6 +142,16 @@ def test_an_approval_by_an_author_of_new_content_does_not_count_when_it_is_appli
     chash = approval_hashes(desired_at(root, head, NOW))["nightly"]
     # recorded behind the engine's back, as if erin's own review had been taken
     store.record_approval(Approval("nightly", chash, "erin", "approve", NOW, via="github"))
+    # the plan already says what apply will do (plan and apply agree)
+    desired = desired_at(root, head, NOW)
+    planned = plan_against_state(desired, store, NOW, timedelta(days=7))
+    (change,) = [c for c in planned.changes if c.name == "nightly"]
+    assert change.state == "active"  # counted without knowing the authors
+    (settled,) = [
+        c for c in settle_authors(store, planned, str(root)).changes if c.name == "nightly"
+    ]
+    assert settled.state == "awaiting-approval" and settled.impact is not None
+    assert settled.impact.state == "awaiting-approval"
     apply_head(store, root, NOW)
     rec = store.get_object("Schedule", "nightly")
     assert rec is not None
