@@ -839,9 +839,14 @@ class FiringLoop:
         for batch, res in zip(batches, results, strict=True):
             if not res.ok:
                 continue
-            for w in batch.entries:
-                key = (batch.schedule, "run" if w.run is not None else "skipped", w.skip_reason)
-                counts[key] = counts.get(key, 0) + w.count
+            # what this replica's transaction wrote, not what it asked for: a slot another
+            # replica recorded first is counted there
+            if res.runs:
+                ran: tuple[str, str, str | None] = (batch.schedule, "run", None)
+                counts[ran] = counts.get(ran, 0) + len(res.runs)
+            for why, n in res.skipped:
+                skip: tuple[str, str, str | None] = (batch.schedule, "skipped", why)
+                counts[skip] = counts.get(skip, 0) + n
             due = by_name[batch.schedule].next_fire
             if due is not None:
                 self.telemetry.fire_lag((committed - due).total_seconds())

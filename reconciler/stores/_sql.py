@@ -1787,14 +1787,20 @@ class SqlStore(ABC):
                 for e in b.entries
                 if e.run is None
             ]
+            # the skips this transaction wrote (a slot another replica recorded first keeps its
+            # entry): what the results report, so counters summed over replicas stay exact
+            skipped: dict[str, dict[str, int]] = {}
             for chunk in _chunks(skips, 400):
-                tx.run(
+                for r in tx.all(
                     "INSERT INTO rc_slots (schedule, slot, run_id, skip_reason, detail, "
                     "recorded_at, until_slot, slot_count) VALUES "
                     + ",".join(["(?, ?, NULL, ?, ?, ?, ?, ?)"] * len(chunk))
-                    + " ON CONFLICT (schedule, slot) DO NOTHING",
+                    + " ON CONFLICT (schedule, slot) DO NOTHING "
+                    "RETURNING schedule, skip_reason, slot_count",
                     [v for row in chunk for v in row],
-                )
+                ):
+                    mine = skipped.setdefault(r[0], {})
+                    mine[r[1]] = mine.get(r[1], 0) + int(r[2])
             cursors = [
                 (b.schedule, memo.ts(b.new_cursor, "cursor"), b.when_hash, ts) for b in fresh
             ]
@@ -1837,7 +1843,9 @@ class SqlStore(ABC):
                 by_schedule.setdefault(rec.schedule or "", []).append(rec)
         for b in fresh:
             runs = sorted(by_schedule.get(b.schedule, []), key=lambda r: r.id)
-            results[b.schedule] = FireResult(b.schedule, True, tuple(runs))
+            results[b.schedule] = FireResult(
+                b.schedule, True, tuple(runs), tuple(skipped.get(b.schedule, {}).items())
+            )
         return [results[b.schedule] for b in batches]
 
     def _cursors_of(self, tx: Tx, schedules: Sequence[str]) -> dict[str, tuple[datetime, str]]:

@@ -272,11 +272,14 @@ class FireBatch:
 @dataclass(frozen=True, slots=True)
 class FireResult:
     """The outcome of one :class:`FireBatch`: ``ok`` False when another replica moved the
-    cursor first (nothing was written); ``runs`` are the runs created."""
+    cursor first (nothing was written); ``runs`` are the runs created and ``skipped`` the
+    skips written, as (reason, slots) pairs: the entries of slots that another replica had
+    recorded first (two replicas firing a new schedule at once) are in neither."""
 
     schedule: str
     ok: bool
     runs: tuple[RunRecord, ...] = ()
+    skipped: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

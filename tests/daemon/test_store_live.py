@@ -44,13 +44,20 @@ def test_a_batch_whose_cursor_moved_records_nothing(open_state: Callable[[], Sta
             LedgerWrite(NOW + 10 * S, run=_run(NOW + 10 * S)),
         ),
     )
-    assert [r.ok for r in b.record_fires([nxt], NOW)] == [True]
+    [moved] = b.record_fires([nxt], NOW)
+    assert moved.ok and moved.skipped == (("misfire", 9),) and len(moved.runs) == 1
     assert a.fire_cursors()["s"].last_slot == NOW + 10 * S
     entries = a.list_slots("s")
     assert [(e.slot, e.count) for e in entries] == [(NOW + 10 * S, 1), (NOW + S, 9), (NOW, 1)]
-    # a changed ``when`` (another hash) starts afresh
-    [again] = a.record_fires([FireBatch("s", None, NOW + 20 * S, "h2", ())], NOW)
-    assert again.ok
+    # a changed ``when`` (another hash) starts afresh; entries for slots that the ledger has
+    # already are not written, and the result says so (what the metrics count)
+    taken = (
+        LedgerWrite(NOW + S, skip_reason="paused"),
+        LedgerWrite(NOW + 10 * S, run=_run(NOW + 10 * S)),
+        LedgerWrite(NOW + 20 * S, skip_reason="paused"),
+    )
+    [again] = a.record_fires([FireBatch("s", None, NOW + 20 * S, "h2", taken)], NOW)
+    assert again.ok and again.runs == () and again.skipped == (("paused", 1),)
 
 
 def test_cancel_heartbeat_and_a_fenced_outcome(open_state: Callable[[], StateStore]) -> None:
