@@ -363,28 +363,61 @@ def notify_approval_decision(
     return store.write_notifications(rows, (), now) if rows else 0
 
 
+def _schedule_rules(store: StateStore, names: Sequence[str]) -> dict[str, tuple[Rules, str | None]]:
+    """(rules, template) of each of ``names``, as applied: their bodies read a few hundred
+    per query (a recovery after an outage reports thousands of schedules) and the templates
+    once, never a round trip per schedule."""
+    wanted = set(names)
+    bodies = store.object_bodies("Schedule", sorted(wanted))
+    templates: dict[str, Rules] | None = None
+    out: dict[str, tuple[Rules, str | None]] = {}
+    for name in wanted:
+        body = bodies.get(name)
+        template: str | None = None
+        if body is not None:
+            try:
+                raw = (json.loads(body).get("spec") or {}).get("template")
+                template = raw if isinstance(raw, str) else None
+            except (ValueError, AttributeError):
+                template = None
+        own = _rules_of(body)
+        if not own and template is not None:
+            if templates is None:
+                templates = {r.name: _rules_of(r.body) for r in store.list_objects("JobTemplate")}
+            own = templates.get(template, [])
+        out[name] = (own, template)
+    return out
+
+
 def missed_events(
     store: StateStore, batches: Sequence[FireBatch], results: Sequence[FireResult]
 ) -> list[OutboxWrite]:
     """``missed`` rows: one per schedule whose batch (recorded: ``ok``) skipped slots by
     misfire, with how many and the range."""
     rows: list[OutboxWrite] = []
-    for batch, res in zip(batches, results, strict=True):
-        if not res.ok:
-            continue
+    missed = [
+        (batch, res)
+        for batch, res in zip(batches, results, strict=True)
+        if res.ok and any(e.run is None and e.skip_reason == "misfire" for e in batch.entries)
+    ]
+    if not missed:
+        return rows
+    looked_up = _schedule_rules(store, [b.schedule for b, _ in missed])
+    for batch, res in missed:
         skipped = [e for e in batch.entries if e.run is None and e.skip_reason == "misfire"]
-        if not skipped:
-            continue
         count = sum(e.count for e in skipped)
         first = skipped[0].slot
         last = max((e.until or e.slot) for e in skipped)
         caught_up = [r.id for r in res.runs if r.trigger == "catch-up"]
-        rules = stored_rules(store, batch.schedule, None)
+        rules, template = looked_up.get(batch.schedule, ([], None))
+        channels = channels_for(rules, "missed")
+        if not channels:
+            continue
         rows += new_rows(
             "missed",
-            channels_for(rules, "missed"),
+            channels,
             schedule=batch.schedule,
-            template=_template_of(store, batch.schedule),
+            template=template,
             run=None,
             detail={
                 "count": count,

@@ -2491,6 +2491,20 @@ class SqlStore(ABC):
 
     # -- the notification outbox (engine/notifying.py)
 
+    def object_bodies(self, kind: str, names: Sequence[str]) -> dict[str, str]:
+        """The bodies of the applied objects of ``kind`` named ``names`` (those that exist),
+        a few hundred names per query: for the firing pass's notifications after an outage."""
+        out: dict[str, str] = {}
+        with self._tx("read") as tx:
+            for chunk in _chunks(list(dict.fromkeys(names)), 500):
+                rows = tx.all(
+                    "SELECT name, body FROM rc_objects WHERE kind = ? AND name IN "
+                    f"({','.join('?' * len(chunk))})",
+                    [kind, *chunk],
+                )
+                out.update({r[0]: r[1] for r in rows})
+        return out
+
     def _write_outbox(
         self,
         tx: Tx,

@@ -151,3 +151,15 @@ def test_pruning_drops_old_sent_notifications(store: StateStore, tmp_path: Path)
     store.mark_notification_sent(r1.id, "a", NOW)
     store.prune_history(10, 1, NOW + dt.timedelta(days=3))
     assert [r.status for r in store.list_notifications()] == ["pending"]
+
+
+def test_object_bodies_reads_the_named_objects_that_exist_in_chunks(store: StateStore) -> None:
+    from reconciler.stores.base import ObjectWrite
+
+    names = [f"s{i:04d}" for i in range(1200)]  # more than one chunk of names
+    store.apply_changes(
+        0, "r", [ObjectWrite("Schedule", n, "h", f'{{"n": "{n}"}}') for n in names], [], NOW
+    )
+    got = store.object_bodies("Schedule", [*names[::2], "missing", names[0]])
+    assert sorted(got) == names[::2] and got["s0002"] == '{"n": "s0002"}'
+    assert store.object_bodies("JobTemplate", names) == {}
