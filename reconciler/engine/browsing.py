@@ -107,6 +107,13 @@ def schedule_row(store: StateStore, now: datetime, name: str, count: int) -> Sch
     return None if rec is None else _rows(store, [rec], now, count)[0][0]
 
 
+def schedule_rows(
+    store: StateStore, records: list[ObjectRecord], now: datetime, count: int
+) -> list[ScheduleRow]:
+    """The listing rows of ``records`` (``schedules``, ``GET /api/schedules``, the dashboard)."""
+    return _rows(store, records, now, count)[0]
+
+
 def _rows(
     store: StateStore, records: list[ObjectRecord], now: datetime, count: int
 ) -> tuple[list[ScheduleRow], dict[str, str]]:

@@ -7,8 +7,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from reconciler.model.documents import Settings
-from reconciler.planning.plan import SETTINGS_NAME
 from reconciler.stores.base import RunRecord, StateStore
 
 
@@ -56,44 +54,12 @@ def list_schedules(store: StateStore, now: datetime, count: int) -> list[Schedul
 
     Only ``spec.when`` of each body is validated (not the whole document), and schedules
     whose ``when`` is the same and has no jitter share one computation of their fire times:
-    in real repositories many schedules say ``daily at 02:00``.
+    in real repositories many schedules say ``daily at 02:00``. The rows are the dashboard's
+    (:func:`reconciler.engine.browsing.schedule_rows`), for every schedule at once.
     """
-    from reconciler.model.schedule import When
-    from reconciler.scheduling import WhenError, build_trigger, upcoming
+    from reconciler.engine.browsing import schedule_rows
 
-    settings = store.get_object("Settings", SETTINGS_NAME)
-    tz = Settings.model_validate_json(settings.body).spec.timezone if settings else "UTC"
-    last = store.last_runs()
-    shared: dict[str, tuple[datetime, ...]] = {}
-    rows = []
-    for rec in store.list_objects("Schedule"):
-        spec = _spec_of(rec.body)
-        fire: tuple[datetime, ...] = ()
-        if rec.state == "active" and count:
-            key = json.dumps(spec.get("when"), sort_keys=True)
-            cached = shared.get(key)
-            if cached is not None:
-                fire = cached
-            else:
-                try:
-                    trigger = build_trigger(When.model_validate(spec.get("when")), tz)
-                    found = upcoming(trigger, rec.name, now, count)
-                    fire = tuple(u.fire_at.astimezone(trigger.zone.info) for u in found)
-                    if trigger.jitter is None:  # jitter depends on the schedule's name
-                        shared[key] = fire
-                except (WhenError, ValueError):
-                    fire = ()
-        rows.append(
-            ScheduleRow(
-                rec.name,
-                str(spec.get("template", "")),
-                rec.state or "active",
-                rec.state_reason,
-                fire,
-                last.get(rec.name),
-                rec.revision,
-            )
-        )
+    rows = schedule_rows(store, store.list_objects("Schedule"), now, count)
     return sorted(rows, key=lambda r: r.name)
 
 
