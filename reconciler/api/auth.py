@@ -16,7 +16,7 @@ from fastapi.security import APIKeyHeader, APIKeyQuery
 
 from reconciler.api.context import ApiContext
 from reconciler.api.errors import ApiError
-from reconciler.engine.keys import authenticate, may_read
+from reconciler.engine.keys import KeyCache, authenticate, may_read
 from reconciler.stores.base import ApiKey
 
 KEY_HEADER = APIKeyHeader(
@@ -47,11 +47,20 @@ def _bearer(header: str | None) -> str | None:
     return token.strip() or None
 
 
-def need_key(ctx: ApiContext, request: Request) -> ApiKey:
-    """The request's active key; 401 when it is missing, unknown or revoked."""
-    key = authenticate(ctx.store(), presented_key(request))
+UNAUTHORIZED = "a valid API key is required (header X-API-Key)"
+
+
+def need_key(ctx: ApiContext, request: Request, cache: KeyCache | None = None) -> ApiKey:
+    """The request's active key; 401 when it is missing, unknown or revoked. With ``cache``,
+    a key seen before is taken from it: only for a route whose write checks the key again."""
+    presented = presented_key(request)
+    key = (
+        authenticate(ctx.store(), presented)
+        if cache is None
+        else cache.authenticate(ctx.store(), presented)
+    )
     if key is None:
-        raise ApiError(401, "unauthorized", "a valid API key is required (header X-API-Key)")
+        raise ApiError(401, "unauthorized", UNAUTHORIZED)
     return key
 
 

@@ -7,6 +7,7 @@ import hmac
 import json
 import re
 import secrets
+import threading
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -78,6 +79,53 @@ def authenticate(store: StateStore, presented: str | None) -> ApiKey | None:
     if key is None or not hmac.compare_digest(key.key_hash, hash_secret(presented)):
         return None
     return key
+
+
+class KeyCache:
+    """Keys found by the hash of their secret, kept so that a hot path (the trigger endpoint)
+    does not read the state for every request. A kept key may have been revoked since, so use
+    one only where the write that follows checks the key again in its own transaction
+    (:class:`~reconciler.stores.base.RunCheck`), and :meth:`forget` it when that check fails.
+    An unknown secret is never kept: it is looked up again each time. Safe across threads."""
+
+    def __init__(self, limit: int = 1024) -> None:
+        self._limit = limit
+        self._keys: dict[str, ApiKey] = {}
+        self._lock = threading.Lock()
+
+    def authenticate(self, store: StateStore, presented: str | None) -> ApiKey | None:
+        """:func:`authenticate`, from what is kept when the secret was seen before."""
+        if not presented or len(presented) > 512:
+            return None
+        digest = hash_secret(presented)
+        key = self._keys.get(digest)
+        if key is None:
+            key = authenticate(store, presented)
+            if key is None:
+                return None
+            with self._lock:
+                if len(self._keys) >= self._limit:
+                    self._keys.clear()
+                self._keys[digest] = key
+        if not hmac.compare_digest(key.key_hash, digest):
+            return None
+        return key
+
+    def kept(self, presented: str | None) -> ApiKey | None:
+        """The key of ``presented`` if it is kept (None: not kept, or no such key); never
+        reads the state."""
+        if not presented or len(presented) > 512:
+            return None
+        digest = hash_secret(presented)
+        key = self._keys.get(digest)
+        if key is None or not hmac.compare_digest(key.key_hash, digest):
+            return None
+        return key
+
+    def forget(self, key_hash: str) -> None:
+        """Drop a key (its check failed: it was revoked)."""
+        with self._lock:
+            self._keys.pop(key_hash, None)
 
 
 def may_read(key: ApiKey) -> bool:

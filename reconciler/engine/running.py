@@ -171,7 +171,7 @@ def prepare_run(
 
 
 def build_run(
-    store: StateStore,
+    store: StateStore | None,
     template_name: str,
     targets: Targets,
     caller_values: Mapping[str, Any],
@@ -190,14 +190,21 @@ def build_run(
     written (the HTTP API writes it with its idempotency key). Raises UsageError naming every
     problem of the variables and the targets at once. ``template``: the applied template of
     that name, and ``applied``: the applied revision, inventory and signing key, when the
-    caller has read them already."""
+    caller has read them already (then, for a run of no schedule, ``store`` may be None: it
+    is not read)."""
+
+    def read() -> StateStore:
+        if store is None:
+            raise TypeError("build_run reads the state: give a store, or the template and applied")
+        return store
+
     if template is None:
-        template = applied_template(store, template_name)
+        template = applied_template(read(), template_name)
     if not template.spec.enabled:
         raise UsageError(f'template "{template_name}" is disabled (enabled: false in Git)')
     resolved = resolve(template.spec, schedule.spec.variables if schedule else None, caller_values)
     revision, inv = (
-        (applied[0], applied[1]) if applied is not None else (None, applied_inventory(store))
+        (applied[0], applied[1]) if applied is not None else (None, applied_inventory(read()))
     )
     problems = [p.message for p in resolved.problems] + target_problems(inv, targets)
     if problems:
@@ -208,10 +215,10 @@ def build_run(
             "the targets match no server (roles and environments together "
             "select servers that are in both)"
         )
-    from reconciler.engine.provenance import for_request
+    from reconciler.engine.provenance import for_request, stored_provenance
 
     if applied is None:
-        info = store.info()
+        info = read().info()
         revision, signing_key = info.revision, info.signing_key
     else:
         signing_key = applied[2]
@@ -231,7 +238,9 @@ def build_run(
         targets=effective.model_dump(),
         simulate=simulate,
         requested_by=requested_by,
-        provenance=for_request(store, signing_key, schedule.name if schedule else None),
+        provenance=for_request(read(), signing_key, schedule.name)
+        if schedule is not None
+        else stored_provenance(signing_key, None, []),
     )
     return new, resolved
 

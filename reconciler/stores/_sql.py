@@ -39,6 +39,7 @@ from reconciler.stores.base import (
     SENSITIVE_PLACEHOLDER,
     ApiKey,
     Approval,
+    ChecksFailed,
     Cursor,
     Decision,
     DecisionWrite,
@@ -67,6 +68,7 @@ from reconciler.stores.base import (
     OutboxWrite,
     ReconcileAttempt,
     Replica,
+    RunCheck,
     RunId,
     RunRecord,
     RunStatus,
@@ -2379,15 +2381,22 @@ class SqlStore(ABC):
         return self.create_runs([(run, key)], now)[0]
 
     def create_runs(
-        self, items: Sequence[tuple[NewRun, IdempotencyKey | None]], now: datetime
+        self,
+        items: Sequence[tuple[NewRun, IdempotencyKey | None]],
+        now: datetime,
+        checks: Sequence[RunCheck | None] | None = None,
     ) -> list[IdempotentRun]:
         """Create many API runs in one transaction (a group commit), each with its
         idempotency key or none, with the rules of :meth:`create_run_once`; one answer per
-        item, in order. Two items with one key: the second replays the first."""
+        item, in order. Two items with one key: the second replays the first. ``checks``
+        (one per item, or None) are verified first, in the same transaction: if any fails,
+        nothing is written and :class:`ChecksFailed` says which."""
         ts = self._ts(as_utc(now, "now"))
         for _ in range(3):
             try:
                 with self._tx("write") as tx:
+                    if checks is not None:
+                        self._verify_checks(tx, checks)
                     done = [self._create_once(tx, run, key, ts, now) for run, key in items]
                     ids = sorted({run_id for _, run_id in done})
                     rows: list[tuple[Any, ...]] = []
@@ -2401,6 +2410,33 @@ class SqlStore(ABC):
                 continue
             return [IdempotentRun(outcome, records[RunId(run_id)]) for outcome, run_id in done]
         raise StateConflict("the idempotency key is being used by concurrent requests; retry")
+
+    def _verify_checks(self, tx: Tx, checks: Sequence[RunCheck | None]) -> None:
+        given = [(i, c) for i, c in enumerate(checks) if c is not None]
+        if not given:
+            return
+        row = tx.one("SELECT serial FROM rc_meta")
+        serial = None if row is None else int(row[0])
+        hashes = sorted({c.key_hash for _, c in given})
+        active: set[str] = set()
+        for chunk in _chunks(hashes, 500):
+            marks = ",".join("?" * len(chunk))
+            active.update(
+                str(r[0])
+                for r in tx.all(
+                    f"SELECT key_hash FROM rc_api_keys WHERE key_hash IN ({marks}) "
+                    "AND revoked_at IS NULL",
+                    chunk,
+                )
+            )
+        failed: dict[int, Literal["stale", "revoked"]] = {}
+        for i, c in given:
+            if c.key_hash not in active:
+                failed[i] = "revoked"
+            elif c.serial != serial:
+                failed[i] = "stale"
+        if failed:
+            raise ChecksFailed(failed)
 
     def _create_once(
         self, tx: Tx, run: NewRun, key: IdempotencyKey | None, ts: Any, now: datetime

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple, NewType, Protocol, TypeAlias, get_args
 
+from reconciler.errors import StateConflict
 from reconciler.model.firing import FiringSpec
 
 RunId = NewType("RunId", int)
@@ -757,7 +758,10 @@ class StateStore(Protocol):
     # -- idempotency keys of the trigger endpoint (api/routes/jobs.py)
     def create_run_once(self, run: NewRun, key: IdempotencyKey, now: datetime) -> IdempotentRun: ...
     def create_runs(
-        self, items: Sequence[tuple[NewRun, IdempotencyKey | None]], now: datetime
+        self,
+        items: Sequence[tuple[NewRun, IdempotencyKey | None]],
+        now: datetime,
+        checks: Sequence[RunCheck | None] | None = None,
     ) -> list[IdempotentRun]: ...
     def page_runs(
         self,
@@ -839,6 +843,30 @@ class IdempotencyKey:
     body_hash: str
     """A hash of the request as the client sent it: the same key with another body is refused."""
     window_seconds: float = 24 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class RunCheck:
+    """What a triggered run was checked against, verified again by
+    :meth:`StateStore.create_runs` in the transaction that writes it: the applied state's
+    ``serial`` (its template, prompts and inventory) and the API key, by its hash (the key was
+    not revoked since). A request can then check against what it read earlier (a cache) and
+    still never write a run that the state in force at the commit would refuse."""
+
+    serial: int
+    key_hash: str
+
+
+class ChecksFailed(StateConflict):
+    """Some items of :meth:`StateStore.create_runs` failed their :class:`RunCheck`; nothing
+    was written. ``failed`` maps each one's index to why: ``stale`` (the applied state moved:
+    check again) or ``revoked`` (the key is no longer active)."""
+
+    def __init__(self, failed: Mapping[int, Literal["stale", "revoked"]]) -> None:
+        self.failed = dict(failed)
+        super().__init__(
+            f"{len(self.failed)} run(s) were checked against an older state or a revoked key"
+        )
 
 
 @dataclass(frozen=True, slots=True)

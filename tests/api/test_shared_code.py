@@ -17,7 +17,7 @@ from reconciler.engine.keys import create_key
 from reconciler.engine.triggering import AppliedCache, GroupCommit, TriggerRequest, trigger
 from reconciler.errors import UsageError
 from reconciler.stores import StateStore, open_store
-from reconciler.stores.base import IdempotencyKey, IdempotentRun, NewRun
+from reconciler.stores.base import ChecksFailed, IdempotencyKey, IdempotentRun, NewRun, RunCheck
 from tests.daemon.conftest import apply_dir, make_repo, schedule, write_repo
 from tests.gitutil import git
 
@@ -202,3 +202,41 @@ def test_a_group_commit_answers_each_writer_and_a_bad_run_fails_only_itself(
     assert results == {i: str(i) for i in range(12) if i != 3}
     with open_store(state_url) as store:
         assert len(store.list_runs(template="deploy", limit=100)) == 11
+
+
+def test_a_run_is_written_only_if_its_check_still_holds_in_the_writing_transaction(
+    state_url: str,
+) -> None:
+    """``create_runs`` verifies each run's :class:`RunCheck` (the serial it was checked
+    against, its key not revoked) in the transaction that writes it: one failed check writes
+    nothing of the batch and names the failures; the group commit fails those runs alone."""
+    with open_store(state_url, lock_timeout=10) as store:
+        live, _ = create_key(store, "live", ["trigger"], ["deploy"], None, NOW)
+        old, _ = create_key(store, "old", ["trigger"], ["deploy"], None, NOW)
+        assert store.revoke_api_key("old", NOW)
+        serial = store.serial()
+        ok, stale = RunCheck(serial, live.key_hash), RunCheck(serial - 1, live.key_hash)
+        revoked = RunCheck(serial, old.key_hash)
+        with pytest.raises(ChecksFailed) as failed:
+            store.create_runs(
+                [(_api_run("1"), None), (_api_run("2"), None), (_api_run("3"), None)],
+                NOW,
+                [ok, stale, revoked],
+            )
+        assert failed.value.failed == {1: "stale", 2: "revoked"}
+        assert store.list_runs(template="deploy") == []
+    group = GroupCommit(lambda: open_store(state_url, lock_timeout=10))
+    futures = [
+        group.submit(_api_run(str(i)), None, NOW, check)
+        for i, check in enumerate([ok, stale, None, revoked, ok])
+    ]
+    answers: list[object] = []
+    for f in futures:
+        try:
+            answers.append(f.result(30).run.variables["version"])
+        except ChecksFailed as e:
+            answers.append(e.failed)
+    group.close()
+    assert answers == ["0", {0: "stale"}, "2", {0: "revoked"}, "4"]
+    with open_store(state_url) as store:
+        assert len(store.list_runs(template="deploy")) == 3

@@ -10,8 +10,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from reconciler.stores import open_store
+from tests.daemon.conftest import Serve, until
+from tests.gitutil import git
 
-from .conftest import Api
+from .conftest import Api, start_api
 
 
 def test_query_parameters_are_variables_converted_like_cli_vars_and_recorded_untrusted(
@@ -197,3 +199,38 @@ def test_the_secret_is_never_in_the_log_the_state_or_a_response(api: Api) -> Non
         assert value not in log, name
         for f in Path(api.state).parent.glob("state.sqlite*"):
             assert value.encode() not in f.read_bytes(), (name, f)
+
+
+def test_what_a_trigger_kept_is_checked_again_where_its_run_is_written(
+    tmp_path: Path, serves: list[Serve]
+) -> None:
+    """The endpoint keeps the keys and the applied template it has seen, so a repeated
+    trigger reads nothing before its write; the write checks the state's serial and the key
+    in its own transaction. A commit applied since is then in force for the next trigger,
+    and a key revoked since stops at once, with no run written."""
+    a = start_api(tmp_path, str(tmp_path / "state.sqlite"), "--workers", "0")
+    serves.append(a.serve)
+    root = a.serve.repo
+    for _ in range(3):  # the first reads the state and keeps; the others use what it kept
+        assert a.trigger("template=open&colour=red").status == 202
+    text = (root / "schedules" / "open.yaml").read_text()
+    (root / "schedules" / "open.yaml").write_text(
+        text.replace("allowNewVariables: true", "allowNewVariables: false")
+    )
+    git(root, "commit", "-qam", "no new variables")
+    head = git(root, "rev-parse", "HEAD")
+    until(lambda: a.serve.get("/api/status")["applied"]["revision"] == head, 30, "the apply")
+    refused = a.trigger("template=open&colour=red")
+    assert refused.status == 400, refused.body
+    assert 'unknown variable "colour"' in refused.body["error"]["message"]
+    after = a.trigger("template=open")
+    assert after.status == 202
+    assert a.call(f"/api/runs/{after.body['run']['id']}").body["commit"] == head
+    with open_store(a.state) as store:
+        before = len(store.list_runs(template="open", limit=100))
+        assert store.revoke_api_key("ci", datetime.now(UTC))
+    gone = a.trigger("template=open")
+    assert gone.status == 401 and gone.body["error"]["code"] == "unauthorized"
+    assert a.trigger("template=open").status == 401
+    with open_store(a.state) as store:
+        assert len(store.list_runs(template="open", limit=100)) == before == 4

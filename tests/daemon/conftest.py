@@ -119,6 +119,7 @@ class Serve:
     """One ``serve`` process; stopped (SIGKILL if it must) at the end of the test."""
 
     def __init__(self, repo: Path, state: str, *args: str, fake: str | None = "0.05") -> None:
+        self.repo = repo
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         if fake is not None:
             env["RECONCILER_TEST_FAKE_EXECUTOR"] = fake

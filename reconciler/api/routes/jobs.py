@@ -10,21 +10,26 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Query, Request, Security
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime
 
-from reconciler.api.auth import KEY_HEADER, KEY_QUERY, need_key
+from reconciler.api.auth import KEY_HEADER, KEY_QUERY, UNAUTHORIZED, need_key, presented_key
 from reconciler.api.context import ApiContext
 from reconciler.api.errors import ApiError
 from reconciler.api.models import ErrorBody, TriggerAnswer, TriggerBody
+from reconciler.engine.keys import KeyCache
 from reconciler.engine.triggering import (
     AppliedCache,
     GroupCommit,
     IdempotencyConflict,
+    KeyRevoked,
     TemplateNotFound,
+    Triggered,
     TriggerForbidden,
     TriggerRequest,
     trigger,
+    trigger_kept,
 )
 from reconciler.model.common import Targets
 from reconciler.stores.base import ApiKey
@@ -49,6 +54,7 @@ def routes(ctx: ApiContext) -> APIRouter:
     router = APIRouter(tags=["jobs"])
     writer = GroupCommit(ctx.open_store)
     cache = AppliedCache()
+    keys = KeyCache()  # each run's write checks its key again (RunCheck)
 
     @router.post(
         "/api/jobs/trigger",
@@ -58,7 +64,7 @@ def routes(ctx: ApiContext) -> APIRouter:
         responses=_ERRORS,
         dependencies=[Security(KEY_HEADER), Security(KEY_QUERY)],
     )
-    def trigger_job(
+    async def trigger_job(
         request: Request,
         template: Annotated[str, Query(max_length=253, description="The template to run")],
         body: Annotated[TriggerBody | None, Body()] = None,
@@ -83,7 +89,6 @@ def routes(ctx: ApiContext) -> APIRouter:
         or as query parameters (every parameter but template, key, simulate and at; text,
         converted to each prompt's type as ``reconciler run --var`` does). ``simulate`` is on
         when the query or the body says so; an ``at`` in the body wins over the query's."""
-        key: ApiKey = need_key(ctx, request)
         text_vars = [
             (k, v) for k, v in request.query_params.multi_items() if k not in RESERVED_QUERY
         ]
@@ -98,14 +103,12 @@ def routes(ctx: ApiContext) -> APIRouter:
             at=when,
             idempotency_key=idempotency_key,
         )
-        try:
-            done = trigger(ctx.store(), key, req, ctx.clock.now(), writer.write, cache)
-        except TriggerForbidden as e:
-            raise ApiError(403, "forbidden", str(e)) from None
-        except TemplateNotFound as e:
-            raise ApiError(404, "not-found", str(e)) from None
-        except IdempotencyConflict as e:
-            raise ApiError(409, "conflict", str(e)) from None
+        # a key and a template seen before: checked and written without a thread or a read
+        # of the state (the write checks both); else, and for every refusal, in a thread
+        key = keys.kept(presented_key(request))
+        done = None if key is None else await trigger_kept(key, req, ctx.clock.now(), writer, cache)
+        if done is None:
+            done = await run_in_threadpool(checked, request, req)
         if not done.replayed:
             ctx.wake_workers()
         run = done.run
@@ -117,5 +120,20 @@ def routes(ctx: ApiContext) -> APIRouter:
             status_code=202,
             headers=headers,
         )
+
+    def checked(request: Request, req: TriggerRequest) -> Triggered:
+        """The trigger with reads of the state: the key, the applied template, the serial."""
+        key: ApiKey = need_key(ctx, request, keys)
+        try:
+            return trigger(ctx.store(), key, req, ctx.clock.now(), writer.write, cache)
+        except TriggerForbidden as e:
+            raise ApiError(403, "forbidden", str(e)) from None
+        except TemplateNotFound as e:
+            raise ApiError(404, "not-found", str(e)) from None
+        except IdempotencyConflict as e:
+            raise ApiError(409, "conflict", str(e)) from None
+        except KeyRevoked:
+            keys.forget(key.key_hash)
+            raise ApiError(401, "unauthorized", UNAUTHORIZED) from None
 
     return router
