@@ -805,6 +805,9 @@ class FiringLoop:
             except StateError as e:
                 log.warning("could not disable schedule %s: %s", d.schedule, e)
             self._dirty = True
+        self.fired += len(runs)
+        if runs:  # the workers first: the notifications below may read thousands of rules
+            self.on_runs(runs)
         self._notify(batches, results, disables, now)
         if conflicts:  # another replica fired these: take its cursors and go on from there
             cursors = self.store.fire_cursors()
@@ -812,9 +815,6 @@ class FiringLoop:
                 cur = cursors.get(a.name)
                 a.cursor = cur if cur is not None and cur.when_hash == a.when_hash else None
                 self._push(a)
-        self.fired += len(runs)
-        if runs:
-            self.on_runs(runs)
         return runs
 
     def _notify(

@@ -90,6 +90,10 @@ PRODUCT = "reconciler"
 Mode = Literal["read", "write", "state", "migrate"]
 
 
+JsonKind = Literal["text", "int", "bool", "ts"]
+"""The type of a value of the JSON rows of :meth:`SqlStore._json_insert`."""
+
+
 class Tx(Protocol):
     """One open transaction. SQL uses ``?`` placeholders; the backend adapts them."""
 
@@ -389,6 +393,41 @@ _NEW_RUN_COLS = (
     "untrusted, provenance"
 )
 _NEW_RUN_MARKS = ", ".join("?" * len(_NEW_RUN_COLS.split(",")))
+#: The columns of a fired run of its own (JSON rows of ``_insert_fired_runs``) and those
+#: shared by the runs of one schedule shape in a burst (bound once per group).
+_OWN_RUN_COLS: tuple[tuple[str, JsonKind], ...] = (
+    ("schedule", "text"),
+    ("slot", "ts"),
+    ("trigger_kind", "text"),
+    ("status", "text"),
+    ("message", "text"),
+    ("wait_for", "int"),
+    ("finished_at", "ts"),
+)
+_SHARED_RUN_COLS = (
+    "template",
+    "commit_sha",
+    "not_before",
+    "variables",
+    "targets",
+    "simulate",
+    "requested_by",
+    "retry_of",
+    "untrusted",
+    "provenance",
+)
+_SKIP_COLS: tuple[tuple[str, JsonKind], ...] = (
+    ("schedule", "text"),
+    ("slot", "ts"),
+    ("skip_reason", "text"),
+    ("detail", "text"),
+    ("until_slot", "ts"),
+    ("slot_count", "int"),
+)
+#: An apply that writes or deletes this many objects refreshes the planner's statistics.
+ANALYZE_AFTER = 1000
+#: Rows per statement of JSON rows (bounds the size of one parameter).
+_JSON_CHUNK = 2000
 _FIRING_COLS = (
     "schedule, serial, state, state_reason, revision, updated_at, when_spec, template, "
     "owner, misfire, misfire_window, overlap, fields_key, shape"
@@ -475,6 +514,60 @@ class SqlStore(ABC):
     def _ts(self, value: datetime) -> Any:
         """An aware instant as the database stores it (PostgreSQL: as is)."""
         return value
+
+    #: ``spec.notify`` and ``spec.template`` of a body (``rc_objects`` as ``o``), and the
+    #: condition that leaves out a body that is not JSON (:meth:`schedule_notify`; PostgreSQL
+    #: has none: such a body fails the query, and the caller falls back to reading it).
+    _notify_expr = "json_extract(o.body, '$.spec.notify')"
+    _template_expr = "json_extract(o.body, '$.spec.template')"
+    _valid_body = " AND json_valid(o.body)"
+
+    # -- many rows in one parameter: a burst writes thousands of rows, and binding each of
+    # their values from Python (or adapting it, on PostgreSQL) cost more than the writes. The
+    # rows go as one JSON array of arrays that the database unpacks (json_each, or
+    # jsonb_array_elements); values shared by every row are bound once.
+
+    #: The FROM clause over the JSON array parameter, its elements as ``j.value``.
+    _json_rows = "json_each(?) AS j"
+
+    def _json_col(self, index: int, kind: JsonKind) -> str:
+        """The SQL of element ``index`` of each row, as a value of ``kind``."""
+        return f"json_extract(j.value, '$[{index}]')"
+
+    def _json_ts(self, stored: Any) -> Any:
+        """An instant as :meth:`_ts` stores it, as it goes into the JSON rows."""
+        return stored
+
+    def _json_insert(
+        self,
+        tx: Tx,
+        table: str,
+        per_row: Sequence[tuple[str, JsonKind]],
+        rows: Sequence[Sequence[Any]],
+        shared: Sequence[tuple[str, Any]] = (),
+        tail: str = "",
+        tail_params: Sequence[Any] = (),
+    ) -> list[tuple[Any, ...]]:
+        """``INSERT INTO table`` the ``rows`` (values of the ``per_row`` columns, in order;
+        instants as :meth:`_json_ts` gives them) with the ``shared`` column values, in one
+        statement; ``tail`` (ON CONFLICT, RETURNING) follows, with its ``tail_params``.
+        Returns what the statement returns."""
+        if not rows:
+            return []
+        columns = [c for c, _ in per_row] + [c for c, _ in shared]
+        values = [self._json_col(i, kind) for i, (_, kind) in enumerate(per_row)]
+        values += ["?"] * len(shared)
+        # WHERE true: SQLite's parser needs a WHERE before ON CONFLICT in an INSERT ... SELECT
+        sql = (
+            f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(values)} "
+            f"FROM {self._json_rows} WHERE true {tail}"
+        )
+        data = json.dumps(rows, separators=(",", ":"), ensure_ascii=False)
+        params = [v for _, v in shared] + [data, *tail_params]
+        if "RETURNING" not in tail:
+            tx.run(sql, params)
+            return []
+        return tx.all(sql, params)
 
     # -- run locks: how a backend may tell that the process running a run is gone. SQLite
     # holds a lock per claimed run until the run is finished or the store closed; PostgreSQL
@@ -845,7 +938,16 @@ class SqlStore(ABC):
             )
             if notifications:
                 self._write_outbox(tx, notifications, (), now)
+        if len(upserts) + len(deletes) >= ANALYZE_AFTER:
+            self._refresh_statistics(("rc_objects", "rc_firing"))
         return new
+
+    def _refresh_statistics(self, tables: Sequence[str]) -> None:
+        """Tell the query planner what is in ``tables`` after a large write (PostgreSQL:
+        ``ANALYZE``; autovacuum may be off or a minute late, and a planner that believes a
+        table of 100,000 schedules to be small scans it for every lookup by name). SQLite
+        plans well enough without. A failure is only logged: the write is committed."""
+        return
 
     def set_object_state(
         self,
@@ -1776,15 +1878,14 @@ class SqlStore(ABC):
             memo = _RowMemo(self)
             created = self._insert_fired_runs(tx, [r for _, r in new_runs], ts, memo)
             skips = [
-                (
+                [
                     b.schedule,
-                    memo.ts(e.slot, "slot"),
+                    self._json_ts(memo.ts(e.slot, "slot")),
                     e.skip_reason,
                     e.detail,
-                    ts,
-                    None if e.until is None else memo.ts(e.until, "until"),
+                    None if e.until is None else self._json_ts(memo.ts(e.until, "until")),
                     e.count,
-                )
+                ]
                 for b in fresh
                 for e in b.entries
                 if e.run is None
@@ -1792,27 +1893,31 @@ class SqlStore(ABC):
             # the skips this transaction wrote (a slot another replica recorded first keeps its
             # entry): what the results report, so counters summed over replicas stay exact
             skipped: dict[str, dict[str, int]] = {}
-            for chunk in _chunks(skips, 400):
-                for r in tx.all(
-                    "INSERT INTO rc_slots (schedule, slot, run_id, skip_reason, detail, "
-                    "recorded_at, until_slot, slot_count) VALUES "
-                    + ",".join(["(?, ?, NULL, ?, ?, ?, ?, ?)"] * len(chunk))
-                    + " ON CONFLICT (schedule, slot) DO NOTHING "
+            for chunk in _chunks(skips, _JSON_CHUNK):
+                for r in self._json_insert(
+                    tx,
+                    "rc_slots",
+                    _SKIP_COLS,
+                    chunk,
+                    (("run_id", None), ("recorded_at", ts)),
+                    "ON CONFLICT (schedule, slot) DO NOTHING "
                     "RETURNING schedule, skip_reason, slot_count",
-                    [v for row in chunk for v in row],
                 ):
                     mine = skipped.setdefault(r[0], {})
                     mine[r[1]] = mine.get(r[1], 0) + int(r[2])
             cursors = [
-                (b.schedule, memo.ts(b.new_cursor, "cursor"), b.when_hash, ts) for b in fresh
+                [b.schedule, self._json_ts(memo.ts(b.new_cursor, "cursor")), b.when_hash]
+                for b in fresh
             ]
-            for chunk in _chunks(cursors, 500):
-                tx.run(
-                    "INSERT INTO rc_cursors (schedule, last_slot, when_hash, updated_at) VALUES "
-                    + ",".join(["(?, ?, ?, ?)"] * len(chunk))
-                    + " ON CONFLICT (schedule) DO UPDATE SET last_slot = excluded.last_slot, "
+            for chunk in _chunks(cursors, _JSON_CHUNK):
+                self._json_insert(
+                    tx,
+                    "rc_cursors",
+                    (("schedule", "text"), ("last_slot", "ts"), ("when_hash", "text")),
+                    chunk,
+                    (("updated_at", ts),),
+                    "ON CONFLICT (schedule) DO UPDATE SET last_slot = excluded.last_slot, "
                     "when_hash = excluded.when_hash, updated_at = excluded.updated_at",
-                    [v for row in chunk for v in row],
                 )
             by_schedule: dict[str, list[RunRecord]] = {}
             at = as_utc(now, "now")
@@ -1866,45 +1971,61 @@ class SqlStore(ABC):
     ) -> list[tuple[int, NewRun]]:
         """Insert the runs of fired slots with their ledger rows, set-based; a slot that is
         taken already (the unique key) keeps its entry and its new run is deleted again.
-        Returns the runs kept, with their ids."""
+        Returns the runs kept, with their ids.
+
+        Runs of one burst share most of their columns (a schedule's shape: template, commit,
+        variables, targets, provenance), so runs are grouped by those and each group is one
+        statement whose shared values are bound once and whose own (schedule, slot, trigger,
+        status, message, wait_for) go as JSON rows."""
+        groups: dict[tuple[Any, ...], list[NewRun]] = {}
+        for run in runs:
+            if run.trigger not in _SLOT_TRIGGERS:
+                check_literal(run.trigger, RunTrigger, "trigger")
+            if run.schedule is None or run.slot is None:
+                raise ValueError("a fired run needs a schedule and a slot")
+            groups.setdefault(memo.shared_run_values(run), []).append(run)
         kept: list[tuple[int, NewRun]] = []
-        for chunk in _chunks(list(runs), 400):
-            params: list[Any] = []
-            slot_rows: list[tuple[Any, ...]] = []
-            for run in chunk:
-                if run.trigger not in _SLOT_TRIGGERS:
-                    check_literal(run.trigger, RunTrigger, "trigger")
-                if run.schedule is None or run.slot is None:
-                    raise ValueError("a fired run needs a schedule and a slot")
-                row = memo.run_row(run, ts)
-                params += row
-                slot_rows.append((run.schedule, row[3]))
-            rows = tx.all(
-                f"INSERT INTO rc_runs ({_NEW_RUN_COLS}) VALUES "
-                + ",".join([f"({_NEW_RUN_MARKS})"] * len(chunk))
-                + " RETURNING id, schedule, slot",
-                params,
-            )
-            # the slot as returned is the value written (SQLite: the same text; PostgreSQL:
-            # an equal instant), so it keys the new ids without parsing
-            ids = {(r[1], r[2]): int(r[0]) for r in rows}
-            new_ids = [ids[key] for key in slot_rows]
-            taken_ok = tx.all(
-                "INSERT INTO rc_slots (schedule, slot, run_id, skip_reason, detail, recorded_at) "
-                "VALUES "
-                + ",".join(["(?, ?, ?, NULL, NULL, ?)"] * len(slot_rows))
-                + " ON CONFLICT (schedule, slot) DO NOTHING RETURNING run_id",
-                [
-                    v
-                    for (name, slot), i in zip(slot_rows, new_ids, strict=True)
-                    for v in (name, slot, i, ts)
-                ],
-            )
-            won = {int(r[0]) for r in taken_ok}
-            lost = [i for i in new_ids if i not in won]
-            if lost:  # those slots had their entry already: their new runs go
-                tx.run(f"DELETE FROM rc_runs WHERE id IN ({','.join('?' * len(lost))})", lost)
-            kept += [(i, run) for i, run in zip(new_ids, chunk, strict=True) if i in won]
+        for shared_values, members in groups.items():
+            shared = [*zip(_SHARED_RUN_COLS, shared_values, strict=True), ("created_at", ts)]
+            for chunk in _chunks(members, _JSON_CHUNK):
+                slot_keys = [(r.schedule, memo.ts(cast(datetime, r.slot), "slot")) for r in chunk]
+                per_row = [
+                    [
+                        r.schedule,
+                        self._json_ts(key[1]),
+                        r.trigger,
+                        r.status,
+                        r.message,
+                        r.wait_for,
+                        None if r.status == "queued" else self._json_ts(ts),
+                    ]
+                    for r, key in zip(chunk, slot_keys, strict=True)
+                ]
+                rows = self._json_insert(
+                    tx, "rc_runs", _OWN_RUN_COLS, per_row, shared, "RETURNING id, schedule, slot"
+                )
+                # the slot as returned is the value written (SQLite: the same text;
+                # PostgreSQL: an equal instant), so it keys the new ids without parsing
+                ids = {(r[1], r[2]): int(r[0]) for r in rows}
+                new_ids = [ids[key] for key in slot_keys]
+                won = {
+                    int(r[0])
+                    for r in self._json_insert(
+                        tx,
+                        "rc_slots",
+                        (("schedule", "text"), ("slot", "ts"), ("run_id", "int")),
+                        [
+                            [name, self._json_ts(slot), i]
+                            for (name, slot), i in zip(slot_keys, new_ids, strict=True)
+                        ],
+                        (("skip_reason", None), ("detail", None), ("recorded_at", ts)),
+                        "ON CONFLICT (schedule, slot) DO NOTHING RETURNING run_id",
+                    )
+                }
+                lost = [i for i in new_ids if i not in won]
+                for part in _chunks(lost, 500):  # those slots had their entry: their runs go
+                    tx.run(f"DELETE FROM rc_runs WHERE id IN ({','.join('?' * len(part))})", part)
+                kept += [(i, run) for i, run in zip(new_ids, chunk, strict=True) if i in won]
         return kept
 
     def schedule_activity(
@@ -2163,6 +2284,9 @@ class SqlStore(ABC):
                 "DELETE FROM rc_outbox WHERE status IN ('sent', 'failed') AND created_at < ?",
                 (cutoff,),
             )
+        # the pruning job runs daily: the time to refresh what the planner knows of the tables
+        # that the firing and the workers write all day
+        self._refresh_statistics(("rc_runs", "rc_slots", "rc_cursors", "rc_outbox"))
         return len(ids)
 
     # -- approvals with their sources and authors (engine/approving.py)
@@ -2527,18 +2651,32 @@ class SqlStore(ABC):
 
     # -- the notification outbox (engine/notifying.py)
 
-    def object_bodies(self, kind: str, names: Sequence[str]) -> dict[str, str]:
-        """The bodies of the applied objects of ``kind`` named ``names`` (those that exist),
-        a few hundred names per query: for the firing pass's notifications after an outage."""
-        out: dict[str, str] = {}
+    def schedule_notify(self, names: Sequence[str]) -> dict[str, tuple[Any, str | None]]:
+        """The ``spec.notify`` value (parsed JSON, None when absent or empty) and the template
+        of the applied schedules ``names`` (those that exist), a few hundred names per query:
+        the notifications of a recovery after an outage concern thousands of schedules, whose
+        bodies need not travel. A body is parsed (by the database) only when it may hold
+        ``notify`` entries: bodies are stored as compact JSON, where an empty list is
+        ``"notify":[]``; the template comes from the schedule's firing row."""
+        out: dict[str, tuple[Any, str | None]] = {}
+        rows_have_it = self._schema_version >= _FIRING_SCHEMA
+        template = (
+            f"COALESCE(f.template, {self._template_expr})" if rows_have_it else self._template_expr
+        )
+        join = " LEFT JOIN rc_firing f ON f.schedule = o.name" if rows_have_it else ""
+        notify = self._notify_expr
         with self._tx("read") as tx:
             for chunk in _chunks(list(dict.fromkeys(names)), 500):
                 rows = tx.all(
-                    "SELECT name, body FROM rc_objects WHERE kind = ? AND name IN "
-                    f"({','.join('?' * len(chunk))})",
-                    [kind, *chunk],
+                    f"SELECT o.name, CASE WHEN o.body NOT LIKE ? OR o.body LIKE ? THEN {notify} "
+                    f"END, {template} FROM rc_objects o{join} WHERE o.kind = 'Schedule' AND "
+                    f"o.name IN ({','.join('?' * len(chunk))}){self._valid_body}",
+                    ['%"notify":[]%', '%"notify":[{%', *chunk],
                 )
-                out.update({r[0]: r[1] for r in rows})
+                for name, entries, of in rows:
+                    if isinstance(entries, str):  # SQLite: the JSON text
+                        entries = json.loads(entries)
+                    out[name] = (entries or None, of if isinstance(of, str) else None)
         return out
 
     def _write_outbox(
@@ -2787,28 +2925,20 @@ class _RowMemo:
     def untrusted(self, run: NewRun) -> tuple[str, ...]:
         return self._untrusted_of(run)[0]
 
-    def run_row(self, run: NewRun, ts: Any) -> list[Any]:
-        """:meth:`SqlStore._new_run_row` with the conversions shared."""
-        return [
-            run.schedule,
+    def shared_run_values(self, run: NewRun) -> tuple[Any, ...]:
+        """The values of ``_SHARED_RUN_COLS`` for ``run`` (equal for the runs of one shape)."""
+        return (
             run.template,
-            run.trigger,
-            None if run.slot is None else self.ts(run.slot, "slot"),
-            run.status,
             run.commit,
-            ts,
             None if run.not_before is None else self.ts(run.not_before, "not_before"),
             self._variables(run)[1],
             self._target(run)[1],
             run.simulate,
-            run.message,
             run.requested_by,
             run.retry_of,
-            run.wait_for,
-            ts if run.status != "queued" else None,
             self._untrusted_of(run)[1],
             self._provenance_of(run),
-        ]
+        )
 
 
 def _firing_row(

@@ -17,6 +17,7 @@ current schema (``search_path``), all prefixed ``rc_``, so a database can be sha
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -29,8 +30,10 @@ import psycopg.errors
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from reconciler.errors import StateConflict, StateError, StateUnavailable
-from reconciler.stores._sql import Mode, SqlStore, Tx
+from reconciler.stores._sql import JsonKind, Mode, SqlStore, Tx
 from reconciler.stores.base import DEFAULT_LOCK_TIMEOUT, DEFAULT_LOG_CAP, redact
+
+log = logging.getLogger("reconciler.state")
 
 #: pg_advisory_xact_lock key for migrations ("RCN1").
 MIGRATION_LOCK_KEY = 0x52434E31
@@ -44,6 +47,9 @@ CONNECT_TIMEOUT = 10
 @lru_cache(maxsize=512)
 def _q(sql: str) -> str:
     return sql.replace("?", "%s")
+
+
+_JSON_TYPES = {"text": "text", "int": "bigint", "bool": "boolean", "ts": "timestamptz"}
 
 
 class _PgTx:
@@ -191,6 +197,24 @@ class PostgresStore(SqlStore):
 
     def _location(self) -> str:
         return self._shown
+
+    _json_rows = "jsonb_array_elements(CAST(? AS jsonb)) AS j(value)"
+    _notify_expr = "CAST(o.body AS jsonb)->'spec'->'notify'"
+    _template_expr = "CAST(o.body AS jsonb)->'spec'->>'template'"
+    _valid_body = ""
+
+    def _refresh_statistics(self, tables: Sequence[str]) -> None:
+        try:
+            with self._tx("write") as tx:
+                tx.run(f"ANALYZE {', '.join(tables)}")
+        except StateError as e:
+            log.warning("could not refresh the planner's statistics of %s: %s", self._shown, e)
+
+    def _json_col(self, index: int, kind: JsonKind) -> str:
+        return f"CAST(j.value->>{index} AS {_JSON_TYPES[kind]})"
+
+    def _json_ts(self, stored: Any) -> Any:
+        return None if stored is None else stored.isoformat()
 
     def _type_map(self) -> dict[str, str]:
         return {

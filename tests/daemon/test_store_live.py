@@ -160,3 +160,64 @@ def test_on_postgresql_a_dead_workers_run_is_reaped_by_its_free_lock_after_a_gra
         child.join(30)
         holder.close()
         reaper.close()
+
+
+def test_a_burst_of_mixed_runs_is_written_as_asked_and_read_back_the_same(
+    open_state: Callable[[], StateStore],
+) -> None:
+    """A burst goes as JSON rows grouped by what runs share: runs of other templates,
+    variables, provenance, messages (quotes, non-ASCII text), catch-ups, failed runs and skip
+    ranges in one call are each written with their own values, as read back."""
+    store = open_state()
+    shared_vars: dict[str, object] = {"version": "1.0", "count": 3, "on": True}
+    prov: dict[str, object] = {"signing_key": None, "content_hash": "sha256:ab", "approvers": ["a"]}
+    batches = []
+    for i in range(60):
+        slot = NOW + i * S
+        run = NewRun(
+            template="t" if i % 3 else "other",
+            trigger="schedule" if i % 4 else "catch-up",
+            commit="c" * 40,
+            schedule=f"s{i:02d}",
+            slot=slot,
+            variables=shared_vars if i % 2 else {"version": f"v{i}", "name": 'quote " and ü'},
+            targets={"roles": ["web"]} if i % 5 else {},
+            simulate=i % 7 == 0,
+            message=None if i % 4 else f'1 slot missed, "ran late" \u00e9t\u00e9 {i}',
+            status="failed" if i == 13 else "queued",
+            provenance=prov if i % 2 else {},
+        )
+        entries = [LedgerWrite(slot, run=run)]
+        if i % 10 == 0:
+            entries.insert(
+                0, LedgerWrite(slot - 9 * S, skip_reason="misfire", until=slot - S, count=9)
+            )
+        batches.append(FireBatch(f"s{i:02d}", None, slot, "h", tuple(entries)))
+    results = store.record_fires(batches, NOW)
+    assert all(r.ok for r in results)
+    assert [r.skipped for r in results[:11:10]] == [(("misfire", 9),), (("misfire", 9),)]
+    written = {r.schedule: r for res in results for r in res.runs}
+    for batch in batches:
+        want = next(e.run for e in batch.entries if e.run is not None)
+        got = store.get_run(written[batch.schedule].id)
+        assert got is not None and got == written[batch.schedule]
+        assert (got.template, got.trigger, got.commit, got.slot) == (
+            want.template,
+            want.trigger,
+            want.commit,
+            want.slot,
+        )
+        assert (got.variables, got.targets, got.simulate, got.message, got.status) == (
+            dict(want.variables),
+            dict(want.targets),
+            want.simulate,
+            want.message,
+            want.status,
+        )
+        assert got.provenance == dict(want.provenance)
+        assert (got.finished_at is None) == (want.status == "queued")
+    assert store.fire_cursors()["s59"].last_slot == NOW + 59 * S
+    assert [(e.slot, e.count, e.skip_reason) for e in store.list_slots("s10")] == [
+        (NOW + 10 * S, 1, None),
+        (NOW + S, 9, "misfire"),
+    ]

@@ -4,6 +4,7 @@ report, claimed by one sender at a time, retried, failed, counted; marks that de
 from __future__ import annotations
 
 import datetime as dt
+import json
 import threading
 from pathlib import Path
 
@@ -153,13 +154,22 @@ def test_pruning_drops_old_sent_notifications(store: StateStore, tmp_path: Path)
     assert [r.status for r in store.list_notifications()] == ["pending"]
 
 
-def test_object_bodies_reads_the_named_objects_that_exist_in_chunks(store: StateStore) -> None:
+def test_schedule_notify_takes_the_rules_out_of_the_named_schedules_in_chunks(
+    store: StateStore,
+) -> None:
     from reconciler.stores.base import ObjectWrite
 
     names = [f"s{i:04d}" for i in range(1200)]  # more than one chunk of names
-    store.apply_changes(
-        0, "r", [ObjectWrite("Schedule", n, "h", f'{{"n": "{n}"}}') for n in names], [], NOW
-    )
-    got = store.object_bodies("Schedule", [*names[::2], "missing", names[0]])
-    assert sorted(got) == names[::2] and got["s0002"] == '{"n": "s0002"}'
-    assert store.object_bodies("JobTemplate", names) == {}
+
+    def body(n: str) -> str:
+        notify = [{"channel": "ops", "on": ["missed"]}] if n.endswith("0") else None
+        spec = {"template": f"t-{n}", **({"notify": notify} if notify else {})}
+        return json.dumps({"kind": "Schedule", "spec": spec})
+
+    store.apply_changes(0, "r", [ObjectWrite("Schedule", n, "h", body(n)) for n in names], [], NOW)
+    got = store.schedule_notify([*names[::2], "missing", names[0]])
+    assert sorted(got) == names[::2]
+    assert got["s0010"] == ([{"channel": "ops", "on": ["missed"]}], "t-s0010")
+    assert got["s0002"] == (None, "t-s0002")
+    store.apply_changes(store.serial(), "r", [ObjectWrite("JobTemplate", "x", "h", "{}")], [], NOW)
+    assert store.schedule_notify(["x"]) == {}  # a template is not a schedule

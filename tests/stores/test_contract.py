@@ -966,3 +966,23 @@ def test_a_lease_belongs_to_one_owner_until_it_expires(store: StateStore) -> Non
     assert store.release_lease("leader", "replica-a") is False
     assert store.release_lease("leader", "replica-b") is True
     assert store.get_lease("leader") is None
+
+
+def test_a_large_apply_refreshes_the_planner_statistics_on_postgresql(pg_url: str) -> None:
+    """With autovacuum off or late, a planner that believes 100,000 schedules to be a few
+    rows scans them all for each lookup by name; an apply of 1,000 objects or more runs
+    ANALYZE (a small one does not)."""
+    from reconciler.stores._sql import ANALYZE_AFTER
+
+    sql = (
+        "SELECT last_analyze FROM pg_stat_user_tables WHERE relname = 'rc_objects' "
+        "AND schemaname = current_schema()"
+    )
+    now = datetime(2026, 12, 2, tzinfo=UTC)
+    with open_store(pg_url) as store:
+        few = [ObjectWrite("Schedule", f"s{i}", "h", "{}") for i in range(10)]
+        store.apply_changes(store.serial(), "a", few, [], now)
+        assert raw_sql(pg_url, sql) == [(None,)]
+        many = [ObjectWrite("Schedule", f"m{i}", "h", "{}") for i in range(ANALYZE_AFTER)]
+        store.apply_changes(store.serial(), "b", many, [], now)
+    assert raw_sql(pg_url, sql)[0][0] is not None
