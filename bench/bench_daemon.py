@@ -295,7 +295,7 @@ def run_firing(
     )
     rec = Recorder(clock, rate, pool)
     rec.want = expected
-    loop = FiringLoop(opener(), clock, rec)
+    loop = FiringLoop(opener(), clock, rec, freeze_armed=True)  # as serve does
     loop.reload()
     pool.start()
     errors: list[Exception] = []
@@ -568,7 +568,7 @@ def child_ready(url: str) -> dict[str, Any]:
     store = open_store(url)
     opened = time.perf_counter() - t0
     clock = SystemClock()
-    loop = FiringLoop(store, clock)
+    loop = FiringLoop(store, clock, freeze_armed=True)  # as serve does
     t0, c0 = time.perf_counter(), time.process_time()
     loop.reload()
     ready, cpu_ready = time.perf_counter() - t0, time.process_time() - c0
@@ -602,7 +602,7 @@ def child_idle(url: str, seconds: float) -> dict[str, Any]:
     """In a new process: a FiringLoop thread (reloaded) sleeping to its next deadline; the
     process's CPU time over ``seconds``."""
     store = open_store(url)
-    loop = FiringLoop(store, SystemClock())
+    loop = FiringLoop(store, SystemClock(), freeze_armed=True)  # as serve does
     loop.reload()
     errors: list[Exception] = []
     thread = threading.Thread(target=loop.run_forever, args=(errors.append,), name="firing")

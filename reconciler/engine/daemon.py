@@ -22,7 +22,6 @@ within ``grace``, cancel what is left (recorded ``cancelled``), stop the server,
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 import os
 import secrets
@@ -112,12 +111,16 @@ class Daemon:
         self.health = StateHealth()
         self.stopping = threading.Event()
         self._threads: list[threading.Thread] = []
-        self.firing = FiringLoop(
-            c.open_store(), c.clock, self._queued, grace=c.late_after, telemetry=c.telemetry
-        )
         # tens of thousands of armed schedules live as long as the process: keep the
         # collector's full passes (tens of ms, a jump in fire lateness) from walking them
-        self.firing.after_reload = gc.freeze
+        self.firing = FiringLoop(
+            c.open_store(),
+            c.clock,
+            self._queued,
+            grace=c.late_after,
+            telemetry=c.telemetry,
+            freeze_armed=True,
+        )
         self.reconcile = ReconcileLoop(
             c.open_store(),
             c.repo,

@@ -8,14 +8,12 @@ not hold either), or at HEAD when it is bare.
 
 from __future__ import annotations
 
-import gc
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
 
+from reconciler.engine.collector import gc_paused
 from reconciler.errors import SourceError
 from reconciler.loading.loader import Loader, LoadResult
 from reconciler.model.snapshot import Snapshot
@@ -96,23 +94,6 @@ def load_repo(
 ) -> tuple[OpenedSnapshot, LoadResult]:
     source = open_snapshot(repo, rev, default)
     return source, load_source(source, now)
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector around allocation-heavy work.
-
-    Parsing allocates hundreds of thousands of short-lived YAML nodes, which makes the
-    collector scan every live object again and again; the loader creates no cycles it
-    relies on being collected, so pausing it saves a large share of a cold load.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def load_source(source: OpenedSnapshot, now: datetime | None = None) -> LoadResult:

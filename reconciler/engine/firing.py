@@ -38,6 +38,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from reconciler.clock import Clock
+from reconciler.engine.collector import ArmedFreeze, gc_paused
 from reconciler.engine.telemetry import NullTelemetry, Telemetry
 from reconciler.errors import StateError
 from reconciler.model.documents import JobTemplate, Schedule, Settings
@@ -625,6 +626,7 @@ class FiringLoop:
         *,
         grace: timedelta = DEFAULT_GRACE,
         telemetry: Telemetry | None = None,
+        freeze_armed: bool = False,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -651,9 +653,9 @@ class FiringLoop:
         self.recorded = 0
         #: the signing key of each applied revision its schedules came from (provenance)
         self._signing_keys: dict[str, str | None] = {}
-        #: called after a full reload (the daemon freezes the garbage collector's view of the
-        #: armed schedules, so collections stop walking them)
-        self.after_reload: Callable[[], None] | None = None
+        #: ``freeze_armed`` (the daemon): after a full reload the armed schedules, which live
+        #: as long as the process, go out of the garbage collector's sight
+        self._freeze = ArmedFreeze() if freeze_armed else None
 
     # -- control from other threads
 
@@ -717,21 +719,22 @@ class FiringLoop:
         return self.store.serial() != self._serial
 
     def _rearm_all(self) -> None:
-        applied = read_applied(self.store)
-        self._signing_keys = {}
-        self._armed, self.broken = applied.armed, applied.broken
-        self._heads, self._context = applied.heads, applied.context
-        heap = []
-        for a in self._armed.values():  # one heapify, not 100,000 pushes
-            a.generation += 1
-            a.next_fire = next_fire(a)
-            if a.next_fire is not None:
-                heap.append((a.next_fire, a.name, a.generation))
-        heapq.heapify(heap)
-        self._heap = heap
-        self._dirty = False
-        if self.after_reload is not None:
-            self.after_reload()
+        with gc_paused():  # 100,000 long-lived objects: no collection walks them on the way
+            applied = read_applied(self.store)
+            self._signing_keys = {}
+            self._armed, self.broken = applied.armed, applied.broken
+            self._heads, self._context = applied.heads, applied.context
+            heap = []
+            for a in self._armed.values():  # one heapify, not 100,000 pushes
+                a.generation += 1
+                a.next_fire = next_fire(a)
+                if a.next_fire is not None:
+                    heap.append((a.next_fire, a.name, a.generation))
+            heapq.heapify(heap)
+            self._heap = heap
+            self._dirty = False
+        if self._freeze is not None:
+            self._freeze.after_rearm()
 
     def _push(self, a: Armed) -> None:
         a.generation += 1
@@ -761,7 +764,8 @@ class FiringLoop:
         if not due:
             return []
         try:
-            return self._fire(due, now)
+            with gc_paused():  # a burst or a recovery allocates its runs by the thousand
+                return self._fire(due, now)
         except BaseException:
             # nothing was recorded (one transaction): these schedules are still due, and must
             # be back in the heap when the state is reachable again
