@@ -295,7 +295,7 @@ def run_firing(
     )
     rec = Recorder(clock, rate, pool)
     rec.want = expected
-    loop = FiringLoop(opener(), clock, rec, freeze_armed=True)  # as serve does
+    loop = FiringLoop(opener(), clock, rec, freeze_armed=True, defer_flush=True)  # as serve
     loop.reload()
     pool.start()
     errors: list[Exception] = []

@@ -120,6 +120,7 @@ class Daemon:
             grace=c.late_after,
             telemetry=c.telemetry,
             freeze_armed=True,
+            defer_flush=True,
         )
         self.reconcile = ReconcileLoop(
             c.open_store(),

@@ -627,7 +627,10 @@ class FiringLoop:
         grace: timedelta = DEFAULT_GRACE,
         telemetry: Telemetry | None = None,
         freeze_armed: bool = False,
+        defer_flush: bool = False,
     ) -> None:
+        if defer_flush:  # the daemon: a slot is flushed at the latest by its run's claim
+            store.defer_flush()
         self.store = store
         self.clock = clock
         self.on_runs = on_runs

@@ -515,6 +515,26 @@ class SqlStore(ABC):
         """An aware instant as the database stores it (PostgreSQL: as is)."""
         return value
 
+    #: See :meth:`defer_flush`.
+    _deferred = False
+
+    def defer_flush(self) -> None:
+        """Let this connection's commits return before they are flushed to disk (SQLite:
+        ``synchronous=NORMAL`` in WAL mode; PostgreSQL: ``synchronous_commit=off``). The
+        firing loop's connection only: a slot it records is flushed by the next flushed commit
+        of any connection, at the latest the claim of its run, because both databases flush
+        their log in order (WAL frames; WAL records up to the committing LSN) and every
+        other connection, the workers' claims included, flushes each commit. A power cut can
+        then lose only slots whose runs no worker had claimed, and the daemon records them
+        again after the restart: a run is still never executed twice. A crash of the process
+        alone loses nothing either way."""
+        self._deferred = True
+        self._apply_deferred()
+
+    def _apply_deferred(self) -> None:
+        """Make this connection's commits return before the flush (:meth:`defer_flush`)."""
+        raise NotImplementedError
+
     #: ``spec.notify`` and ``spec.template`` of a body (``rc_objects`` as ``o``), and the
     #: condition that leaves out a body that is not JSON (:meth:`schedule_notify`; PostgreSQL
     #: has none: such a body fails the query, and the caller falls back to reading it).

@@ -137,6 +137,8 @@ class PostgresStore(SqlStore):
             conn.execute(f"SET lock_timeout = '{int(self.lock_timeout * 1000)}ms'")
             if self.readonly and self._schema_version:  # reconnecting after the migration
                 conn.execute("SET default_transaction_read_only = on")
+            if self._deferred:  # see SqlStore.defer_flush
+                conn.execute("SET synchronous_commit = off")
             for run_id in sorted(self._held):  # a new session: take our runs' locks again
                 conn.execute("SELECT pg_advisory_lock(%s)", (RUN_LOCK_BASE + run_id,))
         except psycopg.Error as e:
@@ -197,6 +199,11 @@ class PostgresStore(SqlStore):
 
     def _location(self) -> str:
         return self._shown
+
+    def _apply_deferred(self) -> None:
+        with self._lock:
+            if self._conn is not None and not self._conn.closed:
+                self._conn.execute("SET synchronous_commit = off")
 
     _json_rows = "jsonb_array_elements(CAST(? AS jsonb)) AS j(value)"
     _notify_expr = "CAST(o.body AS jsonb)->'spec'->'notify'"

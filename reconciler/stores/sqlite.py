@@ -3,7 +3,8 @@
 Concurrency: every write is a ``BEGIN IMMEDIATE`` transaction, so writers from any number of
 processes queue on SQLite's single write lock for at most ``lock_timeout`` seconds (the busy
 timeout) and then fail with StateConflict; readers never block in WAL mode. ``synchronous=FULL``:
-a committed slot or apply survives a power cut (at most once must hold after a crash too).
+a commit survives a power cut (at most once must hold after a crash too), except on a connection
+that :meth:`~reconciler.stores._sql.SqlStore.defer_flush` (the firing loop's; see there).
 
 Reading only (``readonly=True``, for the commands that only read): the file must exist; the
 connection runs with ``PRAGMA query_only`` and works in a directory nobody may write. There
@@ -327,6 +328,11 @@ class SqliteStore(SqlStore):
 
     def _location(self) -> str:
         return str(self.path)
+
+    def _apply_deferred(self) -> None:
+        with self._lock, self._translate():
+            if self._conn is not None:
+                self._conn.execute("PRAGMA synchronous = NORMAL")
 
     def _ts(self, value: datetime) -> Any:
         return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")

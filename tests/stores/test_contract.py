@@ -986,3 +986,28 @@ def test_a_large_apply_refreshes_the_planner_statistics_on_postgresql(pg_url: st
         many = [ObjectWrite("Schedule", f"m{i}", "h", "{}") for i in range(ANALYZE_AFTER)]
         store.apply_changes(store.serial(), "b", many, [], now)
     assert raw_sql(pg_url, sql)[0][0] is not None
+
+
+def test_deferred_flush_is_for_that_connection_only_and_survives_a_reconnect(
+    state_url: str,
+) -> None:
+    """The firing loop's connection commits without waiting for the flush; every other one
+    (the workers' claims, which then flush the firing loop's commits too) still flushes."""
+    from reconciler.stores.postgres import PostgresStore
+    from reconciler.stores.sqlite import SqliteStore
+
+    with open_store(state_url) as firing, open_store(state_url) as worker:
+        firing.defer_flush()
+        if isinstance(firing, SqliteStore):
+            assert isinstance(worker, SqliteStore)
+            assert firing._conn is not None and worker._conn is not None
+            assert firing._conn.execute("PRAGMA synchronous").fetchone() == (1,)  # NORMAL
+            assert worker._conn.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL
+        else:
+            assert isinstance(firing, PostgresStore) and isinstance(worker, PostgresStore)
+            show = "SHOW synchronous_commit"
+            assert firing._connection().execute(show).fetchone() == ("off",)
+            assert worker._connection().execute(show).fetchone() == ("on",)
+            firing._drop_connection()  # the database restarted: a new session
+            assert firing._connection().execute(show).fetchone() == ("off",)
+        assert firing.serial() == worker.serial()  # both work as before
