@@ -472,6 +472,8 @@ def notify_fired(
     ):
         return 0
     try:
+        if not store.list_object_heads("Channel"):  # nowhere to send: no rule is read
+            return 0
         rows = missed_events(store, batches, results) + disabled_events(store, disables)
         return store.write_notifications(rows, (), now) if rows else 0
     except ReconcilerError as e:
