@@ -76,13 +76,22 @@ from bench.bench_store import DEFAULT_PG, Backends  # noqa: E402
 from bench.repo_gen import generate, git, schedule_doc  # noqa: E402
 from reconciler.clock import Clock, SystemClock  # noqa: E402
 from reconciler.engine import planning as eng  # noqa: E402
-from reconciler.engine.firing import FiringLoop  # noqa: E402
+from reconciler.engine.firing import SWITCH_INTERVAL, FiringLoop  # noqa: E402
+from reconciler.engine.keys import create_key  # noqa: E402
 from reconciler.engine.runs import execute_claimed  # noqa: E402
 from reconciler.engine.working import Lease, WorkerPool  # noqa: E402
 from reconciler.executors.fake import FakeExecutor  # noqa: E402
 from reconciler.executors.spec import Executor  # noqa: E402
 from reconciler.model.documents import Schedule  # noqa: E402
-from reconciler.stores import ObjectWrite, RunRecord, StateStore, open_store  # noqa: E402
+from reconciler.stores import (  # noqa: E402
+    FireBatch,
+    LedgerWrite,
+    NewRun,
+    ObjectWrite,
+    RunRecord,
+    StateStore,
+    open_store,
+)
 
 APS_HINT = "pip install 'apscheduler<4'"
 
@@ -295,6 +304,7 @@ def run_firing(
     )
     rec = Recorder(clock, rate, pool)
     rec.want = expected
+    sys.setswitchinterval(SWITCH_INTERVAL)  # as serve does
     loop = FiringLoop(opener(), clock, rec, freeze_armed=True, defer_flush=True)  # as serve
     loop.reload()
     pool.start()
@@ -505,6 +515,53 @@ def burst_ours(states: States, backend: str, n: int) -> float:
     return max(rec.late)
 
 
+def burst_write_alone(states: States, backend: str, n: int) -> float:
+    """Seconds of the store's part of a burst alone: ``record_fires`` of ``n`` batches of one
+    run each, as the firing loop would pass them (one shape: shared variables, targets and
+    provenance), on the firing loop's connection (flush deferred)."""
+    applied = datetime.now(UTC)
+    slot = applied.replace(microsecond=0) + timedelta(seconds=3)
+    with states.fresh(backend, applied) as url:
+        store = open_store(url)
+        try:
+            bulk_schedules(store, [(f"b{i:05d}", at(slot)) for i in range(n)], applied)
+            store.defer_flush()
+            variables: dict[str, Any] = {"level": "security", "reboot": False}
+            targets: dict[str, Any] = {"servers": [], "roles": ["db"], "environments": []}
+            provenance: dict[str, Any] = {"signing_key": None, "content_hash": None}
+            batches = [
+                FireBatch(
+                    f"b{i:05d}",
+                    None,
+                    slot,
+                    "h",
+                    (
+                        LedgerWrite(
+                            slot,
+                            run=NewRun(
+                                template="patch",
+                                trigger="schedule",
+                                commit="0" * 40,
+                                schedule=f"b{i:05d}",
+                                slot=slot,
+                                variables=variables,
+                                targets=targets,
+                                provenance=provenance,
+                            ),
+                        ),
+                    ),
+                )
+                for i in range(n)
+            ]
+            t0 = time.perf_counter()
+            done = store.record_fires(batches, slot)
+            elapsed = time.perf_counter() - t0
+        finally:
+            store.close()
+    assert sum(len(r.runs) for r in done) == n
+    return elapsed
+
+
 def section_burst(states: States, n: int, repeats: int) -> dict[str, Any]:
     print(
         f"\n2. {n:,} slots due at one instant, recorded and handed to the workers "
@@ -517,6 +574,12 @@ def section_burst(states: States, n: int, repeats: int) -> dict[str, Any]:
         print(
             f"   ours, {backend:<10}                   {ms(value):>10}   "
             f"goal <= 15 ms: {verdict(value, 0.015)}"
+        )
+        alone = statistics.median(burst_write_alone(states, backend, n) for _ in range(repeats))
+        results[f"{backend}/write"] = alone
+        print(
+            f"     of which the store's write alone {ms(alone):>10}   (record_fires of the "
+            f"{n:,} runs with their ledger rows and cursors, one transaction)"
         )
     if aps_available():
         samples = []
@@ -736,6 +799,11 @@ class ServeProcess:
     def __init__(self, repo: Path, state: str, log: Path) -> None:
         self.log = log
         self._fh = log.open("w")
+        # the API answers only a key: a read key, made as ``reconciler api-key create`` does
+        with open_store(state) as store:
+            _, self.key = create_key(
+                store, f"bench-{os.getpid()}", ["read"], [], None, datetime.now(UTC)
+            )
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -770,7 +838,8 @@ class ServeProcess:
             raise RuntimeError(f"serve did not start:\n{log.read_text()}")
 
     def status(self) -> dict[str, Any]:
-        with urllib.request.urlopen(self.url + "/api/status", timeout=10) as r:
+        req = urllib.request.Request(self.url + "/api/status", headers={"X-API-Key": self.key})
+        with urllib.request.urlopen(req, timeout=10) as r:
             data: dict[str, Any] = json.load(r)
             return data
 
@@ -870,7 +939,6 @@ def section_run_path(tmp: Path, repeats: int) -> dict[str, Any]:
     from bench.bench_executor import TRIVIAL, measure
     from reconciler.executors.ansible import AnsibleExecutor
     from reconciler.executors.spec import RunRequest, localhost_target
-    from reconciler.stores import NewRun
 
     print(
         f"\n5. the daemon's run path over the warm executor, trivial playbook, {repeats} "

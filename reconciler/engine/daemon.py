@@ -26,6 +26,7 @@ import logging
 import os
 import secrets
 import socket
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from reconciler.clock import Clock
-from reconciler.engine.firing import FiringLoop
+from reconciler.engine.firing import SWITCH_INTERVAL, FiringLoop
 from reconciler.engine.notifying import Sender, notify_reaped
 from reconciler.engine.reconciling import PassResult, ReconcileLoop
 from reconciler.engine.telemetry import NullTelemetry, Telemetry
@@ -243,6 +244,7 @@ class Daemon:
 
     def start(self) -> None:
         c = self.config
+        sys.setswitchinterval(SWITCH_INTERVAL)  # the firing thread waits less for the others
         self._beat()
         self.reconcile.request()
         self._thread(self.reconcile.run_forever, "reconcile")
