@@ -63,7 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     # the run, whenever it arrives: execute_run looks at `stop` between its steps
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, lambda *_: stop.set())
+        # one the process was started ignoring stays ignored (engine.running's rule; not
+        # imported here, where every millisecond before the handlers counts)
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            signal.signal(sig, lambda *_: stop.set())
     ap = argparse.ArgumentParser(prog="reconciler-run-worker")
     ap.add_argument("run_id", type=int)
     ap.add_argument("--state-on-stdin", action="store_true")

@@ -437,13 +437,14 @@ def cancel_on_signals() -> Iterator[threading.Event]:
     """While inside, SIGINT, SIGTERM and SIGHUP interrupt nothing: they set the event that is
     yielded, for :func:`execute_run` to cancel the run at its next step. So a signal that
     arrives while the run is being created, claimed or checked out still ends it
-    ``cancelled`` (never ``queued`` or ``running`` for ever). Main thread only."""
+    ``cancelled`` (never ``queued`` or ``running`` for ever). A signal the process was
+    started ignoring stays ignored (:func:`caught_stop_signals`). Main thread only."""
     event = threading.Event()
 
     def handler(signum: int, frame: object) -> None:
         event.set()
 
-    previous = {sig: signal.signal(sig, handler) for sig in _STOP_SIGNALS}
+    previous = {sig: signal.signal(sig, handler) for sig in caught_stop_signals()}
     try:
         yield event
     finally:
@@ -452,6 +453,14 @@ def cancel_on_signals() -> Iterator[threading.Event]:
 
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def caught_stop_signals() -> list[signal.Signals]:
+    """The stop signals a run catches: all but those the process was started ignoring, which
+    stay ignored as POSIX tools leave them (``nohup`` ignores SIGHUP so that a closed terminal
+    does not stop the command; a non-interactive shell starts a background job ignoring
+    SIGINT)."""
+    return [s for s in _STOP_SIGNALS if signal.getsignal(s) is not signal.SIG_IGN]
 
 
 def reap_runs(store: StateStore, now: datetime) -> list[RunId]:

@@ -1900,10 +1900,10 @@ class SqlStore(ABC):
             skips = [
                 [
                     b.schedule,
-                    self._json_ts(memo.ts(e.slot, "slot")),
+                    memo.jts(e.slot, "slot"),
                     e.skip_reason,
                     e.detail,
-                    None if e.until is None else self._json_ts(memo.ts(e.until, "until")),
+                    None if e.until is None else memo.jts(e.until, "until"),
                     e.count,
                 ]
                 for b in fresh
@@ -1925,10 +1925,7 @@ class SqlStore(ABC):
                 ):
                     mine = skipped.setdefault(r[0], {})
                     mine[r[1]] = mine.get(r[1], 0) + int(r[2])
-            cursors = [
-                [b.schedule, self._json_ts(memo.ts(b.new_cursor, "cursor")), b.when_hash]
-                for b in fresh
-            ]
+            cursors = [[b.schedule, memo.jts(b.new_cursor, "cursor"), b.when_hash] for b in fresh]
             for chunk in _chunks(cursors, _JSON_CHUNK):
                 self._json_insert(
                     tx,
@@ -2005,6 +2002,7 @@ class SqlStore(ABC):
                 raise ValueError("a fired run needs a schedule and a slot")
             groups.setdefault(memo.shared_run_values(run), []).append(run)
         kept: list[tuple[int, NewRun]] = []
+        finished = self._json_ts(ts)  # the runs recorded final at once (their owner lost run)
         for shared_values, members in groups.items():
             shared = [*zip(_SHARED_RUN_COLS, shared_values, strict=True), ("created_at", ts)]
             for chunk in _chunks(members, _JSON_CHUNK):
@@ -2012,14 +2010,14 @@ class SqlStore(ABC):
                 per_row = [
                     [
                         r.schedule,
-                        self._json_ts(key[1]),
+                        memo.jts(cast(datetime, r.slot), "slot"),
                         r.trigger,
                         r.status,
                         r.message,
                         r.wait_for,
-                        None if r.status == "queued" else self._json_ts(ts),
+                        None if r.status == "queued" else finished,
                     ]
-                    for r, key in zip(chunk, slot_keys, strict=True)
+                    for r in chunk
                 ]
                 rows = self._json_insert(
                     tx, "rc_runs", _OWN_RUN_COLS, per_row, shared, "RETURNING id, schedule, slot"
@@ -2035,8 +2033,8 @@ class SqlStore(ABC):
                         "rc_slots",
                         (("schedule", "text"), ("slot", "ts"), ("run_id", "int")),
                         [
-                            [name, self._json_ts(slot), i]
-                            for (name, slot), i in zip(slot_keys, new_ids, strict=True)
+                            [r.schedule, memo.jts(cast(datetime, r.slot), "slot"), i]
+                            for r, i in zip(chunk, new_ids, strict=True)
                         ],
                         (("skip_reason", None), ("detail", None), ("recorded_at", ts)),
                         "ON CONFLICT (schedule, slot) DO NOTHING RETURNING run_id",
@@ -2885,6 +2883,7 @@ class _RowMemo:
     def __init__(self, store: SqlStore) -> None:
         self.store = store
         self._ts: dict[datetime, Any] = {}
+        self._jts: dict[datetime, Any] = {}
         self._utc: dict[datetime, datetime] = {}
         self._vars: dict[tuple[int, int], tuple[dict[str, Any], str, object, object]] = {}
         self._targets: dict[int, tuple[dict[str, Any], str, object]] = {}
@@ -2944,6 +2943,13 @@ class _RowMemo:
 
     def untrusted(self, run: NewRun) -> tuple[str, ...]:
         return self._untrusted_of(run)[0]
+
+    def jts(self, value: datetime, what: str) -> Any:
+        """:meth:`ts` as it goes into JSON rows (:meth:`SqlStore._json_ts`), once per instant."""
+        got = self._jts.get(value)
+        if got is None:
+            got = self._jts[value] = self.store._json_ts(self.ts(value, what))
+        return got
 
     def shared_run_values(self, run: NewRun) -> tuple[Any, ...]:
         """The values of ``_SHARED_RUN_COLS`` for ``run`` (equal for the runs of one shape)."""

@@ -73,15 +73,21 @@ class Env:
             "TMPDIR": str(self.tmpdir),
         }
 
-    def start(self, *args: str) -> subprocess.Popen[bytes]:
+    def start(self, *args: str, hup: object = signal.SIG_DFL) -> subprocess.Popen[bytes]:
+        """The command as a process; ``hup``: the SIGHUP disposition it starts with (a
+        process inherits an ignored one: under ``nohup`` the whole test run has it)."""
         out = (self.tmp / "out.txt").open("wb")
-        return subprocess.Popen(
-            [sys.executable, "-m", "reconciler", *args],
-            env=self.env(),
-            cwd=self.tmp,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+        previous = signal.signal(signal.SIGHUP, hup)  # type: ignore[arg-type]
+        try:
+            return subprocess.Popen(
+                [sys.executable, "-m", "reconciler", *args],
+                env=self.env(),
+                cwd=self.tmp,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        finally:
+            signal.signal(signal.SIGHUP, previous)
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -230,6 +236,31 @@ def test_a_signal_at_any_moment_ends_the_run_cancelled_and_leaves_nothing_behind
         [run_id] = created
         log = applied.cli("logs", str(run_id)).stdout
         assert "cancelled by the user" in log
+
+
+def test_under_nohup_a_hangup_leaves_the_run_going_and_sigterm_still_cancels_it(
+    applied: Env, below_me: set[int]
+) -> None:
+    """A signal the command was started ignoring stays ignored, as POSIX tools leave it."""
+    runs_before = applied.statuses()
+    proc = applied.start("run", "nap", "--wait", hup=signal.SIG_IGN)
+    try:
+        end = time.monotonic() + 60
+        while not _sleeping(below_me):
+            assert time.monotonic() < end and proc.poll() is None, "the playbook never ran"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(1.0)
+        assert proc.poll() is None  # the hangup was ignored: the run goes on
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    created = {i: st for i, st in applied.statuses().items() if i not in runs_before}
+    assert code == 130 and list(created.values()) == ["cancelled"], (code, created)
+    assert _nothing_left(below_me) == []
 
 
 def test_a_killed_run_is_abandoned_by_the_next_command_and_its_checkout_removed(
