@@ -177,6 +177,14 @@ def _sleeping(before: set[int]) -> bool:
     return any(c == b"sleep\x0030\x00" for c in _cmdlines(before))
 
 
+def _until_sleeping(proc: subprocess.Popen[bytes], before: set[int]) -> None:
+    """Wait (at most 60 s) until the playbook of ``proc`` runs its ``sleep``."""
+    end = time.monotonic() + 60
+    while not _sleeping(before):
+        assert time.monotonic() < end and proc.poll() is None, "the playbook never ran"
+        time.sleep(0.02)
+
+
 def _interrupt(
     env: Env, sig: signal.Signals, moment: float | None, before: set[int]
 ) -> tuple[int, dict[int, str]]:
@@ -186,10 +194,7 @@ def _interrupt(
     proc = env.start("run", "nap", "--wait")
     try:
         if moment is None:
-            end = time.monotonic() + 60
-            while not _sleeping(before):
-                assert time.monotonic() < end and proc.poll() is None, "the playbook never ran"
-                time.sleep(0.02)
+            _until_sleeping(proc, before)
         else:
             time.sleep(moment)
         proc.send_signal(sig)
@@ -245,10 +250,7 @@ def test_under_nohup_a_hangup_leaves_the_run_going_and_sigterm_still_cancels_it(
     runs_before = applied.statuses()
     proc = applied.start("run", "nap", "--wait", hup=signal.SIG_IGN)
     try:
-        end = time.monotonic() + 60
-        while not _sleeping(below_me):
-            assert time.monotonic() < end and proc.poll() is None, "the playbook never ran"
-            time.sleep(0.02)
+        _until_sleeping(proc, below_me)
         proc.send_signal(signal.SIGHUP)
         time.sleep(1.0)
         assert proc.poll() is None  # the hangup was ignored: the run goes on
