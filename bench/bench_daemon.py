@@ -500,8 +500,10 @@ def section_lateness(
 # -- 2. 1,000 slots due at one instant
 
 
-def burst_ours(states: States, backend: str, n: int) -> float:
-    """Seconds from the instant ``n`` slots are due until all are recorded and handed over."""
+@contextmanager
+def burst_state(states: States, backend: str, n: int) -> Iterator[tuple[str, datetime]]:
+    """A fresh state of ``n`` schedules all due at one instant (3 s from now): its URL and
+    that instant."""
     applied = datetime.now(UTC)
     instant = applied.replace(microsecond=0) + timedelta(seconds=3)
     with states.fresh(backend, applied) as url:
@@ -510,6 +512,12 @@ def burst_ours(states: States, backend: str, n: int) -> float:
             bulk_schedules(store, [(f"b{i:05d}", at(instant)) for i in range(n)], applied)
         finally:
             store.close()
+        yield url, instant
+
+
+def burst_ours(states: States, backend: str, n: int) -> float:
+    """Seconds from the instant ``n`` slots are due until all are recorded and handed over."""
+    with burst_state(states, backend, n) as (url, _):
         rec, _ = run_firing(url, SystemClock(), 1.0, n, 30, 2)
     assert len(rec.late) == n, f"{len(rec.late)} of {n} fired"
     return max(rec.late)
@@ -519,12 +527,9 @@ def burst_write_alone(states: States, backend: str, n: int) -> float:
     """Seconds of the store's part of a burst alone: ``record_fires`` of ``n`` batches of one
     run each, as the firing loop would pass them (one shape: shared variables, targets and
     provenance), on the firing loop's connection (flush deferred)."""
-    applied = datetime.now(UTC)
-    slot = applied.replace(microsecond=0) + timedelta(seconds=3)
-    with states.fresh(backend, applied) as url:
+    with burst_state(states, backend, n) as (url, slot):
         store = open_store(url)
         try:
-            bulk_schedules(store, [(f"b{i:05d}", at(slot)) for i in range(n)], applied)
             store.defer_flush()
             variables: dict[str, Any] = {"level": "security", "reboot": False}
             targets: dict[str, Any] = {"servers": [], "roles": ["db"], "environments": []}

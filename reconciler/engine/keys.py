@@ -95,25 +95,20 @@ class KeyCache:
 
     def authenticate(self, store: StateStore, presented: str | None) -> ApiKey | None:
         """:func:`authenticate`, from what is kept when the secret was seen before."""
-        if not presented or len(presented) > 512:
-            return None
-        digest = hash_secret(presented)
-        key = self._keys.get(digest)
+        key = self.kept(presented)
         if key is None:
             key = authenticate(store, presented)
-            if key is None:
-                return None
-            with self._lock:
-                if len(self._keys) >= self._limit:
-                    self._keys.clear()
-                self._keys[digest] = key
-        if not hmac.compare_digest(key.key_hash, digest):
-            return None
+            if key is not None:
+                with self._lock:
+                    if len(self._keys) >= self._limit:
+                        self._keys.clear()
+                    self._keys[key.key_hash] = key
         return key
 
     def kept(self, presented: str | None) -> ApiKey | None:
         """The key of ``presented`` if it is kept (None: not kept, or no such key); never
-        reads the state."""
+        reads the state. The kept hash is compared in constant time, as :func:`authenticate`
+        compares the stored one."""
         if not presented or len(presented) > 512:
             return None
         digest = hash_secret(presented)

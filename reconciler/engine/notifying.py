@@ -60,7 +60,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reconciler.clock import Clock
-from reconciler.errors import ReconcilerError, StateError
+from reconciler.errors import ReconcilerError, StateCorrupt, StateError
 from reconciler.model.common import EnvOrFile, NotifyRule
 from reconciler.model.documents import Channel
 from reconciler.notifiers import DeliveryError, messages
@@ -382,10 +382,13 @@ def _schedule_rules(store: StateStore, names: Sequence[str]) -> dict[str, tuple[
     wanted = sorted(set(names))
     try:
         found = store.schedule_notify(wanted)
-    except StateError:  # a body that is not JSON: read them whole, as stored_rules does
+    except StateCorrupt:  # PostgreSQL: a body that is not JSON failed the query
         found = {}
-        for name in wanted:
-            rec = store.get_object("Schedule", name)
+        for name in wanted:  # one by one: a damaged body has no rules, as on SQLite
+            try:
+                rec = store.get_object("Schedule", name)
+            except StateCorrupt:
+                continue
             spec = _spec_of(rec.body if rec else None)
             template = spec.get("template")
             found[name] = (spec.get("notify"), template if isinstance(template, str) else None)

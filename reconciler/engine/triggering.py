@@ -156,9 +156,7 @@ def trigger(
     if "trigger" not in key.scopes:
         raise TriggerForbidden(f"API key {key.name} has no trigger scope")
     idem = request.idempotency_key
-    if idem is not None and (
-        not idem or len(idem) > MAX_IDEMPOTENCY_KEY or not idem.isascii() or not idem.isprintable()
-    ):
+    if not _idempotency_key_ok(request):
         raise UsageError(
             f"Idempotency-Key: use 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters"
         )
@@ -169,7 +167,11 @@ def trigger(
         # write below verifies the serial it was checked against in its own transaction
         view = cache.view(store, fresh=attempt > 0)
         try:
-            new, idem_key = _checked_run(store, key, request, view)
+            template = view.template(store, request.template)
+            if template is None:
+                name = json.dumps(request.template)
+                raise TemplateNotFound(f"no template {name} in the applied state")
+            new, idem_key = checked_run(key, request, view, template)
         except (TemplateNotFound, TriggerForbidden, UsageError):
             if attempt == 0 and cache.moved(store, view):
                 continue  # refused by an older state: check against the one in force
@@ -189,16 +191,6 @@ def trigger(
     raise StateConflict("the applied state changed during the request several times; retry")
 
 
-def _checked_run(
-    store: StateStore, key: ApiKey, request: TriggerRequest, view: AppliedView
-) -> tuple[NewRun, IdempotencyKey | None]:
-    """The run ``request`` asks for, checked against ``view``, with its idempotency key."""
-    template = view.template(store, request.template)
-    if template is None:
-        raise TemplateNotFound(f"no template {json.dumps(request.template)} in the applied state")
-    return checked_run(store, key, request, view, template)
-
-
 async def trigger_kept(
     key: ApiKey,
     request: TriggerRequest,
@@ -213,11 +205,11 @@ async def trigger_kept(
     (which the state in force might not make), or a failed check; then call :func:`trigger`,
     which reads the state, in a thread. The template must have been triggered before."""
     kept = cache.kept(request.template)
-    if kept is None or "trigger" not in key.scopes or not _idempotency_key_ok(request):
+    if kept is None or not _idempotency_key_ok(request):
         return None
     view, template = kept
     try:
-        new, idem_key = checked_run(None, key, request, view, template)
+        new, idem_key = checked_run(key, request, view, template)
     except (UsageError, TriggerForbidden):
         return None
     try:
@@ -237,15 +229,10 @@ def _idempotency_key_ok(request: TriggerRequest) -> bool:
 
 
 def checked_run(
-    store: StateStore | None,
-    key: ApiKey,
-    request: TriggerRequest,
-    view: AppliedView,
-    template: JobTemplate,
+    key: ApiKey, request: TriggerRequest, view: AppliedView, template: JobTemplate
 ) -> tuple[NewRun, IdempotencyKey | None]:
     """The run ``request`` asks for of ``template``, checked against ``view``, with its
-    idempotency key (``store`` is not read, and may be None: the view has what the checks
-    need)."""
+    idempotency key. Reads nothing of the state: the view has what the checks need."""
     why = may_trigger(key, request.template, template.spec.api_keys)
     if why is not None:
         raise TriggerForbidden(why)
@@ -265,7 +252,7 @@ def checked_run(
             "schedule instead)"
         )
     new, _ = build_run(
-        store,
+        None,  # not read: the template and the applied state are the view's
         request.template,
         request.targets,
         values,

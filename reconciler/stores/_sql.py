@@ -531,9 +531,9 @@ class SqlStore(ABC):
         self._deferred = True
         self._apply_deferred()
 
+    @abstractmethod
     def _apply_deferred(self) -> None:
         """Make this connection's commits return before the flush (:meth:`defer_flush`)."""
-        raise NotImplementedError
 
     #: ``spec.notify`` and ``spec.template`` of a body (``rc_objects`` as ``o``), and the
     #: condition that leaves out a body that is not JSON (:meth:`schedule_notify`; PostgreSQL
@@ -565,13 +565,13 @@ class SqlStore(ABC):
         per_row: Sequence[tuple[str, JsonKind]],
         rows: Sequence[Sequence[Any]],
         shared: Sequence[tuple[str, Any]] = (),
-        tail: str = "",
-        tail_params: Sequence[Any] = (),
+        conflict: str = "",
+        returning: str = "",
     ) -> list[tuple[Any, ...]]:
         """``INSERT INTO table`` the ``rows`` (values of the ``per_row`` columns, in order;
         instants as :meth:`_json_ts` gives them) with the ``shared`` column values, in one
-        statement; ``tail`` (ON CONFLICT, RETURNING) follows, with its ``tail_params``.
-        Returns what the statement returns."""
+        statement, with its ``ON CONFLICT`` clause (``conflict``); returns the ``returning``
+        columns of the rows written (none without)."""
         if not rows:
             return []
         columns = [c for c, _ in per_row] + [c for c, _ in shared]
@@ -580,14 +580,13 @@ class SqlStore(ABC):
         # WHERE true: SQLite's parser needs a WHERE before ON CONFLICT in an INSERT ... SELECT
         sql = (
             f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(values)} "
-            f"FROM {self._json_rows} WHERE true {tail}"
+            f"FROM {self._json_rows} WHERE true {conflict}"
         )
-        data = json.dumps(rows, separators=(",", ":"), ensure_ascii=False)
-        params = [v for _, v in shared] + [data, *tail_params]
-        if "RETURNING" not in tail:
+        params = [v for _, v in shared] + [json.dumps(rows, separators=(",", ":"))]
+        if not returning:
             tx.run(sql, params)
             return []
-        return tx.all(sql, params)
+        return tx.all(f"{sql} RETURNING {returning}", params)
 
     # -- run locks: how a backend may tell that the process running a run is gone. SQLite
     # holds a lock per claimed run until the run is finished or the store closed; PostgreSQL
@@ -962,12 +961,12 @@ class SqlStore(ABC):
             self._refresh_statistics(("rc_objects", "rc_firing"))
         return new
 
+    @abstractmethod
     def _refresh_statistics(self, tables: Sequence[str]) -> None:
-        """Tell the query planner what is in ``tables`` after a large write (PostgreSQL:
-        ``ANALYZE``; autovacuum may be off or a minute late, and a planner that believes a
-        table of 100,000 schedules to be small scans it for every lookup by name). SQLite
-        plans well enough without. A failure is only logged: the write is committed."""
-        return
+        """Tell the query planner what is in ``tables`` after a large write (autovacuum may
+        be off or a minute late, and a planner that believes a table of 100,000 schedules to
+        be small scans it for every lookup by name). A failure is only logged: the write is
+        committed."""
 
     def set_object_state(
         self,
@@ -1920,8 +1919,8 @@ class SqlStore(ABC):
                     _SKIP_COLS,
                     chunk,
                     (("run_id", None), ("recorded_at", ts)),
-                    "ON CONFLICT (schedule, slot) DO NOTHING "
-                    "RETURNING schedule, skip_reason, slot_count",
+                    "ON CONFLICT (schedule, slot) DO NOTHING",
+                    "schedule, skip_reason, slot_count",
                 ):
                     mine = skipped.setdefault(r[0], {})
                     mine[r[1]] = mine.get(r[1], 0) + int(r[2])
@@ -2020,7 +2019,7 @@ class SqlStore(ABC):
                     for r in chunk
                 ]
                 rows = self._json_insert(
-                    tx, "rc_runs", _OWN_RUN_COLS, per_row, shared, "RETURNING id, schedule, slot"
+                    tx, "rc_runs", _OWN_RUN_COLS, per_row, shared, returning="id, schedule, slot"
                 )
                 # the slot as returned is the value written (SQLite: the same text;
                 # PostgreSQL: an equal instant), so it keys the new ids without parsing
@@ -2037,7 +2036,8 @@ class SqlStore(ABC):
                             for r, i in zip(chunk, new_ids, strict=True)
                         ],
                         (("skip_reason", None), ("detail", None), ("recorded_at", ts)),
-                        "ON CONFLICT (schedule, slot) DO NOTHING RETURNING run_id",
+                        "ON CONFLICT (schedule, slot) DO NOTHING",
+                        "run_id",
                     )
                 }
                 lost = [i for i in new_ids if i not in won]

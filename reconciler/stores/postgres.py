@@ -29,7 +29,7 @@ import psycopg
 import psycopg.errors
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from reconciler.errors import StateConflict, StateError, StateUnavailable
+from reconciler.errors import StateConflict, StateCorrupt, StateError, StateUnavailable
 from reconciler.stores._sql import JsonKind, Mode, SqlStore, Tx
 from reconciler.stores.base import DEFAULT_LOCK_TIMEOUT, DEFAULT_LOG_CAP, redact
 
@@ -263,6 +263,11 @@ class PostgresStore(SqlStore):
             except psycopg.errors.ReadOnlySqlTransaction as e:
                 raise StateUnavailable(
                     f"cannot write the state at {self._shown}: it was opened for reading only"
+                ) from e
+            except psycopg.errors.DataError as e:  # e.g. a body that is not JSON, cast
+                raise StateCorrupt(
+                    f"the PostgreSQL state at {self._shown} holds or was given a value it "
+                    f"cannot read: {self._clean(str(e))}"
                 ) from e
             except psycopg.errors.IntegrityError as e:
                 raise StateConflict(

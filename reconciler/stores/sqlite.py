@@ -329,6 +329,10 @@ class SqliteStore(SqlStore):
     def _location(self) -> str:
         return str(self.path)
 
+    def _refresh_statistics(self, tables: Sequence[str]) -> None:
+        """Nothing: without statistics SQLite's planner still takes the index for a lookup
+        by name, which is what PostgreSQL's needs them for."""
+
     def _apply_deferred(self) -> None:
         with self._lock, self._translate():
             if self._conn is not None:

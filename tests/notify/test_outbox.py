@@ -173,3 +173,21 @@ def test_schedule_notify_takes_the_rules_out_of_the_named_schedules_in_chunks(
     assert got["s0002"] == (None, "t-s0002")
     store.apply_changes(store.serial(), "r", [ObjectWrite("JobTemplate", "x", "h", "{}")], [], NOW)
     assert store.schedule_notify(["x"]) == {}  # a template is not a schedule
+
+
+def test_a_damaged_schedule_body_has_no_rules_and_the_others_keep_theirs(
+    state_url: str, store: StateStore
+) -> None:
+    """A body that is not JSON (edited by hand) costs that schedule its own rules, on both
+    backends (PostgreSQL fails the query that casts it: the rules are then read one by one)."""
+    from reconciler.engine.notifying import _schedule_rules
+    from reconciler.stores.base import ObjectWrite
+
+    rules = [{"channel": "ops", "on": ["missed"]}]
+    body = json.dumps({"kind": "Schedule", "spec": {"template": "t", "notify": rules}})
+    writes = [ObjectWrite("Schedule", n, "h", body) for n in ("a", "b")]
+    store.apply_changes(0, "r", writes, [], NOW)
+    raw_sql(state_url, "UPDATE rc_objects SET body = 'not json' WHERE name = 'b'")
+    got = _schedule_rules(store, ["a", "b"])
+    assert got["a"] == ([("ops", frozenset({"missed"}))], "t")
+    assert got.get("b", ([], None))[0] == []
