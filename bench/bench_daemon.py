@@ -74,9 +74,14 @@ sys.path.insert(0, str(ROOT))
 
 from bench.bench_store import DEFAULT_PG, Backends  # noqa: E402
 from bench.repo_gen import generate, git, schedule_doc  # noqa: E402
-from reconciler.clock import Clock, SystemClock  # noqa: E402
+from reconciler.clock import Clock, SystemClock, spin_until  # noqa: E402
 from reconciler.engine import planning as eng  # noqa: E402
-from reconciler.engine.firing import SWITCH_INTERVAL, FiringLoop  # noqa: E402
+from reconciler.engine.firing import (  # noqa: E402
+    PREPARE_AHEAD,
+    STATE_CHECK,
+    SWITCH_INTERVAL,
+    FiringLoop,
+)
 from reconciler.engine.keys import create_key  # noqa: E402
 from reconciler.engine.runs import execute_claimed  # noqa: E402
 from reconciler.engine.working import Lease, WorkerPool  # noqa: E402
@@ -126,8 +131,8 @@ def aps_available() -> bool:
 class LapseClock:
     """A wall clock that shows ``rate`` seconds pass per real second, from ``start`` (the
     benchmark's way to put one whole-second slot every 3 ms of real time). Behaves like
-    :class:`~reconciler.clock.SystemClock` otherwise: ``sleep_until`` is ``Event.wait`` on the
-    real time left, re-reading the clock after every wake."""
+    :class:`~reconciler.clock.SystemClock` otherwise: ``sleep_until`` waits the real time left
+    as it does, spinning through the last stretch."""
 
     def __init__(self, start: datetime, rate: float) -> None:
         self.start = start
@@ -141,12 +146,7 @@ class LapseClock:
         return (time.perf_counter() - self.t0) * self.rate
 
     def sleep_until(self, deadline: datetime, wake: threading.Event) -> bool:
-        while True:
-            remaining = (deadline - self.now()).total_seconds() / self.rate
-            if remaining <= 0:
-                return wake.is_set()
-            if wake.wait(min(remaining, 60.0)):
-                return True
+        return spin_until(self.now, deadline, wake, self.rate)
 
 
 # -- states: a small repository applied through the engine, then schedules cloned in bulk
@@ -305,7 +305,16 @@ def run_firing(
     rec = Recorder(clock, rate, pool)
     rec.want = expected
     sys.setswitchinterval(SWITCH_INTERVAL)  # as serve does
-    loop = FiringLoop(opener(), clock, rec, freeze_armed=True, defer_flush=True)  # as serve
+    # as serve; a clock that runs ``rate`` times faster keeps the loop's intervals in real time
+    loop = FiringLoop(
+        opener(),
+        clock,
+        rec,
+        freeze_armed=True,
+        defer_flush=True,
+        prepare_ahead=PREPARE_AHEAD * rate,
+        state_check=STATE_CHECK * rate,
+    )
     loop.reload()
     pool.start()
     errors: list[Exception] = []
@@ -636,7 +645,7 @@ def child_ready(url: str) -> dict[str, Any]:
     store = open_store(url)
     opened = time.perf_counter() - t0
     clock = SystemClock()
-    loop = FiringLoop(store, clock, freeze_armed=True)  # as serve does
+    loop = FiringLoop(store, clock, freeze_armed=True, defer_flush=True)  # as serve does
     t0, c0 = time.perf_counter(), time.process_time()
     loop.reload()
     ready, cpu_ready = time.perf_counter() - t0, time.process_time() - c0

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -36,6 +37,13 @@ class Clock(Protocol):
         ...
 
 
+#: The last stretch of a wait that :meth:`SystemClock.sleep_until` spends spinning instead of
+#: sleeping: a timed wait on Linux returns 60-150 us after its timeout (the kernel's timer
+#: slack, then the interpreter lock), which is most of a fire's lateness. The spin gives the
+#: interpreter lock away at every turn, so other threads run meanwhile.
+SPIN_SECONDS = 0.0003
+
+
 class SystemClock:
     """The real clock."""
 
@@ -46,14 +54,27 @@ class SystemClock:
         return time.monotonic()
 
     def sleep_until(self, deadline: datetime, wake: threading.Event) -> bool:
-        # Event.wait with a timeout wakes within a few tens of microseconds of it on Linux; the
-        # wall clock is re-read after every wake, so a clock step shortens or lengthens the wait.
-        while True:
-            remaining = (deadline - self.now()).total_seconds()
-            if remaining <= 0:
-                return wake.is_set()
-            if wake.wait(min(remaining, 60.0)):
+        # The wall clock is re-read after every wake, so a clock step shortens or lengthens
+        # the wait; the last :data:`SPIN_SECONDS` are spun (see there).
+        return spin_until(self.now, deadline, wake, 1.0)
+
+
+def spin_until(
+    now: Callable[[], datetime], deadline: datetime, wake: threading.Event, rate: float
+) -> bool:
+    """:meth:`SystemClock.sleep_until` for a wall clock ``now`` that runs ``rate`` times as
+    fast as real time (1.0: the real clock)."""
+    while True:
+        remaining = (deadline - now()).total_seconds() / rate
+        if remaining <= 0:
+            return wake.is_set()
+        if remaining > SPIN_SECONDS:
+            if wake.wait(min(remaining - SPIN_SECONDS, 60.0)):
                 return True
+        elif wake.is_set():
+            return True
+        else:
+            time.sleep(0)
 
 
 class ManualClock:

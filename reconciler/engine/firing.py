@@ -617,7 +617,28 @@ SWITCH_INTERVAL = 0.0005
 #: How often an idle firing loop looks at the state serial, so that a change of a schedule's
 #: state made by another process (an approval through the CLI or the API; the daemon pokes the
 #: loop itself after its own applies) is armed within this time: one read of one row.
-STATE_CHECK_SECONDS = 1.0
+STATE_CHECK = timedelta(seconds=1)
+
+#: How long before a fire time the loop wakes to decide what it will write then (reading the
+#: cursors' plans, the owner checks, the overlap policy): at the fire time only the write is
+#: left, after one read of the schedules' runs, which decides again any schedule whose runs
+#: changed meanwhile. Covers the decisions of a few thousand schedules due at one instant.
+PREPARE_AHEAD = timedelta(milliseconds=50)
+
+#: The runs of a schedule with none running or queued.
+_IDLE: tuple[list[RunId], list[RunId]] = ([], [])
+
+
+@dataclass
+class Prepared:
+    """What the firing loop decided for the schedules due at ``at``, before writing it."""
+
+    at: datetime
+    decided: list[tuple[Armed, FireBatch, Disable | None]]
+    #: the schedules' running and queued runs the decisions were made on
+    activity: dict[str, tuple[list[RunId], list[RunId]]]
+    #: when the decisions were ready (after ``at`` when deciding took longer than the lead)
+    ready: datetime
 
 
 class FiringLoop:
@@ -634,6 +655,8 @@ class FiringLoop:
         telemetry: Telemetry | None = None,
         freeze_armed: bool = False,
         defer_flush: bool = False,
+        prepare_ahead: timedelta = PREPARE_AHEAD,
+        state_check: timedelta = STATE_CHECK,
     ) -> None:
         if defer_flush:  # the daemon: a slot is flushed at the latest by its run's claim
             store.defer_flush()
@@ -641,6 +664,10 @@ class FiringLoop:
         self.clock = clock
         self.on_runs = on_runs
         self.grace = grace
+        #: the wall-clock intervals of :data:`PREPARE_AHEAD` and :data:`STATE_CHECK` (a clock
+        #: that runs faster than real time, as the benchmark's, scales them)
+        self.prepare_ahead = prepare_ahead
+        self.state_check = state_check
         self.telemetry: Telemetry = telemetry or NullTelemetry()
         #: the fire time the loop is working toward (None: nothing armed), set by the firing
         #: thread only: while a write waits (a lock, a database that is down) it stays in the
@@ -665,6 +692,8 @@ class FiringLoop:
         #: ``freeze_armed`` (the daemon): after a full reload the armed schedules, which live
         #: as long as the process, go out of the garbage collector's sight
         self._freeze = ArmedFreeze() if freeze_armed else None
+        #: the decisions for the next fire time, made :data:`PREPARE_AHEAD` before it
+        self._prepared: Prepared | None = None
 
     # -- control from other threads
 
@@ -718,11 +747,9 @@ class FiringLoop:
 
     def _state_moved(self) -> bool:
         """Whether the state serial moved since the last reload; read at most once every
-        :data:`STATE_CHECK_SECONDS` (a loop that fires every few ms reads it rarely)."""
+        :data:`STATE_CHECK` (a loop that fires every few ms reads it rarely)."""
         now = self.clock.now()
-        if self._checked is not None and now - self._checked < timedelta(
-            seconds=STATE_CHECK_SECONDS
-        ):
+        if self._checked is not None and now - self._checked < self.state_check:
             return False
         self._checked = now
         return self.store.serial() != self._serial
@@ -763,51 +790,112 @@ class FiringLoop:
 
     def tick(self, now: datetime) -> list[RunRecord]:
         """Record every slot due at ``now``; returns the runs queued."""
+        prep = self._prepare(now)
+        if prep is None:
+            return []
+        return self._fire_prepared(prep, now, fresh=True)
+
+    def _prepare(self, upto: datetime) -> Prepared | None:
+        """Take every schedule due at ``upto`` out of the heap and decide its entries as of
+        ``upto``: what :meth:`_fire_prepared` then writes (None: nothing is due)."""
         due: list[Armed] = []
         while True:
             at = self.next_deadline()
-            if at is None or at > now:
+            if at is None or at > upto:
                 break
             _, name, _ = heapq.heappop(self._heap)
             due.append(self._armed[name])
         if not due:
-            return []
+            return None
         try:
             with gc_paused():  # a burst or a recovery allocates its runs by the thousand
-                return self._fire(due, now)
+                activity = self.store.schedule_activity([a.name for a in due])
+                fill_provenance(self.store, due, self._signing_keys)
+                plans: dict[tuple[object, ...], tuple[list[DueEntry], datetime | None]] = {}
+                decided: list[tuple[Armed, FireBatch, Disable | None]] = []
+                for a in due:
+                    batch, disable = decide(a, upto, activity, grace=self.grace, plans=plans)
+                    if batch is None:
+                        self._push(a)
+                    else:
+                        decided.append((a, batch, disable))
+        except BaseException:
+            for a in due:  # nothing was decided: these schedules are still due
+                self._push(a)
+            raise
+        return Prepared(upto, decided, activity, self.clock.now()) if decided else None
+
+    def _drop_prepared(self) -> None:
+        """Forget what was prepared (the applied schedules changed): its schedules go back to
+        the heap, unless a reload replaced them."""
+        prep, self._prepared = self._prepared, None
+        if prep is not None:
+            for a, _, _ in prep.decided:
+                if self._armed.get(a.name) is a:
+                    self._push(a)
+
+    def _fire_prepared(self, prep: Prepared, now: datetime, *, fresh: bool) -> list[RunRecord]:
+        """Record what :meth:`_prepare` decided. Unless the decisions are ``fresh`` (made a
+        moment ago), the runs of their schedules are read again first: a schedule whose
+        running or queued runs changed since is decided again (the overlap policy acts on the
+        runs at the fire time)."""
+        decided = prep.decided
+        if not fresh and now - max(prep.at, prep.ready) > self.prepare_ahead:
+            # fired late (a stall, a suspended process, the wall clock stepped forward): the
+            # misfire policy judges the slots at the time they are recorded, so decide again
+            for a, _, _ in decided:
+                self._push(a)
+            return self.tick(now)
+        try:
+            with gc_paused():
+                if not fresh:
+                    activity = self.store.schedule_activity([a.name for a, _, _ in decided])
+                    if any(
+                        activity.get(a.name, _IDLE) != prep.activity.get(a.name, _IDLE)
+                        for a, _, _ in decided
+                    ):
+                        decided = self._redecide(prep, activity)
+                return self._record(decided, now)
         except BaseException:
             # nothing was recorded (one transaction): these schedules are still due, and must
             # be back in the heap when the state is reachable again
-            for a in due:
+            for a, _, _ in prep.decided:
                 self._push(a)
             raise
 
-    def _fire(self, due: list[Armed], now: datetime) -> list[RunRecord]:
-        activity = self.store.schedule_activity([a.name for a in due])
-        fill_provenance(self.store, due, self._signing_keys)
-        batches: list[FireBatch] = []
-        disables: list[Disable] = []
-        by_name: dict[str, Armed] = {}
-        plans: dict[tuple[object, ...], tuple[list[DueEntry], datetime | None]] = {}
-        for a in due:
-            batch, disable = decide(a, now, activity, grace=self.grace, plans=plans)
-            if batch is None:
-                self._push(a)
-                continue
-            batches.append(batch)
-            by_name[a.name] = a
-            if disable is not None:
-                disables.append(disable)
+    def _redecide(
+        self, prep: Prepared, activity: dict[str, tuple[list[RunId], list[RunId]]]
+    ) -> list[tuple[Armed, FireBatch, Disable | None]]:
+        out: list[tuple[Armed, FireBatch, Disable | None]] = []
+        for a, batch, disable in prep.decided:
+            if activity.get(a.name, _IDLE) != prep.activity.get(a.name, _IDLE):
+                again, disable = decide(a, prep.at, activity, grace=self.grace)
+                assert again is not None  # the same entries as before: only overlap moved
+                batch = again
+            out.append((a, batch, disable))
+        return out
+
+    def _record(
+        self, decided: Sequence[tuple[Armed, FireBatch, Disable | None]], now: datetime
+    ) -> list[RunRecord]:
+        batches = [b for _, b, _ in decided]
+        disables = [d for _, _, d in decided if d is not None]
+        by_name = {a.name: a for a, _, _ in decided}
         results = self.store.record_fires(batches, now) if batches else []
+        runs: list[RunRecord] = []
+        for res in results:
+            if res.ok:
+                runs.extend(r for r in res.runs if r.status == "queued")
+        self.fired += len(runs)
+        if runs:  # the workers first: re-arming and notifications come after the hand-over
+            self.on_runs(runs)
         if results and not isinstance(self.telemetry, NullTelemetry):
             self._report(batches, results, by_name)
-        runs: list[RunRecord] = []
         conflicts: list[Armed] = []
         for batch, res in zip(batches, results, strict=True):
             a = by_name[batch.schedule]
             if res.ok:
                 a.cursor = Cursor(a.name, batch.new_cursor, a.when_hash)
-                runs.extend(r for r in res.runs if r.status == "queued")
                 self.recorded += sum(w.count for w in batch.entries)
                 self._push(a)
             else:
@@ -818,9 +906,6 @@ class FiringLoop:
             except StateError as e:
                 log.warning("could not disable schedule %s: %s", d.schedule, e)
             self._dirty = True
-        self.fired += len(runs)
-        if runs:  # the workers first: the notifications below may read thousands of rules
-            self.on_runs(runs)
         self._notify(batches, results, disables, now)
         if conflicts:  # another replica fired these: take its cursors and go on from there
             cursors = self.store.fire_cursors()
@@ -881,23 +966,47 @@ class FiringLoop:
         return self.tick(self.clock.now())
 
     def run_forever(self, on_error: Callable[[Exception], None]) -> None:
-        """Sleep until the next fire time (or a poke), fire, repeat, until :meth:`stop`."""
+        """Sleep until the next fire time (or a poke), fire, repeat, until :meth:`stop`.
+        :data:`PREPARE_AHEAD` before a fire time the loop wakes to decide what is due then,
+        and sleeps again until the fire time itself, when only the write is left."""
         backoff = 0.5
         while not self.stopping.is_set():
             try:
                 if self._dirty:
+                    self._drop_prepared()
                     self.reload()
-                deadline = self.due_at = self.next_deadline()
-                check = self.clock.now() + timedelta(seconds=STATE_CHECK_SECONDS)
-                if deadline is None or deadline > check:
-                    deadline = check
-                self.clock.sleep_until(deadline, self.wake)
+                prep = self._prepared
+                now = self.clock.now()
+                if prep is None:
+                    deadline = self.due_at = self.next_deadline()
+                    if deadline is not None and deadline <= now:
+                        # due already (a start, a recovery, a loop behind): decide and write
+                        if self._state_moved():
+                            self._dirty = True
+                            continue
+                        self.tick(now)
+                        backoff = 0.5
+                        continue
+                    if deadline is not None and deadline - now <= self.prepare_ahead:
+                        self._prepared = self._prepare(deadline)
+                        continue
+                    until = None if deadline is None else deadline - self.prepare_ahead
+                else:
+                    until = self.due_at = prep.at
+                check = now + self.state_check
+                if until is None or until > check:
+                    until = check
+                self.clock.sleep_until(until, self.wake)
                 self.wake.clear()
                 if self.stopping.is_set():
                     break
                 if self._dirty or self._state_moved():
-                    self.reload()
-                self.tick(self.clock.now())
+                    self._dirty = True  # re-read at the top, after what was prepared is dropped
+                    continue
+                now = self.clock.now()
+                if prep is not None and now >= prep.at:
+                    self._prepared = None
+                    self._fire_prepared(prep, now, fresh=False)
                 backoff = 0.5
             except StateError as e:
                 on_error(e)

@@ -26,11 +26,11 @@ from __future__ import annotations
 import hmac
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, Protocol, cast, get_args
+from typing import Any, Literal, NamedTuple, Protocol, cast, get_args
 
 from reconciler.errors import StateConflict, StateCorrupt, StateTooNew, UsageError
 from reconciler.model.firing import FiringSpec, firing_spec
@@ -55,6 +55,7 @@ from reconciler.stores.base import (
     HostResult,
     IdempotencyKey,
     IdempotentRun,
+    JsonValue,
     Lease,
     LogSlice,
     NewRun,
@@ -574,6 +575,21 @@ class SqlStore(ABC):
         columns of the rows written (none without)."""
         if not rows:
             return []
+        sql, params = self._json_insert_sql(table, per_row, rows, shared, conflict)
+        if not returning:
+            tx.run(sql, params)
+            return []
+        return tx.all(f"{sql} RETURNING {returning}", params)
+
+    def _json_insert_sql(
+        self,
+        table: str,
+        per_row: Sequence[tuple[str, JsonKind]],
+        rows: Sequence[Sequence[Any]],
+        shared: Sequence[tuple[str, Any]] = (),
+        conflict: str = "",
+    ) -> tuple[str, list[Any]]:
+        """The statement of :meth:`_json_insert` and its parameters."""
         columns = [c for c, _ in per_row] + [c for c, _ in shared]
         values = [self._json_col(i, kind) for i, (_, kind) in enumerate(per_row)]
         values += ["?"] * len(shared)
@@ -582,11 +598,23 @@ class SqlStore(ABC):
             f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(values)} "
             f"FROM {self._json_rows} WHERE true {conflict}"
         )
-        params = [v for _, v in shared] + [json.dumps(rows, separators=(",", ":"))]
-        if not returning:
-            tx.run(sql, params)
-            return []
-        return tx.all(f"{sql} RETURNING {returning}", params)
+        return sql, [v for _, v in shared] + [json.dumps(rows, separators=(",", ":"))]
+
+    def _insert_new_runs(
+        self, tx: Tx, sql: str, params: Sequence[Any], keys: Sequence[tuple[str, Any]]
+    ) -> list[int]:
+        """Run ``sql``, an INSERT of runs from JSON rows (:meth:`_json_insert_sql`) whose
+        (schedule, slot as stored) are ``keys``; returns their new ids, in that order."""
+        rows = tx.all(f"{sql} RETURNING id, schedule, slot", params)
+        # the slot as returned is the value written (SQLite: the same text; PostgreSQL: an
+        # equal instant), so it keys the new ids without parsing
+        ids = {(r[1], r[2]): int(r[0]) for r in rows}
+        return [ids[key] for key in keys]
+
+    def _ids_in(self, ids: Sequence[int]) -> tuple[str, list[Any]]:
+        """A condition on ``id`` that holds for exactly ``ids`` (the runs one statement
+        wrote), with its parameters."""
+        return "id = ANY(?)", [list(ids)]
 
     # -- run locks: how a backend may tell that the process running a run is gone. SQLite
     # holds a lock per claimed run until the run is finished or the store closed; PostgreSQL
@@ -1937,31 +1965,33 @@ class SqlStore(ABC):
                 )
             by_schedule: dict[str, list[RunRecord]] = {}
             at = as_utc(now, "now")
-            for new_id, run in created:  # the records as written (no read back)
+            for new_id, run, f in created:  # the records as written (no read back)
+                # positional, in the order of RunRecord's fields: a burst builds a thousand
                 rec = RunRecord(
-                    id=RunId(new_id),
-                    schedule=run.schedule,
-                    template=run.template,
-                    trigger=run.trigger,
-                    slot=None if run.slot is None else memo.utc(run.slot),
-                    status=run.status,
-                    commit=run.commit,
-                    created_at=at,
-                    not_before=None,
-                    started_at=None,
-                    finished_at=at if run.status != "queued" else None,
-                    variables=memo.variables(run),
-                    targets=memo.targets(run),
-                    simulate=run.simulate,
-                    message=run.message,
-                    requested_by=run.requested_by,
-                    retry_of=run.retry_of,
-                    worker=None,
-                    lease_expires=None,
-                    log_size=0,
-                    log_truncated=False,
-                    untrusted=memo.untrusted(run),
-                    provenance=run.provenance,
+                    RunId(new_id),
+                    run.schedule,
+                    f.template,
+                    run.trigger,
+                    None if run.slot is None else memo.utc(run.slot),
+                    run.status,
+                    f.commit,
+                    at,
+                    None,  # not_before
+                    None,  # started_at
+                    at if run.status != "queued" else None,  # finished_at
+                    f.variables,
+                    f.targets,
+                    f.simulate,
+                    run.message,
+                    f.requested_by,
+                    f.retry_of,
+                    None,  # worker
+                    None,  # lease_expires
+                    0,  # log_size
+                    False,  # log_truncated
+                    f.untrusted,
+                    (),  # hosts
+                    f.provenance,
                 )
                 by_schedule.setdefault(rec.schedule or "", []).append(rec)
         for b in fresh:
@@ -1984,10 +2014,10 @@ class SqlStore(ABC):
 
     def _insert_fired_runs(
         self, tx: Tx, runs: Sequence[NewRun], ts: Any, memo: _RowMemo
-    ) -> list[tuple[int, NewRun]]:
+    ) -> list[tuple[int, NewRun, _SharedFields]]:
         """Insert the runs of fired slots with their ledger rows, set-based; a slot that is
         taken already (the unique key) keeps its entry and its new run is deleted again.
-        Returns the runs kept, with their ids.
+        Returns the runs kept, with their ids and the record fields their group shares.
 
         Runs of one burst share most of their columns (a schedule's shape: template, commit,
         variables, targets, provenance), so runs are grouped by those and each group is one
@@ -2000,12 +2030,23 @@ class SqlStore(ABC):
             if run.schedule is None or run.slot is None:
                 raise ValueError("a fired run needs a schedule and a slot")
             groups.setdefault(memo.shared_run_values(run), []).append(run)
-        kept: list[tuple[int, NewRun]] = []
+        kept: list[tuple[int, NewRun, _SharedFields]] = []
         finished = self._json_ts(ts)  # the runs recorded final at once (their owner lost run)
         for shared_values, members in groups.items():
             shared = [*zip(_SHARED_RUN_COLS, shared_values, strict=True), ("created_at", ts)]
+            first = members[0]
+            fields = _SharedFields(  # what the records of the group share (read only)
+                first.template,
+                first.commit,
+                memo.variables(first),
+                memo.targets(first),
+                first.simulate,
+                first.requested_by,
+                first.retry_of,
+                memo.untrusted(first),
+                first.provenance,
+            )
             for chunk in _chunks(members, _JSON_CHUNK):
-                slot_keys = [(r.schedule, memo.ts(cast(datetime, r.slot), "slot")) for r in chunk]
                 per_row = [
                     [
                         r.schedule,
@@ -2018,32 +2059,37 @@ class SqlStore(ABC):
                     ]
                     for r in chunk
                 ]
-                rows = self._json_insert(
-                    tx, "rc_runs", _OWN_RUN_COLS, per_row, shared, returning="id, schedule, slot"
+                sql, params = self._json_insert_sql("rc_runs", _OWN_RUN_COLS, per_row, shared)
+                slot_keys = [(r.schedule, memo.ts(cast(datetime, r.slot), "slot")) for r in chunk]
+                new_ids = self._insert_new_runs(tx, sql, params, slot_keys)
+                # their ledger rows from the rows just written: a slot that has its entry
+                # already (another replica recorded it first) keeps it, and its new run goes
+                cond, cond_params = self._ids_in(new_ids)
+                won = tx.run(
+                    "INSERT INTO rc_slots (schedule, slot, run_id, skip_reason, detail, "
+                    f"recorded_at) SELECT schedule, slot, id, NULL, NULL, ? FROM rc_runs "
+                    f"WHERE {cond} ON CONFLICT (schedule, slot) DO NOTHING",
+                    [ts, *cond_params],
                 )
-                # the slot as returned is the value written (SQLite: the same text;
-                # PostgreSQL: an equal instant), so it keys the new ids without parsing
-                ids = {(r[1], r[2]): int(r[0]) for r in rows}
-                new_ids = [ids[key] for key in slot_keys]
-                won = {
-                    int(r[0])
-                    for r in self._json_insert(
-                        tx,
-                        "rc_slots",
-                        (("schedule", "text"), ("slot", "ts"), ("run_id", "int")),
-                        [
-                            [r.schedule, memo.jts(cast(datetime, r.slot), "slot"), i]
-                            for r, i in zip(chunk, new_ids, strict=True)
-                        ],
-                        (("skip_reason", None), ("detail", None), ("recorded_at", ts)),
-                        "ON CONFLICT (schedule, slot) DO NOTHING",
-                        "run_id",
-                    )
-                }
-                lost = [i for i in new_ids if i not in won]
-                for part in _chunks(lost, 500):  # those slots had their entry: their runs go
-                    tx.run(f"DELETE FROM rc_runs WHERE id IN ({','.join('?' * len(part))})", part)
-                kept += [(i, run) for i, run in zip(new_ids, chunk, strict=True) if i in won]
+                lost: set[int] = set()
+                if won != len(new_ids):
+                    lost = {
+                        int(r[0])
+                        for r in tx.all(
+                            f"SELECT r.id FROM rc_runs r WHERE r.{cond} AND NOT EXISTS "
+                            "(SELECT 1 FROM rc_slots s WHERE s.schedule = r.schedule "
+                            "AND s.slot = r.slot AND s.run_id = r.id)",
+                            cond_params,
+                        )
+                    }
+                    for part in _chunks(sorted(lost), 500):
+                        tx.run(
+                            f"DELETE FROM rc_runs WHERE id IN ({','.join('?' * len(part))})",
+                            part,
+                        )
+                kept += [
+                    (i, run, fields) for i, run in zip(new_ids, chunk, strict=True) if i not in lost
+                ]
         return kept
 
     def schedule_activity(
@@ -2873,6 +2919,20 @@ _UPSERT_APPROVAL = (
 
 
 _SLOT_TRIGGERS = frozenset({"schedule", "catch-up"})
+
+
+class _SharedFields(NamedTuple):
+    """The fields of the run records of one group of :meth:`SqlStore._insert_fired_runs`."""
+
+    template: str
+    commit: str | None
+    variables: Mapping[str, JsonValue]
+    targets: Mapping[str, JsonValue]
+    simulate: bool
+    requested_by: str | None
+    retry_of: RunId | None
+    untrusted: tuple[str, ...]
+    provenance: Mapping[str, JsonValue]
 
 
 class _RowMemo:
