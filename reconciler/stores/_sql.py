@@ -372,6 +372,19 @@ MIGRATIONS: tuple[Migration, ...] = (
                 updated_at {TS} NOT NULL)""",
         ),
     ),
+    Migration(
+        7,
+        "start-up: the schedules without a firing row, the schedules that need approval",
+        (
+            # the applied schedules whose body lacks what firing needs (rc_firing has no row
+            # for them): start-up reads their bodies, found here instead of by comparing all
+            # of rc_objects with rc_firing; filled from the state when it is opened
+            "CREATE TABLE rc_firing_bare (schedule TEXT PRIMARY KEY)",
+            # the few schedules whose template requires approval (their runs' provenance)
+            "CREATE INDEX rc_objects_approval ON rc_objects (name, approval_hash) "
+            "WHERE kind = 'Schedule' AND approval_hash IS NOT NULL",
+        ),
+    ),
 )
 #: Migration numbers may have gaps (each area of the schema takes its own number): a state
 #: records every migration it ran in ``rc_migrations``, and opening runs the ones it lacks, in
@@ -435,6 +448,8 @@ _FIRING_COLS = (
 )
 #: The schema version that has the firing rows (rc_firing).
 _FIRING_SCHEMA = 5
+#: From this schema on, ``rc_firing_bare`` lists the schedules that have no firing row.
+_BARE_SCHEMA = 7
 #: The columns of a firing row that schedules of one shape share (``shape`` is their digest).
 _SHAPE_COLS = "when_spec, template, owner, misfire, misfire_window, overlap, fields_key"
 _SLOT_COLS = "schedule, slot, run_id, skip_reason, detail, recorded_at, until_slot, slot_count"
@@ -676,6 +691,8 @@ class SqlStore(ABC):
                         )
                     if m.version == 5:  # the firing rows of the schedules applied
                         self._backfill_firing(tx)
+                    if m.version in (5, _BARE_SCHEMA):  # whichever of the two runs last
+                        self._backfill_bare(tx)
                     tx.run(
                         "INSERT INTO rc_migrations (version, description, applied_at) "
                         f"VALUES (?, ?, {now})",
@@ -1755,6 +1772,24 @@ class SqlStore(ABC):
         for chunk in _chunks(drop, 500):
             tx.run(f"DELETE FROM rc_firing WHERE schedule IN ({','.join('?' * len(chunk))})", chunk)
         self._insert_firing(tx, rows)
+        if self._schema_version >= _BARE_SCHEMA:
+            dropped = set(drop)
+            bare = [u.name for u in upserts if u.kind == "Schedule" and u.name in dropped]
+            # usually empty: then a schedule that got its firing row back needs no delete
+            if bare or tx.one("SELECT 1 FROM rc_firing_bare LIMIT 1") is not None:
+                for chunk in _chunks([*gone, *(r[0] for r in rows)], 500):
+                    tx.run(
+                        f"DELETE FROM rc_firing_bare WHERE schedule IN "
+                        f"({','.join('?' * len(chunk))})",
+                        chunk,
+                    )
+                for chunk in _chunks(bare, 500):
+                    tx.run(
+                        "INSERT INTO rc_firing_bare (schedule) VALUES "
+                        + ",".join(["(?)"] * len(chunk))
+                        + " ON CONFLICT (schedule) DO NOTHING",
+                        chunk,
+                    )
 
     def _insert_firing(self, tx: Tx, rows: Sequence[tuple[Any, ...]]) -> None:
         if rows:
@@ -1764,6 +1799,16 @@ class SqlStore(ABC):
                 "ON CONFLICT (schedule) DO UPDATE SET "
                 + ", ".join(f"{c} = excluded.{c}" for c in cols[1:]),
                 rows,
+            )
+
+    def _backfill_bare(self, tx: Tx) -> None:
+        """List the applied schedules without a firing row (once both tables exist)."""
+        if {"rc_firing", "rc_firing_bare"} <= self._table_names(tx):
+            tx.run(
+                "INSERT INTO rc_firing_bare (schedule) SELECT o.name FROM rc_objects o "
+                "WHERE o.kind = 'Schedule' AND NOT EXISTS "
+                "(SELECT 1 FROM rc_firing f WHERE f.schedule = o.name) "
+                "ON CONFLICT (schedule) DO NOTHING"
             )
 
     def _backfill_firing(self, tx: Tx) -> None:
@@ -1776,6 +1821,20 @@ class SqlStore(ABC):
             if row is not None:
                 rows.append((*row[:4], r[5], r[6], *row[4:]))
         self._insert_firing(tx, rows)
+
+    def _bare_listed_all(self, tx: Tx, names: Sequence[str], with_rows: int) -> bool:
+        """Whether the schedules of ``names`` (all when empty) without a firing row are all in
+        ``rc_firing_bare``: the schedules count as many as their firing rows and listed ones
+        (not so when a row was deleted by hand; then they are compared one by one)."""
+        where = f" AND name IN ({','.join('?' * len(names))})" if names else ""
+        applied = tx.one(f"SELECT count(*) FROM rc_objects WHERE kind = 'Schedule'{where}", names)
+        listed = tx.one(
+            "SELECT count(*) FROM rc_firing_bare"
+            + (f" WHERE schedule IN ({','.join('?' * len(names))})" if names else ""),
+            names,
+        )
+        assert applied is not None and listed is not None
+        return int(applied[0]) == with_rows + int(listed[0])
 
     def firing_heads(self, names: Sequence[str] | None = None) -> list[FiringHead]:
         """Every applied schedule (or those of ``names``) with its firing row and cursor, by
@@ -1807,7 +1866,8 @@ class SqlStore(ABC):
                 chunks: list[list[Any]] = [[]]
             else:
                 chunks = [list(c) for c in _chunks(list(dict.fromkeys(names)), 500)]
-            # the few schedules whose template requires approval (their runs' provenance)
+            # the few schedules whose template requires approval (their runs' provenance),
+            # from their partial index
             approval = {
                 r[0]: r[1]
                 for r in tx.all(
@@ -1815,6 +1875,7 @@ class SqlStore(ABC):
                     "AND approval_hash IS NOT NULL"
                 )
             }
+            bare_listed = self._schema_version >= _BARE_SCHEMA
             bare: list[tuple[Any, ...]] = []
             for chunk in chunks:
                 marks = ",".join("?" * len(chunk))
@@ -1848,16 +1909,19 @@ class SqlStore(ABC):
                             approval.get(r[0]) if approval else None,
                         )
                     )
+                if bare_listed and self._bare_listed_all(tx, chunk, len(rows)):
+                    # the listed ones, not a comparison of every schedule with its firing row
+                    where = "o.name IN (SELECT schedule FROM rc_firing_bare)"
+                elif rows_kept:
+                    where = "NOT EXISTS (SELECT 1 FROM rc_firing f WHERE f.schedule = o.name)"
+                else:
+                    where = "TRUE"
                 bare += tx.all(
                     "SELECT o.name, o.serial, o.state, o.state_reason, o.revision, "
                     "o.updated_at, o.body, c.last_slot, c.when_hash FROM rc_objects o "
                     "LEFT JOIN rc_cursors c ON c.schedule = o.name WHERE o.kind = 'Schedule' "
                     + (f"AND o.name IN ({marks}) " if chunk else "")
-                    + (
-                        "AND NOT EXISTS (SELECT 1 FROM rc_firing f WHERE f.schedule = o.name)"
-                        if rows_kept
-                        else "AND TRUE"
-                    ),
+                    + f"AND {where}",
                     chunk,
                 )
         for r in bare:

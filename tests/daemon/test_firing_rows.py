@@ -159,3 +159,58 @@ def test_a_burst_of_one_shape_gets_one_entry_per_slot_with_two_replicas(
     assert _kinds(a, "paused") == ["paused", "paused"]
     assert _kinds(a, "b000") == [None, "overlap"]
     assert len(a.list_runs(limit=1000)) == 399
+
+
+def test_schedules_without_a_firing_row_are_listed_so_start_up_finds_them_without_a_scan(
+    tmp_path: Path,
+) -> None:
+    """A schedule whose body lacks what firing needs has no firing row: it is listed in
+    ``rc_firing_bare`` (filled when a state of schema 6 is opened), leaves the list when a
+    valid body comes, and start-up reads exactly the listed bodies."""
+    from reconciler.stores import ObjectWrite
+
+    path = tmp_path / "state.sqlite"
+    old = SqliteStore(path, migrate_to=6)
+    try:
+        docs = {f"s{i}": schedule(f"s{i}", '{cron: "0 * * * *"}') for i in range(3)}
+        apply_dir(old, write_repo(tmp_path / "repo", docs), T0)
+        old.apply_changes(old.serial(), None, [ObjectWrite("Schedule", "x", "h", "{}")], [], T0)
+    finally:
+        old.close()
+
+    def listed() -> list[str]:
+        with sqlite3.connect(path) as conn:
+            return [r[0] for r in conn.execute("SELECT schedule FROM rc_firing_bare ORDER BY 1")]
+
+    store = SqliteStore(path)
+    try:
+        assert listed() == ["x"]
+        statements: list[str] = []
+        assert store._conn is not None
+        store._conn.set_trace_callback(statements.append)
+        heads = {h.name: h for h in store.firing_heads()}
+        store._conn.set_trace_callback(None)
+        assert heads["x"].firing is None and heads["x"].body == "{}"
+        assert all(heads[f"s{i}"].body is None for i in range(3))
+        assert not any("NOT EXISTS" in s for s in statements), statements
+        # a valid body: off the list; another schedule without one: on it
+        valid = store.get_object("Schedule", "s0")
+        assert valid is not None
+        fixed = ObjectWrite("Schedule", "x", valid.content_hash, valid.body)
+        store.apply_changes(store.serial(), None, [fixed], [], T0)
+        assert listed() == []
+        store.apply_changes(store.serial(), None, [ObjectWrite("Schedule", "y", "h", "{}")], [], T0)
+        assert listed() == ["y"]
+        _in_step_but(store, {"y"})
+        # removed: off the list
+        store.apply_changes(store.serial(), None, [], [("Schedule", "y")], T0)
+        assert listed() == []
+        _in_step(store)
+    finally:
+        store.close()
+
+
+def _in_step_but(store: StateStore, bare: set[str]) -> None:
+    heads = {h.name: h for h in store.firing_heads()}
+    assert sorted(heads) == sorted(r.name for r in store.list_objects("Schedule"))
+    assert {n for n, h in heads.items() if h.firing is None} == bare
