@@ -51,6 +51,7 @@ from reconciler.scheduling.jitter import fire_at
 from reconciler.scheduling.slots import DEFAULT_GRACE, DueEntry, fold_skips, plan_due
 from reconciler.scheduling.zones import floor_seconds, instant
 from reconciler.stores.base import (
+    Activity,
     Cursor,
     FireBatch,
     FireResult,
@@ -836,9 +837,9 @@ class FiringLoop:
 
     def _fire_prepared(self, prep: Prepared, now: datetime, *, fresh: bool) -> list[RunRecord]:
         """Record what :meth:`_prepare` decided. Unless the decisions are ``fresh`` (made a
-        moment ago), the runs of their schedules are read again first: a schedule whose
-        running or queued runs changed since is decided again (the overlap policy acts on the
-        runs at the fire time)."""
+        moment ago), the write's transaction reads the runs of their schedules first: a
+        schedule whose running or queued runs changed since is decided again (the overlap
+        policy acts on the runs at the fire time)."""
         decided = prep.decided
         if not fresh and now - max(prep.at, prep.ready) > self.prepare_ahead:
             # fired late (a stall, a suspended process, the wall clock stepped forward): the
@@ -846,16 +847,24 @@ class FiringLoop:
             for a, _, _ in decided:
                 self._push(a)
             return self.tick(now)
+        recheck = None
+        if not fresh:
+
+            def recheck(activity: Activity) -> list[FireBatch]:
+                # in the write's transaction: a schedule whose runs changed since the decision
+                # is decided again (the overlap policy acts on the runs at the fire time)
+                nonlocal decided
+                if any(
+                    activity.get(a.name, _IDLE) != prep.activity.get(a.name, _IDLE)
+                    for a, _, _ in decided
+                ):
+                    decided = self._redecide(prep, activity)
+                return [b for _, b, _ in decided]
+
         try:
             with gc_paused():
-                if not fresh:
-                    activity = self.store.schedule_activity([a.name for a, _, _ in decided])
-                    if any(
-                        activity.get(a.name, _IDLE) != prep.activity.get(a.name, _IDLE)
-                        for a, _, _ in decided
-                    ):
-                        decided = self._redecide(prep, activity)
-                return self._record(decided, now)
+                results = self.store.record_fires([b for _, b, _ in decided], now, recheck)
+                return self._recorded(decided, results, now)
         except BaseException:
             # nothing was recorded (one transaction): these schedules are still due, and must
             # be back in the heap when the state is reachable again
@@ -875,13 +884,16 @@ class FiringLoop:
             out.append((a, batch, disable))
         return out
 
-    def _record(
-        self, decided: Sequence[tuple[Armed, FireBatch, Disable | None]], now: datetime
+    def _recorded(
+        self,
+        decided: Sequence[tuple[Armed, FireBatch, Disable | None]],
+        results: Sequence[FireResult],
+        now: datetime,
     ) -> list[RunRecord]:
+        """After the write of ``decided``: hand the runs over, re-arm, notify."""
         batches = [b for _, b, _ in decided]
         disables = [d for _, _, d in decided if d is not None]
         by_name = {a.name: a for a, _, _ in decided}
-        results = self.store.record_fires(batches, now) if batches else []
         runs: list[RunRecord] = []
         for res in results:
             if res.ok:
@@ -928,7 +940,10 @@ class FiringLoop:
         notify_fired(self.store, batches, results, disables, now)
 
     def _report(
-        self, batches: list[FireBatch], results: list[FireResult], by_name: dict[str, Armed]
+        self,
+        batches: Sequence[FireBatch],
+        results: Sequence[FireResult],
+        by_name: dict[str, Armed],
     ) -> None:
         """Tell the telemetry what was recorded (before the schedules are re-armed: their
         ``next_fire`` is still the fire time that was due)."""

@@ -37,6 +37,7 @@ from reconciler.model.firing import FiringSpec, firing_spec
 from reconciler.stores.base import (
     FINAL_STATUSES,
     SENSITIVE_PLACEHOLDER,
+    Activity,
     ApiKey,
     Approval,
     ChecksFailed,
@@ -67,6 +68,7 @@ from reconciler.stores.base import (
     OutboxRecord,
     OutboxStatus,
     OutboxWrite,
+    Recheck,
     ReconcileAttempt,
     Replica,
     RunCheck,
@@ -504,6 +506,8 @@ class SqlStore(ABC):
         """Opened for a caller that only reads: every write fails with StateUnavailable (the
         schema is still created or upgraded on open, where the backend can)."""
         self._schema_version = 0
+        #: :class:`_RowMemo`'s conversions kept between calls
+        self._fire_memo: _FireMemo = ({}, {}, {}, {})
 
     # -- what a backend provides
 
@@ -1944,7 +1948,9 @@ class SqlStore(ABC):
             out.sort(key=lambda h: h.name)
         return out
 
-    def record_fires(self, batches: Sequence[FireBatch], now: datetime) -> list[FireResult]:
+    def record_fires(
+        self, batches: Sequence[FireBatch], now: datetime, recheck: Recheck | None = None
+    ) -> list[FireResult]:
         """Record the ledger entries of many schedules in one transaction (a burst of 1,000
         slots due at one instant is one commit). Each batch is guarded by its cursor
         (compare-and-swap): a batch whose cursor another replica moved is left out and
@@ -1952,10 +1958,16 @@ class SqlStore(ABC):
 
         Set-based: one read of the cursors, then multi-row inserts of the runs, their ledger
         rows, the skips and the cursors (a few statements per 500 rows, not eight per slot: on
-        PostgreSQL each statement is a round trip)."""
+        PostgreSQL each statement is a round trip).
+
+        ``recheck``: the batches were decided ahead of time; it is given the schedules'
+        running and queued runs, read in this transaction, and returns the batches to write
+        (the results are in the order of those)."""
         ts = self._ts(as_utc(now, "now"))
         results: dict[str, FireResult] = {}
         with self._tx("write") as tx:
+            if recheck is not None:
+                batches = recheck(self._activity(tx, [b.schedule for b in batches]))
             stored = self._cursors_of(tx, [b.schedule for b in batches])
             fresh: list[FireBatch] = []
             for b in batches:
@@ -2166,6 +2178,10 @@ class SqlStore(ABC):
         Both queries are answered from the partial index ``rc_runs_active`` alone (an
         ``ORDER BY id`` would make SQLite scan every run ever recorded instead), so the cost
         follows the active runs asked for, not the history; the order is restored here."""
+        with self._tx("read") as tx:
+            return self._activity(tx, schedules)
+
+    def _activity(self, tx: Tx, schedules: Sequence[str] | None) -> Activity:
         sql = (
             "SELECT schedule, id, status FROM rc_runs WHERE status IN ('queued', 'running') "
             "AND schedule IS NOT NULL"
@@ -2176,9 +2192,8 @@ class SqlStore(ABC):
                 return {}
             params = list(schedules)
             sql += f" AND schedule IN ({','.join('?' * len(params))})"
-        with self._tx("read") as tx:
-            rows = tx.all(sql, params)
-        out: dict[str, tuple[list[RunId], list[RunId]]] = {}
+        rows = tx.all(sql, params)
+        out: Activity = {}
         for schedule, run_id, status in sorted(rows, key=lambda r: int(r[1])):  # oldest first
             running, queued = out.setdefault(schedule, ([], []))
             (running if status == "running" else queued).append(RunId(run_id))
@@ -2999,20 +3014,37 @@ class _SharedFields(NamedTuple):
     provenance: Mapping[str, JsonValue]
 
 
+#: How many conversions of each kind (variables, targets, ...) a store keeps between calls of
+#: :meth:`SqlStore.record_fires` (:class:`_RowMemo`).
+_MEMO_KEPT = 4096
+
+_FireMemo = tuple[
+    dict[tuple[int, int], tuple[dict[str, Any], str, object, object]],
+    dict[int, tuple[dict[str, Any], str, object]],
+    dict[int, tuple[tuple[str, ...], str, object]],
+    dict[int, tuple[str, object]],
+]
+
+
 class _RowMemo:
     """Conversions shared by the runs of one :meth:`SqlStore.record_fires` call: a burst's runs
     share their slot instant and (by schedules of one shape) their variables and targets, so
-    each is converted once. Keys are the objects' ids; each entry keeps its objects alive."""
+    each is converted once. Keys are the objects' ids; each entry keeps its objects alive, so
+    no id is reused while its entry is kept."""
 
     def __init__(self, store: SqlStore) -> None:
         self.store = store
         self._ts: dict[datetime, Any] = {}
         self._jts: dict[datetime, Any] = {}
         self._utc: dict[datetime, datetime] = {}
-        self._vars: dict[tuple[int, int], tuple[dict[str, Any], str, object, object]] = {}
-        self._targets: dict[int, tuple[dict[str, Any], str, object]] = {}
-        self._untrusted: dict[int, tuple[tuple[str, ...], str, object]] = {}
-        self._provenance: dict[int, tuple[str, object]] = {}
+        # the conversions of mappings last from call to call (the firing loop passes the same
+        # ones at every fire of a schedule shape): its values are never changed once handed
+        # over; a store keeps at most _MEMO_KEPT of each
+        kept = store._fire_memo
+        if any(len(d) > _MEMO_KEPT for d in kept):
+            for d in kept:
+                d.clear()
+        self._vars, self._targets, self._untrusted, self._provenance = kept
 
     def utc(self, value: datetime, what: str = "instant") -> datetime:
         got = self._utc.get(value)  # equal instants are equal keys, whatever their zone

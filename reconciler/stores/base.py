@@ -34,6 +34,12 @@ from reconciler.model.firing import FiringSpec
 
 RunId = NewType("RunId", int)
 
+#: The schedules' running and queued run ids, oldest first (:meth:`StateStore.schedule_activity`).
+Activity: TypeAlias = dict[str, tuple[list[RunId], list[RunId]]]
+#: Given the activity of the schedules of a :meth:`StateStore.record_fires` call, read in its
+#: transaction: the batches to write (the same, or decided again where the runs changed).
+Recheck: TypeAlias = Callable[[Activity], Sequence["FireBatch"]]
+
 JsonValue: TypeAlias = Any
 """A value that :func:`json.dumps` accepts (kept loose on purpose: it is data, not code)."""
 
@@ -694,7 +700,9 @@ class StateStore(Protocol):
     # -- the live half: firing cursors, replicas, reconcile status, cancel, heartbeats
     def fire_cursors(self) -> dict[str, Cursor]: ...
     def firing_heads(self, names: Sequence[str] | None = None) -> list[FiringHead]: ...
-    def record_fires(self, batches: Sequence[FireBatch], now: datetime) -> list[FireResult]: ...
+    def record_fires(
+        self, batches: Sequence[FireBatch], now: datetime, recheck: Recheck | None = None
+    ) -> list[FireResult]: ...
     def schedule_activity(
         self, schedules: Sequence[str] | None = None
     ) -> dict[str, tuple[list[RunId], list[RunId]]]: ...

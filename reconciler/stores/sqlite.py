@@ -412,7 +412,7 @@ class SqliteStore(SqlStore):
         return "id BETWEEN ? AND ?", [ids[0], ids[-1]]
 
     def _ts(self, value: datetime) -> Any:
-        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
+        return value.astimezone(UTC).isoformat(timespec="microseconds")
 
     def _type_map(self) -> dict[str, str]:
         return {
