@@ -66,6 +66,13 @@ def _byte_lock(fd: int, command: int, kind: int, offset: int) -> int:
 # later commit. So the header is read only by the first opener.
 _OPEN: dict[str, int] = {}
 _OPEN_LOCK = threading.Lock()
+#: The writers of this process to one file queue on its lock before they ask SQLite for its
+#: write lock. SQLite's busy handler retries a taken lock after sleeping 1, 2, 5, 10 ms and
+#: more; with the daemon's workers committing (and flushing) in the same process as its firing
+#: loop, a fire that met a worker's commit slept that long. A thread lock hands over the
+#: moment the commit ends. Writers of other processes still meet SQLite's lock and its busy
+#: timeout. Kept while the file is open here (``_OPEN``).
+_WRITERS: dict[str, threading.RLock] = {}
 
 #: Commits of a connection that defers its flush between two checkpoints of the log, which it
 #: hands to a thread of its own. SQLite's automatic checkpoint (after 1,000 pages of log) runs
@@ -161,6 +168,7 @@ class SqliteStore(SqlStore):
             if not _OPEN.get(self._key):
                 self._check_header()
             _OPEN[self._key] = _OPEN.get(self._key, 0) + 1
+            self._writer = _WRITERS.setdefault(self._key, threading.RLock())
         self._registered = True
         self._conn: sqlite3.Connection | None = None
         #: the checkpoints of a connection that defers its flush (None: SQLite's own)
@@ -328,6 +336,7 @@ class SqliteStore(SqlStore):
                         _OPEN[self._key] = left
                     else:
                         _OPEN.pop(self._key, None)
+                        _WRITERS.pop(self._key, None)
 
     # -- run locks (see the module docstring)
 
@@ -464,15 +473,25 @@ class SqliteStore(SqlStore):
             conn = self._conn
             if conn is None:
                 raise StateUnavailable(f"the state {self.path} is closed")
-            conn.execute(begin)
+            writing = mode != "read"
+            if writing and not self._writer.acquire(timeout=self.lock_timeout):
+                raise StateConflict(
+                    f"another writer of this process holds the state {self.path}; gave up "
+                    f"waiting after {self.lock_timeout:g} s"
+                )
             try:
-                yield _SqliteTx(conn)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            if self._checkpointer is not None and mode != "read":
+                conn.execute(begin)
+                try:
+                    yield _SqliteTx(conn)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            finally:
+                if writing:
+                    self._writer.release()
+            if self._checkpointer is not None and writing:
                 self._commits += 1
                 if self._commits % CHECKPOINT_EVERY == 0:
                     self._checkpointer.request()
