@@ -515,13 +515,24 @@ def burst_state(states: States, backend: str, n: int) -> Iterator[tuple[str, dat
     that instant."""
     applied = datetime.now(UTC)
     instant = applied.replace(microsecond=0) + timedelta(seconds=3)
+    with bulk_state(
+        states, backend, [(f"b{i:05d}", at(instant)) for i in range(n)], applied
+    ) as url:
+        yield url, instant
+
+
+@contextmanager
+def bulk_state(
+    states: States, backend: str, whens: Sequence[tuple[str, dict[str, Any]]], applied: datetime
+) -> Iterator[str]:
+    """A fresh state with the schedules ``whens`` applied at ``applied``: its URL."""
     with states.fresh(backend, applied) as url:
         store = open_store(url)
         try:
-            bulk_schedules(store, [(f"b{i:05d}", at(instant)) for i in range(n)], applied)
+            bulk_schedules(store, whens, applied)
         finally:
             store.close()
-        yield url, instant
+        yield url
 
 
 def burst_ours(states: States, backend: str, n: int) -> float:
@@ -737,12 +748,9 @@ def expected_slots(url: str, since: datetime, until: datetime) -> int:
 def _scale_child(states: States, backend: str, n: int, applied: datetime) -> dict[str, Any]:
     """A fresh state of ``n`` schedules applied at ``applied``, reloaded and fired once in a
     new process (:func:`child_ready`)."""
-    with states.fresh(backend, applied) as url:
-        store = open_store(url)
-        try:
-            bulk_schedules(store, [(f"s{i:06d}", mixed_when(i)) for i in range(n)], applied)
-        finally:
-            store.close()
+    with bulk_state(
+        states, backend, [(f"s{i:06d}", mixed_when(i)) for i in range(n)], applied
+    ) as url:
         out, _ = in_child("ready", url)
         out["want"] = expected_slots(url, applied, datetime.now(UTC))
     return out
@@ -760,8 +768,8 @@ def section_scale(
     states: States, n: int, idle_n: int, idle_seconds: float, repeats: int
 ) -> dict[str, Any]:
     print(
-        f"\n3. scale: {n:,} schedules (a new process for each figure; medians of {repeats} runs, "
-        "each on a new state)"
+        f"\n3. scale: {n:,} schedules (a new process for each figure, each on a new state"
+        + (f"; medians of {repeats} runs)" if repeats > 1 else ")")
     )
     results: dict[str, Any] = {}
     for backend in states.names():

@@ -62,19 +62,27 @@ def _setup(tmp_path: Path, store: StateStore) -> tuple[FiringLoop, ManualClock]:
     return loop, clock
 
 
+@contextmanager
+def _decided(tmp_path: Path, store: StateStore) -> Iterator[tuple[FiringLoop, ManualClock]]:
+    """The loop running, with the decision for ``SLOT`` made (the clock half the lead before
+    it) and not written yet."""
+    loop, clock = _setup(tmp_path, store)
+    with _running(loop):
+        clock.set(SLOT - PREPARE_AHEAD / 2)
+        _until(lambda: loop._prepared is not None, "the decision ahead of the slot")
+        assert store.get_slot("busy", SLOT) is None  # decided, not written
+        yield loop, clock
+
+
 def test_a_run_that_finished_after_the_decision_lets_the_slot_run(
     tmp_path: Path, open_state: Callable[[], StateStore]
 ) -> None:
     store = open_state()
     running = _busy(store)
-    loop, clock = _setup(tmp_path, store)
-    with _running(loop):
-        clock.set(SLOT - PREPARE_AHEAD / 2)
-        _until(lambda: loop._prepared is not None, "the decision ahead of the slot")
+    with _decided(tmp_path, store) as (loop, clock):
         prepared = loop._prepared
         assert prepared is not None
         assert [b.entries[0].skip_reason for _, b, _ in prepared.decided] == ["overlap"]
-        assert store.get_slot("busy", SLOT) is None  # decided, not written
         # the run it would overlap finishes before the fire time
         assert store.record_outcome(running, "w", "succeeded", None, [], [], T0)
         clock.set(SLOT)
@@ -87,10 +95,7 @@ def test_a_run_that_started_after_the_decision_makes_the_slot_overlap(
     tmp_path: Path, open_state: Callable[[], StateStore]
 ) -> None:
     store = open_state()
-    loop, clock = _setup(tmp_path, store)
-    with _running(loop):
-        clock.set(SLOT - PREPARE_AHEAD / 2)
-        _until(lambda: loop._prepared is not None, "the decision ahead of the slot")
+    with _decided(tmp_path, store) as (_loop, clock):
         _busy(store)  # e.g. an API trigger of the schedule's template, claimed at once
         clock.set(SLOT)
         _until(lambda: store.get_slot("busy", SLOT) is not None, "the slot's entry")
@@ -102,10 +107,7 @@ def test_a_decision_fired_late_is_judged_by_the_misfire_policy_when_it_is_record
     tmp_path: Path, open_state: Callable[[], StateStore]
 ) -> None:
     store = open_state()
-    loop, clock = _setup(tmp_path, store)
-    with _running(loop):
-        clock.set(SLOT - PREPARE_AHEAD / 2)
-        _until(lambda: loop._prepared is not None, "the decision ahead of the slot")
+    with _decided(tmp_path, store) as (_loop, clock):
         clock.set(SLOT + timedelta(hours=3))  # the wall clock jumps (or the process stalled)
         last = SLOT + timedelta(hours=3)
         _until(lambda: store.get_slot("busy", last) is not None, "the entries after the jump")
@@ -122,10 +124,7 @@ def test_a_change_of_the_schedules_drops_the_decision(
     tmp_path: Path, open_state: Callable[[], StateStore]
 ) -> None:
     store = open_state()
-    loop, clock = _setup(tmp_path, store)
-    with _running(loop):
-        clock.set(SLOT - PREPARE_AHEAD / 2)
-        _until(lambda: loop._prepared is not None, "the decision ahead of the slot")
+    with _decided(tmp_path, store) as (loop, clock):
         docs = {"busy": schedule("busy", '{cron: "0 * * * *"}', enabled="false")}
         apply_dir(store, write_repo(tmp_path, docs), T0)
         loop.poke()
