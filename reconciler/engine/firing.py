@@ -637,7 +637,7 @@ class Prepared:
     at: datetime
     decided: list[tuple[Armed, FireBatch, Disable | None]]
     #: the schedules' running and queued runs the decisions were made on
-    activity: dict[str, tuple[list[RunId], list[RunId]]]
+    activity: Activity
     #: when the decisions were ready (after ``at`` when deciding took longer than the lead)
     ready: datetime
 
@@ -851,14 +851,9 @@ class FiringLoop:
         if not fresh:
 
             def recheck(activity: Activity) -> list[FireBatch]:
-                # in the write's transaction: a schedule whose runs changed since the decision
-                # is decided again (the overlap policy acts on the runs at the fire time)
+                # in the write's transaction (see _redecide)
                 nonlocal decided
-                if any(
-                    activity.get(a.name, _IDLE) != prep.activity.get(a.name, _IDLE)
-                    for a, _, _ in decided
-                ):
-                    decided = self._redecide(prep, activity)
+                decided = self._redecide(prep, activity)
                 return [b for _, b, _ in decided]
 
         try:
@@ -873,8 +868,11 @@ class FiringLoop:
             raise
 
     def _redecide(
-        self, prep: Prepared, activity: dict[str, tuple[list[RunId], list[RunId]]]
+        self, prep: Prepared, activity: Activity
     ) -> list[tuple[Armed, FireBatch, Disable | None]]:
+        """``prep``'s decisions, with those of the schedules whose running or queued runs
+        are no longer those it was decided on decided again (the overlap policy acts on the
+        runs at the fire time)."""
         out: list[tuple[Armed, FireBatch, Disable | None]] = []
         for a, batch, disable in prep.decided:
             if activity.get(a.name, _IDLE) != prep.activity.get(a.name, _IDLE):

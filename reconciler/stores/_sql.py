@@ -506,8 +506,6 @@ class SqlStore(ABC):
         """Opened for a caller that only reads: every write fails with StateUnavailable (the
         schema is still created or upgraded on open, where the backend can)."""
         self._schema_version = 0
-        #: :class:`_RowMemo`'s conversions kept between calls
-        self._fire_memo: _FireMemo = ({}, {}, {}, {})
 
     # -- what a backend provides
 
@@ -630,10 +628,10 @@ class SqlStore(ABC):
         ids = {(r[1], r[2]): int(r[0]) for r in rows}
         return [ids[key] for key in keys]
 
-    def _ids_in(self, ids: Sequence[int]) -> tuple[str, list[Any]]:
-        """A condition on ``id`` that holds for exactly ``ids`` (the runs one statement
+    def _ids_in(self, column: str, ids: Sequence[int]) -> tuple[str, list[Any]]:
+        """A condition on ``column`` that holds for exactly ``ids`` (the runs one statement
         wrote), with its parameters."""
-        return "id = ANY(?)", [list(ids)]
+        return f"{column} = ANY(?)", [list(ids)]
 
     # -- run locks: how a backend may tell that the process running a run is gone. SQLite
     # holds a lock per claimed run until the run is finished or the store closed; PostgreSQL
@@ -1826,17 +1824,12 @@ class SqlStore(ABC):
                 rows.append((*row[:4], r[5], r[6], *row[4:]))
         self._insert_firing(tx, rows)
 
-    def _bare_listed_all(self, tx: Tx, names: Sequence[str], with_rows: int) -> bool:
-        """Whether the schedules of ``names`` (all when empty) without a firing row are all in
-        ``rc_firing_bare``: the schedules count as many as their firing rows and listed ones
-        (not so when a row was deleted by hand; then they are compared one by one)."""
-        where = f" AND name IN ({','.join('?' * len(names))})" if names else ""
-        applied = tx.one(f"SELECT count(*) FROM rc_objects WHERE kind = 'Schedule'{where}", names)
-        listed = tx.one(
-            "SELECT count(*) FROM rc_firing_bare"
-            + (f" WHERE schedule IN ({','.join('?' * len(names))})" if names else ""),
-            names,
-        )
+    def _bare_listed_all(self, tx: Tx, with_rows: int) -> bool:
+        """Whether every applied schedule without a firing row is in ``rc_firing_bare``: the
+        schedules count as many as their ``with_rows`` firing rows and the listed ones (not so
+        when a row was deleted by hand; then they are compared one by one)."""
+        applied = tx.one("SELECT count(*) FROM rc_objects WHERE kind = 'Schedule'")
+        listed = tx.one("SELECT count(*) FROM rc_firing_bare")
         assert applied is not None and listed is not None
         return int(applied[0]) == with_rows + int(listed[0])
 
@@ -1913,8 +1906,9 @@ class SqlStore(ABC):
                             approval.get(r[0]) if approval else None,
                         )
                     )
-                if bare_listed and self._bare_listed_all(tx, chunk, len(rows)):
-                    # the listed ones, not a comparison of every schedule with its firing row
+                if bare_listed and not chunk and self._bare_listed_all(tx, len(rows)):
+                    # all of them: the listed ones, not a comparison of every schedule with its
+                    # firing row (for a few names, that comparison is a lookup per name)
                     where = "o.name IN (SELECT schedule FROM rc_firing_bare)"
                 elif rows_kept:
                     where = "NOT EXISTS (SELECT 1 FROM rc_firing f WHERE f.schedule = o.name)"
@@ -2140,7 +2134,7 @@ class SqlStore(ABC):
                 new_ids = self._insert_new_runs(tx, sql, params, slot_keys)
                 # their ledger rows from the rows just written: a slot that has its entry
                 # already (another replica recorded it first) keeps it, and its new run goes
-                cond, cond_params = self._ids_in(new_ids)
+                cond, cond_params = self._ids_in("id", new_ids)
                 won = tx.run(
                     "INSERT INTO rc_slots (schedule, slot, run_id, skip_reason, detail, "
                     f"recorded_at) SELECT schedule, slot, id, NULL, NULL, ? FROM rc_runs "
@@ -2149,10 +2143,11 @@ class SqlStore(ABC):
                 )
                 lost: set[int] = set()
                 if won != len(new_ids):
+                    cond, cond_params = self._ids_in("r.id", new_ids)
                     lost = {
                         int(r[0])
                         for r in tx.all(
-                            f"SELECT r.id FROM rc_runs r WHERE r.{cond} AND NOT EXISTS "
+                            f"SELECT r.id FROM rc_runs r WHERE {cond} AND NOT EXISTS "
                             "(SELECT 1 FROM rc_slots s WHERE s.schedule = r.schedule "
                             "AND s.slot = r.slot AND s.run_id = r.id)",
                             cond_params,
@@ -3014,37 +3009,21 @@ class _SharedFields(NamedTuple):
     provenance: Mapping[str, JsonValue]
 
 
-#: How many conversions of each kind (variables, targets, ...) a store keeps between calls of
-#: :meth:`SqlStore.record_fires` (:class:`_RowMemo`).
-_MEMO_KEPT = 4096
-
-_FireMemo = tuple[
-    dict[tuple[int, int], tuple[dict[str, Any], str, object, object]],
-    dict[int, tuple[dict[str, Any], str, object]],
-    dict[int, tuple[tuple[str, ...], str, object]],
-    dict[int, tuple[str, object]],
-]
-
-
 class _RowMemo:
     """Conversions shared by the runs of one :meth:`SqlStore.record_fires` call: a burst's runs
     share their slot instant and (by schedules of one shape) their variables and targets, so
     each is converted once. Keys are the objects' ids; each entry keeps its objects alive, so
-    no id is reused while its entry is kept."""
+    no id is reused while the call lasts (a mapping may change between calls)."""
 
     def __init__(self, store: SqlStore) -> None:
         self.store = store
         self._ts: dict[datetime, Any] = {}
         self._jts: dict[datetime, Any] = {}
         self._utc: dict[datetime, datetime] = {}
-        # the conversions of mappings last from call to call (the firing loop passes the same
-        # ones at every fire of a schedule shape): its values are never changed once handed
-        # over; a store keeps at most _MEMO_KEPT of each
-        kept = store._fire_memo
-        if any(len(d) > _MEMO_KEPT for d in kept):
-            for d in kept:
-                d.clear()
-        self._vars, self._targets, self._untrusted, self._provenance = kept
+        self._vars: dict[tuple[int, int], tuple[dict[str, Any], str, object, object]] = {}
+        self._targets: dict[int, tuple[dict[str, Any], str, object]] = {}
+        self._untrusted: dict[int, tuple[tuple[str, ...], str, object]] = {}
+        self._provenance: dict[int, tuple[str, object]] = {}
 
     def utc(self, value: datetime, what: str = "instant") -> datetime:
         got = self._utc.get(value)  # equal instants are equal keys, whatever their zone

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import logging
 import os
 import re
 import socket
@@ -48,6 +49,7 @@ from reconciler.stores.base import DEFAULT_LOCK_TIMEOUT, DEFAULT_LOG_CAP
 
 APPLICATION_ID = 0x52434E31
 _MAGIC = b"SQLite format 3\x00"
+log = logging.getLogger("reconciler.state")
 _FLOCK = struct.Struct("hhqqi4x")  # struct flock of 64-bit Linux
 _WORKER = re.compile(r"^(?P<host>[^:/]+):(?P<pid>\d+)(?:[:/].*)?$")
 
@@ -92,6 +94,9 @@ class _Checkpointer:
         self.wanted = threading.Event()
         self.stopping = False
         self.thread: threading.Thread | None = None
+        #: why the thread could not open its connection (then the committing connection
+        #: takes SQLite's automatic checkpoints back: see :meth:`SqliteStore._tx`)
+        self.failed: str | None = None
 
     def request(self) -> None:
         if self.thread is None:
@@ -108,8 +113,9 @@ class _Checkpointer:
     def _run(self) -> None:
         try:
             conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
-        except sqlite3.Error:
-            return  # the committing connections' own automatic checkpoints remain
+        except sqlite3.Error as e:
+            self.failed = str(e)
+            return
         try:
             while True:
                 self.wanted.wait()
@@ -416,9 +422,9 @@ class SqliteStore(SqlStore):
         last = int(row[0])
         return list(range(last - written + 1, last + 1))
 
-    def _ids_in(self, ids: Sequence[int]) -> tuple[str, list[Any]]:
+    def _ids_in(self, column: str, ids: Sequence[int]) -> tuple[str, list[Any]]:
         # the ids of :meth:`_insert_new_runs`: consecutive
-        return "id BETWEEN ? AND ?", [ids[0], ids[-1]]
+        return f"{column} BETWEEN ? AND ?", [ids[0], ids[-1]]
 
     def _ts(self, value: datetime) -> Any:
         return value.astimezone(UTC).isoformat(timespec="microseconds")
@@ -493,7 +499,16 @@ class SqliteStore(SqlStore):
                     self._writer.release()
             if self._checkpointer is not None and writing:
                 self._commits += 1
-                if self._commits % CHECKPOINT_EVERY == 0:
+                if self._checkpointer.failed is not None:
+                    # without its thread the log would grow without end: back to SQLite's own
+                    log.warning(
+                        "the checkpoints of %s go back to SQLite's automatic ones: %s",
+                        self.path,
+                        self._checkpointer.failed,
+                    )
+                    conn.execute("PRAGMA wal_autocheckpoint = 1000")
+                    self._checkpointer = None
+                elif self._commits % CHECKPOINT_EVERY == 0:
                     self._checkpointer.request()
 
 

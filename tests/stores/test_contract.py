@@ -1079,3 +1079,31 @@ def test_sqlite_writers_of_one_process_queue_before_the_file_lock(tmp_path: Path
         assert released and began
         assert began[0] >= released[0]  # it did not knock on SQLite's lock meanwhile
         assert second.serial() == 1
+
+
+def test_a_checkpoint_thread_that_cannot_open_the_file_hands_checkpoints_back_to_sqlite(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The firing loop's connection turned SQLite's automatic checkpoint off for its thread;
+    if that thread cannot open the file, the connection takes them back (the log would grow
+    without end otherwise), with one warning naming the file."""
+    from reconciler.stores.sqlite import CHECKPOINT_EVERY
+
+    path = tmp_path / "state.db"
+    now = datetime(2026, 12, 2, tzinfo=UTC)
+    with SqliteStore(path) as firing:
+        firing.defer_flush()
+        checkpointer = firing._checkpointer
+        assert checkpointer is not None
+        checkpointer.path = tmp_path / "gone" / "state.db"  # a file it cannot open
+        for i in range(CHECKPOINT_EVERY):
+            firing.apply_changes(firing.serial(), f"r{i}", [obj(f"s{i}")], [], now)
+        assert checkpointer.thread is not None
+        checkpointer.thread.join(5)
+        assert checkpointer.failed is not None
+        with caplog.at_level("WARNING", logger="reconciler.state"):
+            firing.apply_changes(firing.serial(), "last", [obj("last")], [], now)
+        assert firing._checkpointer is None
+        assert firing._conn is not None
+        assert firing._conn.execute("PRAGMA wal_autocheckpoint").fetchone() == (1000,)
+        assert any(str(path) in r.getMessage() for r in caplog.records)
