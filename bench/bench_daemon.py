@@ -289,6 +289,7 @@ def run_firing(
     expected: int,
     timeout: float,
     workers: int,
+    write_ahead: bool = True,
 ) -> tuple[Recorder, WorkerPool]:
     """Fire the state at ``url`` with a FiringLoop thread and ``workers`` workers until
     ``expected`` runs were handed over (or ``timeout`` real seconds)."""
@@ -314,6 +315,7 @@ def run_firing(
         defer_flush=True,
         prepare_ahead=PREPARE_AHEAD * rate,
         state_check=STATE_CHECK * rate,
+        write_ahead=write_ahead,
     )
     loop.reload()
     pool.start()

@@ -122,6 +122,7 @@ class Daemon:
             telemetry=c.telemetry,
             freeze_armed=True,
             defer_flush=True,
+            write_ahead=True,
         )
         self.reconcile = ReconcileLoop(
             c.open_store(),

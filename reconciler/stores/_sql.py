@@ -53,6 +53,7 @@ from reconciler.stores.base import (
     FiringHead,
     HeartbeatAnswer,
     HistoryEntry,
+    Hold,
     HostResult,
     IdempotencyKey,
     IdempotentRun,
@@ -1943,7 +1944,11 @@ class SqlStore(ABC):
         return out
 
     def record_fires(
-        self, batches: Sequence[FireBatch], now: datetime, recheck: Recheck | None = None
+        self,
+        batches: Sequence[FireBatch],
+        now: datetime,
+        recheck: Recheck | None = None,
+        hold: Hold | None = None,
     ) -> list[FireResult]:
         """Record the ledger entries of many schedules in one transaction (a burst of 1,000
         slots due at one instant is one commit). Each batch is guarded by its cursor
@@ -1956,7 +1961,11 @@ class SqlStore(ABC):
 
         ``recheck``: the batches were decided ahead of time; it is given the schedules'
         running and queued runs, read in this transaction, and returns the batches to write
-        (the results are in the order of those)."""
+        (the results are in the order of those).
+
+        ``hold``: called after every row is written, before the commit (see
+        :data:`~reconciler.stores.base.Hold`). Meanwhile the transaction holds SQLite's write
+        lock, and on PostgreSQL the cursor rows of its schedules."""
         ts = self._ts(as_utc(now, "now"))
         results: dict[str, FireResult] = {}
         with self._tx("write") as tx:
@@ -2064,6 +2073,8 @@ class SqlStore(ABC):
                     f.provenance,
                 )
                 by_schedule.setdefault(rec.schedule or "", []).append(rec)
+            if hold is not None:
+                hold()
         for b in fresh:
             runs = sorted(by_schedule.get(b.schedule, []), key=lambda r: r.id)
             results[b.schedule] = FireResult(

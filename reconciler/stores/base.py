@@ -39,6 +39,10 @@ Activity: TypeAlias = dict[str, tuple[list[RunId], list[RunId]]]
 #: Given the activity of the schedules of a :meth:`StateStore.record_fires` call, read in its
 #: transaction: the batches to write (the same, or decided again where the runs changed).
 Recheck: TypeAlias = Callable[[Activity], Sequence["FireBatch"]]
+#: Called by :meth:`StateStore.record_fires` in its transaction after every row is written and
+#: before the commit (the firing loop waits there for the fire time of a write made ahead); an
+#: exception it raises rolls the whole write back.
+Hold: TypeAlias = Callable[[], None]
 
 JsonValue: TypeAlias = Any
 """A value that :func:`json.dumps` accepts (kept loose on purpose: it is data, not code)."""
@@ -701,7 +705,11 @@ class StateStore(Protocol):
     def fire_cursors(self) -> dict[str, Cursor]: ...
     def firing_heads(self, names: Sequence[str] | None = None) -> list[FiringHead]: ...
     def record_fires(
-        self, batches: Sequence[FireBatch], now: datetime, recheck: Recheck | None = None
+        self,
+        batches: Sequence[FireBatch],
+        now: datetime,
+        recheck: Recheck | None = None,
+        hold: Hold | None = None,
     ) -> list[FireResult]: ...
     def schedule_activity(
         self, schedules: Sequence[str] | None = None
