@@ -11,18 +11,20 @@ Figures are medians (percentiles of the samples of one run for lateness):
    10,000 fires in 30 s, on SQLite and PostgreSQL, through the real :class:`FiringLoop` and a
    :class:`WorkerPool` of two workers executing every run with the fake executor; again with no
    worker (firing alone), and firing alone without the flush to disk (SQLite: the state in
-   /dev/shm; PostgreSQL: ``synchronous_commit=off`` in the state URL's options) to show what
-   the disk costs. Slots are whole seconds, so 10,000 fires in 30 real seconds are 30 bursts
-   of 333: that is the shape ``bursts``. The shape ``spread`` is APScheduler's usual test, one
-   fire every 3 ms: there the firing loop runs on a clock that shows 333 s pass per real
-   second (the Clock seam; every other line of code is the same), so each whole-second slot
-   is 3 ms of real time after the previous one, and lateness is converted back to real time.
-   Peers in both shapes: APScheduler 3 ``BackgroundScheduler`` with 10,000 in-memory date jobs
-   (lateness when the job function starts in its thread pool), and a plain heap +
-   ``Event.wait`` loop handing each fire to a queue (the floor);
+   /dev/shm; PostgreSQL: ``synchronous_commit=off`` in the state URL's options) to show what the
+   disk costs, and firing alone with the write begun at the fire time instead of ahead of it
+   (what writing ahead buys; ``serve`` writes ahead). Slots are whole seconds, so 10,000 fires in
+   30 real seconds are 30 bursts of 333: that is the shape ``bursts``. The shape ``spread`` is
+   APScheduler's usual test, one fire every 3 ms: there the firing loop runs on a clock that
+   shows 333 s pass per real second (the Clock seam; every other line of code is the same), so
+   each whole-second slot is 3 ms of real time after the previous one, and lateness is converted
+   back to real time. Peers in both shapes: APScheduler 3 ``BackgroundScheduler`` with 10,000
+   in-memory date jobs (lateness when the job function starts in its thread pool), and a plain
+   heap + ``Event.wait`` loop handing each fire to a queue (the floor);
 2. burst: 1,000 slots due at one instant, from ``fire_at`` until all 1,000 are recorded and
-   handed to the workers; APScheduler's drain of 1,000 date jobs at one instant (until the
-   last job function starts) and the heap loop as the peers;
+   handed to the workers, written ahead (as ``serve``) and at the fire time; APScheduler's drain
+   of 1,000 date jobs at one instant (until the last job function starts) and the heap loop as
+   the peers;
 3. scale, each figure in a new process, on SQLite and PostgreSQL states of 100,000 applied
    schedules (built with a store-level bulk apply, ``when`` forms from ``bench/repo_gen.py``):
    ready to fire (``FiringLoop.reload``) and resident memory; recovery after a 1-hour outage
@@ -343,6 +345,7 @@ def lateness_ours(
     shape: str,
     workers: int,
     url_options: str = "",
+    write_ahead: bool = True,
 ) -> Lateness:
     """``n`` fires over ``seconds`` through the real firing loop (see the module docstring)."""
     span = max(1, int(seconds))
@@ -368,7 +371,7 @@ def lateness_ours(
         if shape == "spread":
             assert isinstance(clock, LapseClock)
             clock.t0 = time.perf_counter()  # the building above took real time: start now
-        rec, _ = run_firing(url + url_options, clock, rate, n, seconds + 30, workers)
+        rec, _ = run_firing(url + url_options, clock, rate, n, seconds + 30, workers, write_ahead)
     return Lateness(rec.late, n)
 
 
@@ -466,22 +469,26 @@ def section_lateness(
         )
         print(f"   {shape} ({desc}):")
         for backend in states.names():
-            variants: list[tuple[str, States, int, str]] = [
-                ("2 workers running every run", states, 2, ""),
-                ("firing alone (no worker)", states, 0, ""),
+            variants: list[tuple[str, States, int, str, bool]] = [
+                ("2 workers running every run", states, 2, "", True),
+                ("firing alone (no worker)", states, 0, "", True),
             ]
             if shape == "bursts":
                 variants = variants[:1]
-            elif backend == "sqlite" and memory is not None:
-                variants.append(("firing alone, /dev/shm", memory, 0, ""))
-            elif backend == "postgresql":
-                off = quote(" -csynchronous_commit=off")
-                variants.append(("firing alone, no flush", states, 0, off))
-            for what, where, workers, options in variants:
-                lat = lateness_ours(where, backend, n, seconds, shape, workers, options)
+            else:
+                variants.append(("alone, written at fire time", states, 0, "", False))
+                if backend == "sqlite" and memory is not None:
+                    variants.append(("firing alone, /dev/shm", memory, 0, "", True))
+                elif backend == "postgresql":
+                    off = quote(" -csynchronous_commit=off")
+                    variants.append(("firing alone, no flush", states, 0, off, True))
+            for what, where, workers, options, ahead in variants:
+                lat = lateness_ours(where, backend, n, seconds, shape, workers, options, ahead)
                 results[f"{shape}/{backend}/{what}"] = lat
                 goal = ""
-                if shape == "spread" and not options and where is states:
+                if not ahead:
+                    goal = "(the write begun at the fire time, not ahead of it)"
+                elif shape == "spread" and not options and where is states:
                     p50_goal = 0.0002 if backend == "sqlite" else 0.002
                     p50 = pct(lat.samples, 50)
                     goal = f"goal p50 <= {ms(p50_goal)}: {verdict(p50, p50_goal)}"
@@ -537,10 +544,10 @@ def bulk_state(
         yield url
 
 
-def burst_ours(states: States, backend: str, n: int) -> float:
+def burst_ours(states: States, backend: str, n: int, write_ahead: bool = True) -> float:
     """Seconds from the instant ``n`` slots are due until all are recorded and handed over."""
     with burst_state(states, backend, n) as (url, _):
-        rec, _ = run_firing(url, SystemClock(), 1.0, n, 30, 2)
+        rec, _ = run_firing(url, SystemClock(), 1.0, n, 30, 2, write_ahead)
     assert len(rec.late) == n, f"{len(rec.late)} of {n} fired"
     return max(rec.late)
 
@@ -602,6 +609,11 @@ def section_burst(states: States, n: int, repeats: int) -> dict[str, Any]:
             f"   ours, {backend:<10}                   {ms(value):>10}   "
             f"goal <= 15 ms: {verdict(value, 0.015)}"
         )
+        at_time = statistics.median(
+            burst_ours(states, backend, n, write_ahead=False) for _ in range(repeats)
+        )
+        results[f"{backend}/at-time"] = at_time
+        print(f"     written at the fire time, not ahead {ms(at_time):>10}")
         alone = statistics.median(burst_write_alone(states, backend, n) for _ in range(repeats))
         results[f"{backend}/write"] = alone
         print(
