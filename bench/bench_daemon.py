@@ -147,8 +147,10 @@ class LapseClock:
     def monotonic(self) -> float:
         return (time.perf_counter() - self.t0) * self.rate
 
-    def sleep_until(self, deadline: datetime, wake: threading.Event) -> bool:
-        return spin_until(self.now, deadline, wake, self.rate)
+    def sleep_until(
+        self, deadline: datetime, wake: threading.Event, *, give_up: float | None = None
+    ) -> bool:
+        return spin_until(self.now, deadline, wake, self.rate, give_up, self.monotonic)
 
 
 # -- states: a small repository applied through the engine, then schedules cloned in bulk

@@ -30,8 +30,12 @@ class Clock(Protocol):
         """Seconds on a clock that never goes back (for intervals, not for instants)."""
         ...
 
-    def sleep_until(self, deadline: datetime, wake: threading.Event) -> bool:
-        """Block until ``deadline`` (wall clock) or until ``wake`` is set, whichever is first.
+    def sleep_until(
+        self, deadline: datetime, wake: threading.Event, *, give_up: float | None = None
+    ) -> bool:
+        """Block until ``deadline`` (wall clock) or until ``wake`` is set, whichever is first;
+        with ``give_up``, a reading of :meth:`monotonic`, also no longer than that (a wall
+        clock stepped back while waiting does not lengthen the wait past it).
 
         Returns True when woken by ``wake`` (the caller clears it)."""
         ...
@@ -53,19 +57,28 @@ class SystemClock:
     def monotonic(self) -> float:
         return time.monotonic()
 
-    def sleep_until(self, deadline: datetime, wake: threading.Event) -> bool:
+    def sleep_until(
+        self, deadline: datetime, wake: threading.Event, *, give_up: float | None = None
+    ) -> bool:
         # The wall clock is re-read after every wake, so a clock step shortens or lengthens
-        # the wait; the last :data:`SPIN_SECONDS` are spun (see there).
-        return spin_until(self.now, deadline, wake, 1.0)
+        # the wait (up to ``give_up``); the last :data:`SPIN_SECONDS` are spun (see there).
+        return spin_until(self.now, deadline, wake, 1.0, give_up, self.monotonic)
 
 
 def spin_until(
-    now: Callable[[], datetime], deadline: datetime, wake: threading.Event, rate: float
+    now: Callable[[], datetime],
+    deadline: datetime,
+    wake: threading.Event,
+    rate: float,
+    give_up: float | None = None,
+    monotonic: Callable[[], float] = time.monotonic,
 ) -> bool:
-    """:meth:`SystemClock.sleep_until` for a wall clock ``now`` that runs ``rate`` times as
-    fast as real time (1.0: the real clock)."""
+    """:meth:`SystemClock.sleep_until` for a wall clock ``now`` and a ``monotonic`` clock that
+    run ``rate`` times as fast as real time (1.0: the real clock)."""
     while True:
         remaining = (deadline - now()).total_seconds() / rate
+        if give_up is not None:
+            remaining = min(remaining, (give_up - monotonic()) / rate)
         if remaining <= 0:
             return wake.is_set()
         if remaining > SPIN_SECONDS:
@@ -113,9 +126,11 @@ class ManualClock:
                 self._mono += step.total_seconds()
             self._cond.notify_all()
 
-    def sleep_until(self, deadline: datetime, wake: threading.Event) -> bool:
+    def sleep_until(
+        self, deadline: datetime, wake: threading.Event, *, give_up: float | None = None
+    ) -> bool:
         with self._cond:
-            while self._now < deadline:
+            while self._now < deadline and (give_up is None or self._mono < give_up):
                 if wake.is_set():
                     return True
                 # Short real waits so that ``wake`` (an Event, not this condition) is noticed.

@@ -426,10 +426,12 @@ class _FunctionClock:
     def monotonic(self) -> float:
         return time.monotonic()
 
-    def sleep_until(self, deadline: datetime, wake: threading.Event) -> bool:
+    def sleep_until(
+        self, deadline: datetime, wake: threading.Event, *, give_up: float | None = None
+    ) -> bool:
         from reconciler.clock import SystemClock
 
-        return SystemClock().sleep_until(deadline, wake)
+        return SystemClock().sleep_until(deadline, wake, give_up=give_up)
 
 
 @contextlib.contextmanager

@@ -124,3 +124,42 @@ def test_a_write_ahead_whose_fire_time_goes_away_is_rolled_back_and_written_once
     assert len(calls) == 2 and calls[0][1] and not calls[1][1]  # the retry: at its time
     (run,) = other.list_runs(schedule="once")
     assert run.slot == fire and run.created_at >= fire
+
+
+def test_a_wall_clock_stepped_back_during_the_wait_ends_it_at_its_bound(
+    tmp_path: Path, open_state: Callable[[], StateStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = open_state()
+    clock = _SteppedClock()
+    fire = _once_at(tmp_path, store, clock.now())
+    waited: list[float] = []
+
+    def step_while_waiting(hold: Callable[[], None]) -> Callable[[], None]:
+        def stepped() -> None:
+            if waited:
+                return hold()
+            # the step comes while the hold sleeps, not before it
+            timer = threading.Timer(0.02, lambda: setattr(clock, "offset", -timedelta(hours=1)))
+            timer.start()
+            start = time.monotonic()
+            try:
+                hold()
+            finally:
+                waited.append(time.monotonic() - start)
+                timer.join()
+
+        return stepped
+
+    _spy(monkeypatch, store, step_while_waiting)
+    loop = FiringLoop(store, clock, write_ahead=True)
+    loop.write_cost = 0.01  # the longest lead, so that the step lands inside the wait
+    loop.reload()
+    other = open_state()
+    with _running(loop):
+        _until(lambda: bool(waited), "the write ahead to give up")
+        assert waited[0] < 2 * PREPARE_AHEAD.total_seconds() + 0.5
+        assert other.get_slot("once", fire) is None
+        clock.offset = timedelta(0)
+        _until(lambda: other.get_slot("once", fire) is not None, "the slot's entry")
+    (run,) = other.list_runs(schedule="once")
+    assert run.slot == fire

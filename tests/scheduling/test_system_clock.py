@@ -43,3 +43,11 @@ def test_a_wait_past_its_deadline_returns_at_once() -> None:
     assert clock.sleep_until(clock.now() - timedelta(seconds=1), wake) is False
     wake.set()
     assert clock.sleep_until(clock.now() - timedelta(seconds=1), wake) is True
+
+
+def test_a_wait_gives_up_at_its_monotonic_bound_when_the_wall_clock_went_back() -> None:
+    wake = threading.Event()
+    wall = datetime.now(UTC) - timedelta(hours=1)  # the deadline is an hour away by the wall
+    start = time.monotonic()
+    assert spin_until(lambda: wall, wall + timedelta(hours=1), wake, 1.0, start + 0.05) is False
+    assert 0.05 <= time.monotonic() - start < 1.0
