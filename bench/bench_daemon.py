@@ -86,7 +86,7 @@ from reconciler.engine.firing import (  # noqa: E402
 )
 from reconciler.engine.keys import create_key  # noqa: E402
 from reconciler.engine.runs import execute_claimed  # noqa: E402
-from reconciler.engine.working import Lease, WorkerPool  # noqa: E402
+from reconciler.engine.working import LEASE_SECONDS, Lease, WorkerPool  # noqa: E402
 from reconciler.executors.fake import FakeExecutor  # noqa: E402
 from reconciler.executors.spec import Executor  # noqa: E402
 from reconciler.model.documents import Schedule  # noqa: E402
@@ -304,8 +304,16 @@ def run_firing(
         opened.append(s)
         return s
 
+    # the pool's intervals scaled as the loop's below, so its leases, heartbeats and polls
+    # stay in real time as in serve
     pool = WorkerPool(
-        opener, fake_execute(FakeExecutor(), clock), clock, "bench", workers, idle_poll=1.0
+        opener,
+        fake_execute(FakeExecutor(), clock),
+        clock,
+        "bench",
+        workers,
+        lease_seconds=LEASE_SECONDS * rate,
+        idle_poll=1.0 * rate,
     )
     rec = Recorder(clock, rate, pool)
     rec.want = expected
@@ -332,7 +340,7 @@ def run_firing(
         loop.stop()
         thread.join(10)
         pool.stop_claiming()
-        pool.join(30)
+        pool.join(30 * rate)  # real seconds, as the pool's clock may run faster
         for s in opened:
             s.close()
     assert not errors, errors
