@@ -102,6 +102,38 @@ class StateHealth:
         return self._down is not None
 
 
+class PassLog:
+    """Logs the result of each reconcile pass. A pass that finds what the one before found
+    (the same revision in force, the same stall, the same pending change) logs at debug, so a
+    daemon polling every minute does not repeat "is applied" or a stall's diagnostics each
+    time; ``status`` keeps them. A pass that wrote something always logs."""
+
+    def __init__(self) -> None:
+        self._last: tuple[str, str | None] | None = None
+
+    def __call__(self, result: PassResult) -> None:
+        kind = "in force" if result.outcome in ("applied", "unchanged") else result.outcome
+        key = (kind, result.revision)
+        if key == self._last and not result.changed:
+            log.debug("%s", result.message)
+            return
+        self._last = key
+        if result.outcome == "stalled":
+            log.error("stalled: %s", result.message)
+            for d in result.diagnostics[:20]:
+                log.error(
+                    "  %s:%s:%s: %s[%s]: %s",
+                    d.path,
+                    d.line,
+                    d.column,
+                    d.severity.value,
+                    d.code,
+                    d.message,
+                )
+        else:
+            log.info("%s", result.message)
+
+
 class Daemon:
     def __init__(self, config: DaemonConfig) -> None:
         from reconciler.engine.runs import execute_claimed
@@ -110,6 +142,7 @@ class Daemon:
         c = config
         self.started = c.clock.now()
         self.health = StateHealth()
+        self.pass_log = PassLog()
         self.stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         # tens of thousands of armed schedules live as long as the process: keep the
@@ -129,7 +162,7 @@ class Daemon:
             c.repo,
             c.clock,
             self.firing.poke,
-            self._passed,
+            self.pass_log,
             poll_seconds=c.poll.total_seconds(),
             telemetry=c.telemetry,
         )
@@ -209,22 +242,6 @@ class Daemon:
         if timed and run.started_at is not None and run.finished_at is not None:
             took = (run.finished_at - run.started_at).total_seconds()
         self.config.telemetry.run_finished(run.template, run.status, took)
-
-    def _passed(self, result: PassResult) -> None:
-        if result.outcome == "stalled":
-            log.error("stalled: %s", result.message)
-            for d in result.diagnostics[:20]:
-                log.error(
-                    "  %s:%s:%s: %s[%s]: %s",
-                    d.path,
-                    d.line,
-                    d.column,
-                    d.severity.value,
-                    d.code,
-                    d.message,
-                )
-        else:
-            log.info("%s", result.message)
 
     def request_reconcile(self, reason: str) -> None:
         """Ask for a reconcile pass (a forge push, an API call); passes coalesce."""

@@ -637,7 +637,9 @@ class Sender:
                 error,
             )
         else:
-            log.warning(
+            # the first failure is a warning; the retries of it are routine until one gives up
+            log.log(
+                logging.WARNING if row.attempts <= 1 else logging.INFO,
                 "notification %s (%s to channel %s), attempt %d failed: %s; next at %s",
                 row.delivery_id,
                 row.event,

@@ -4,6 +4,7 @@ stays in force; a newer good commit moves on."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.clock import ManualClock
+from reconciler.engine.daemon import PassLog
 from reconciler.engine.reconciling import ReconcileLoop, reconcile_once
 from reconciler.errors import RevisionNotFound
 from reconciler.stores import open_store
@@ -82,3 +84,54 @@ def test_a_deleted_tracked_branch_stalls_the_loop_with_one_line(tmp_path: Path) 
         assert (
             attempt is not None and not attempt.ok and "does not exist" in (attempt.message or "")
         )
+
+
+def test_the_log_says_each_revision_and_stall_once_not_at_every_poll(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """serve polls every minute: a pass that finds the same revision in force, or the same
+    stall, logs at debug; a new revision, a stall and the recovery from it log once each."""
+    repo, _ = _repo(tmp_path)
+    clock = ManualClock(T0)
+    said = PassLog()
+
+    def lines() -> list[tuple[str, str]]:
+        out = [(r.levelname, r.getMessage()) for r in caplog.records if r.levelno > logging.DEBUG]
+        caplog.clear()
+        return out
+
+    with (
+        open_store(tmp_path / "state.sqlite") as store,
+        caplog.at_level(logging.DEBUG, logger="reconciler.daemon"),
+    ):
+        said(reconcile_once(store, str(repo), clock))
+        [(level, text)] = lines()
+        assert level == "INFO" and text.startswith("applied")
+        for _ in range(3):  # polls that find the revision applied
+            said(reconcile_once(store, str(repo), clock))
+        assert lines() == []
+        (repo / "schedules" / "bad.yaml").write_text(schedule("bad", '{cron: "0 99 * * *"}'))
+        _commit(repo, "bad")
+        said(reconcile_once(store, str(repo), clock))
+        stalled = lines()
+        assert stalled and all(level == "ERROR" for level, _ in stalled)
+        assert stalled[0][1].startswith("stalled:") and "bad.yaml" in "".join(
+            t for _, t in stalled[1:]
+        )
+        for _ in range(3):  # polls that find the same invalid commit
+            said(reconcile_once(store, str(repo), clock))
+        assert lines() == []
+        (repo / "schedules" / "bad.yaml").unlink()
+        _commit(repo, "fixed")
+        said(reconcile_once(store, str(repo), clock))
+        [(level, text)] = lines()
+        assert level == "INFO" and text.startswith("applied")
+    # a new process (serve restarted on the stalled state) says where it stands once
+    fresh = PassLog()
+    with (
+        open_store(tmp_path / "state.sqlite") as store,
+        caplog.at_level(logging.DEBUG, logger="reconciler.daemon"),
+    ):
+        fresh(reconcile_once(store, str(repo), clock))
+        [(level, text)] = lines()
+        assert level == "INFO" and "is applied" in text

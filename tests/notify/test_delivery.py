@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import email
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -90,7 +91,7 @@ def test_a_receiver_that_fails_twice_gets_the_same_delivery_id_three_times(
 
 
 def test_a_delivery_gives_up_after_the_last_attempt_and_is_visible_as_failed(
-    store: StateStore, repo: Path, receiver: Receiver
+    store: StateStore, repo: Path, receiver: Receiver, caplog: pytest.LogCaptureFixture
 ) -> None:
     applied(store, repo)
     receiver.plan = [500] * 10
@@ -99,8 +100,12 @@ def test_a_delivery_gives_up_after_the_last_attempt_and_is_visible_as_failed(
         [],
         NOW,
     )
-    _drain(store, ManualClock(NOW), rounds=10, attempts=3)
+    with caplog.at_level(logging.DEBUG, logger="reconciler.notify"):
+        _drain(store, ManualClock(NOW), rounds=10, attempts=3)
     assert len(receiver.got) == 3
+    # the first failure warns, its retry is routine, the give-up is an error: one line each
+    levels = [(r.levelname, r.getMessage().split(": ")[0][-16:]) for r in caplog.records]
+    assert [lv for lv, _ in levels] == ["WARNING", "INFO", "ERROR"], levels
     (failed,) = store.list_notifications("failed")
     assert failed.attempts == 3 and failed.last_error and "HTTP 500" in failed.last_error
     assert store.notification_counts()["failed"] == 1
