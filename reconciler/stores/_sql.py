@@ -992,11 +992,16 @@ class SqlStore(ABC):
             self._write_firing(
                 tx, upserts, [n for k, n in gone if k == "Schedule"], new, revision, ts
             )
-            created = sum(1 for k in keys if k not in existing)
+            # the history counts the repository's documents; the reconciler's own objects
+            # (kinds starting with "_": where the repository is, the derived server list) are
+            # not documents a user wrote, and the plan's summary leaves them out too
+            docs = [k for k in keys if not k[0].startswith("_")]
+            created = sum(1 for k in docs if k not in existing)
+            removed = sum(1 for k, _ in gone if not k.startswith("_"))
             tx.run(
                 "INSERT INTO rc_revisions (serial, revision, applied_at, created, updated, "
                 "deleted, message, signing_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (new, revision, ts, created, len(keys) - created, len(gone), message, signing_key),
+                (new, revision, ts, created, len(docs) - created, removed, message, signing_key),
             )
             tx.run(
                 "UPDATE rc_meta SET serial = ?, revision = ?, applied_at = ?, signing_key = ? "

@@ -181,7 +181,8 @@ class ObjectRecord:
 
 @dataclass(frozen=True, slots=True)
 class HistoryEntry:
-    """One applied revision."""
+    """One applied revision. ``created``, ``updated`` and ``deleted`` count the repository's
+    documents, not the reconciler's own objects (kinds starting with ``_``)."""
 
     serial: int
     revision: str | None

@@ -212,10 +212,17 @@ def test_a_directory_is_not_a_usable_state(tmp_path: Path) -> None:
 def test_apply_creates_updates_and_deletes_in_one_new_serial_and_records_the_revision(
     store: StateStore,
 ) -> None:
-    s1 = store.apply_changes(0, "rev1", [obj("a"), obj("b"), obj("t", kind="JobTemplate")], [], NOW)
+    internal = obj("location", kind="_Source")  # the reconciler's own: not counted
+    s1 = store.apply_changes(
+        0, "rev1", [obj("a"), obj("b"), obj("t", kind="JobTemplate"), internal], [], NOW
+    )
     later = NOW + timedelta(minutes=5)
     s2 = store.apply_changes(
-        s1, "rev2", [obj("a", "v2"), obj("c")], [("Schedule", "b"), ("Schedule", "zz")], later
+        s1,
+        "rev2",
+        [obj("a", "v2"), obj("c"), obj("location", "v2", kind="_Source")],
+        [("Schedule", "b"), ("Schedule", "zz")],
+        later,
     )
     assert (s1, s2) == (1, 2)
     a = store.get_object("Schedule", "a")
@@ -229,6 +236,7 @@ def test_apply_creates_updates_and_deletes_in_one_new_serial_and_records_the_rev
         ("JobTemplate", "t"),
         ("Schedule", "a"),
         ("Schedule", "c"),
+        ("_Source", "location"),
     ]
     info = store.info()
     assert (info.serial, info.revision, info.applied_at) == (2, "rev2", later)
