@@ -61,6 +61,7 @@ def watch(
 
     Blocks; run it in a thread. Bursts within 50 ms are one call."""
     force_polling = False
+    warned = False  # one warning while the paths cannot be watched, not one per retry
     while not stop.is_set():
         try:
             for _changes in watchfiles.watch(
@@ -75,11 +76,21 @@ def watch(
                 yield_on_timeout=False,
                 rust_timeout=1000,
             ):
+                warned = False  # watching: a later failure warns again
                 on_change()
             return
         except (OSError, RuntimeError) as e:
-            if force_polling:
-                log.warning("cannot watch %s: %s; relying on the poll timer", paths, e)
+            missing = [str(p) for p in paths if not p.exists()]
+            if missing or force_polling:
+                if not warned:
+                    log.warning(
+                        "cannot watch %s: %s; relying on the poll timer, and trying again "
+                        "every %.0f s",
+                        ", ".join(missing or [str(p) for p in paths]),
+                        "no such file or directory" if missing else e,
+                        poll_delay,
+                    )
+                    warned = True
                 stop.wait(poll_delay)
                 continue
             log.info(
