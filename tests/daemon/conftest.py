@@ -9,9 +9,11 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from textwrap import dedent
@@ -19,6 +21,7 @@ from textwrap import dedent
 import pytest
 
 from reconciler.engine.desired import load_repo
+from reconciler.engine.firing import FiringLoop
 from reconciler.engine.planning import apply_plan, plan_against_state
 from reconciler.stores import StateStore, open_store
 from tests.gitutil import git
@@ -214,13 +217,29 @@ def make_repo(tmp_path: Path, docs: dict[str, str]) -> Path:
     return root
 
 
-def until(cond: object, timeout: float, what: str) -> None:
+def until(cond: object, timeout: float, what: str, step: float = 0.05) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if cond():  # type: ignore[operator]
             return
-        time.sleep(0.05)
+        time.sleep(step)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+@contextmanager
+def running_loop(loop: FiringLoop) -> Iterator[None]:
+    """``loop.run_forever`` in a thread, as the daemon runs it; stopped and joined at the end,
+    and any error it reported fails the test."""
+    errors: list[Exception] = []
+    thread = threading.Thread(target=loop.run_forever, args=(errors.append,), daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        loop.stop()
+        thread.join(10)
+    assert not thread.is_alive()
+    assert not errors, errors
 
 
 def ledger_slots(store: StateStore, name: str) -> list[datetime]:

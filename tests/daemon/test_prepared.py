@@ -4,8 +4,6 @@ and writes it at the fire time: what changes in between must count. Driven throu
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -15,33 +13,10 @@ from reconciler.clock import ManualClock
 from reconciler.engine.firing import PREPARE_AHEAD, FiringLoop
 from reconciler.stores import NewRun, StateStore
 
-from .conftest import apply_dir, schedule, write_repo
+from .conftest import apply_dir, running_loop, schedule, until, write_repo
 
 T0 = datetime(2026, 6, 15, 10, 0, 30, tzinfo=UTC)
 SLOT = datetime(2026, 6, 15, 11, tzinfo=UTC)
-
-
-@contextmanager
-def _running(loop: FiringLoop) -> Iterator[None]:
-    errors: list[Exception] = []
-    thread = threading.Thread(target=loop.run_forever, args=(errors.append,), daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        loop.stop()
-        thread.join(10)
-    assert not thread.is_alive()
-    assert not errors, errors
-
-
-def _until(cond: Callable[[], bool], what: str) -> None:
-    end = time.monotonic() + 10
-    while time.monotonic() < end:
-        if cond():
-            return
-        time.sleep(0.005)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _busy(store: StateStore) -> int:
@@ -67,9 +42,9 @@ def _decided(tmp_path: Path, store: StateStore) -> Iterator[tuple[FiringLoop, Ma
     """The loop running, with the decision for ``SLOT`` made (the clock half the lead before
     it) and not written yet."""
     loop, clock = _setup(tmp_path, store)
-    with _running(loop):
+    with running_loop(loop):
         clock.set(SLOT - PREPARE_AHEAD / 2)
-        _until(lambda: loop._prepared is not None, "the decision ahead of the slot")
+        until(lambda: loop._prepared is not None, 10, "the decision ahead of the slot", 0.005)
         assert store.get_slot("busy", SLOT) is None  # decided, not written
         yield loop, clock
 
@@ -86,7 +61,7 @@ def test_a_run_that_finished_after_the_decision_lets_the_slot_run(
         # the run it would overlap finishes before the fire time
         assert store.record_outcome(running, "w", "succeeded", None, [], [], T0)
         clock.set(SLOT)
-        _until(lambda: store.get_slot("busy", SLOT) is not None, "the slot's entry")
+        until(lambda: store.get_slot("busy", SLOT) is not None, 10, "the slot's entry", 0.005)
     entry = store.get_slot("busy", SLOT)
     assert entry is not None and entry.skip_reason is None and entry.run_id is not None
 
@@ -98,7 +73,7 @@ def test_a_run_that_started_after_the_decision_makes_the_slot_overlap(
     with _decided(tmp_path, store) as (_loop, clock):
         _busy(store)  # e.g. an API trigger of the schedule's template, claimed at once
         clock.set(SLOT)
-        _until(lambda: store.get_slot("busy", SLOT) is not None, "the slot's entry")
+        until(lambda: store.get_slot("busy", SLOT) is not None, 10, "the slot's entry", 0.005)
     entry = store.get_slot("busy", SLOT)
     assert entry is not None and entry.skip_reason == "overlap"
 
@@ -110,7 +85,12 @@ def test_a_decision_fired_late_is_judged_by_the_misfire_policy_when_it_is_record
     with _decided(tmp_path, store) as (_loop, clock):
         clock.set(SLOT + timedelta(hours=3))  # the wall clock jumps (or the process stalled)
         last = SLOT + timedelta(hours=3)
-        _until(lambda: store.get_slot("busy", last) is not None, "the entries after the jump")
+        until(
+            lambda: store.get_slot("busy", last) is not None,
+            10,
+            "the entries after the jump",
+            0.005,
+        )
     entries = list(reversed(store.list_slots("busy", limit=100)))
     # misfire policy ``once`` at the time of the write: the late slots are one misfire range,
     # the last one runs; the prepared decision (a run at 11:00, on time) was not written
@@ -129,6 +109,6 @@ def test_a_change_of_the_schedules_drops_the_decision(
         apply_dir(store, write_repo(tmp_path, docs), T0)
         loop.poke()
         clock.set(SLOT)
-        _until(lambda: store.get_slot("busy", SLOT) is not None, "the slot's entry")
+        until(lambda: store.get_slot("busy", SLOT) is not None, 10, "the slot's entry", 0.005)
     entry = store.get_slot("busy", SLOT)
     assert entry is not None and entry.skip_reason == "paused"

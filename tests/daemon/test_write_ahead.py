@@ -18,8 +18,7 @@ from reconciler.clock import SystemClock
 from reconciler.engine.firing import PREPARE_AHEAD, FiringLoop
 from reconciler.stores import StateStore
 
-from .conftest import apply_dir, schedule, write_repo
-from .test_prepared import _running, _until
+from .conftest import apply_dir, running_loop, schedule, until, write_repo
 
 
 class _SteppedClock(SystemClock):
@@ -69,7 +68,7 @@ def test_a_slot_written_ahead_is_committed_at_its_fire_time_and_stamped_with_it(
     loop.reload()
     other = open_state()  # a reader on its own connection, as a worker or the API
     seen: datetime | None = None
-    with _running(loop):
+    with running_loop(loop):
         end = time.monotonic() + 10
         while seen is None and time.monotonic() < end:
             if other.get_slot("once", fire) is not None:
@@ -111,8 +110,8 @@ def test_a_write_ahead_whose_fire_time_goes_away_is_rolled_back_and_written_once
     loop = FiringLoop(store, clock, write_ahead=True)
     loop.reload()
     other = open_state()
-    with _running(loop):
-        _until(rolled_back.is_set, "the write ahead to give up")
+    with running_loop(loop):
+        until(rolled_back.is_set, 10, "the write ahead to give up", 0.005)
         # it waited its bound (twice the lead it may take), not the hour, and kept nothing
         assert held["real"] < 2 * PREPARE_AHEAD.total_seconds() + 0.5
         assert other.get_slot("once", fire) is None
@@ -120,7 +119,7 @@ def test_a_write_ahead_whose_fire_time_goes_away_is_rolled_back_and_written_once
         time.sleep(0.3)  # an hour before the slot by the wall clock: nothing is written
         assert other.get_slot("once", fire) is None
         clock.offset = timedelta(0)  # the clock comes back: the slot is due (past, by now)
-        _until(lambda: other.get_slot("once", fire) is not None, "the slot's entry")
+        until(lambda: other.get_slot("once", fire) is not None, 10, "the slot's entry", 0.005)
     assert len(calls) == 2 and calls[0][1] and not calls[1][1]  # the retry: at its time
     (run,) = other.list_runs(schedule="once")
     assert run.slot == fire and run.created_at >= fire
@@ -155,11 +154,11 @@ def test_a_wall_clock_stepped_back_during_the_wait_ends_it_at_its_bound(
     loop.write_cost = 0.01  # the longest lead, so that the step lands inside the wait
     loop.reload()
     other = open_state()
-    with _running(loop):
-        _until(lambda: bool(waited), "the write ahead to give up")
+    with running_loop(loop):
+        until(lambda: bool(waited), 10, "the write ahead to give up", 0.005)
         assert waited[0] < 2 * PREPARE_AHEAD.total_seconds() + 0.5
         assert other.get_slot("once", fire) is None
         clock.offset = timedelta(0)
-        _until(lambda: other.get_slot("once", fire) is not None, "the slot's entry")
+        until(lambda: other.get_slot("once", fire) is not None, 10, "the slot's entry", 0.005)
     (run,) = other.list_runs(schedule="once")
     assert run.slot == fire
