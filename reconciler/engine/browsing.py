@@ -222,6 +222,8 @@ def schedule_detail(store: StateStore, name: str) -> dict[str, Any] | None:
         doc = {}
     meta = doc.get("metadata") if isinstance(doc, dict) else None
     spec = _spec_of(rec)
+    raw = spec.get("when")
+    when = {k: v for k, v in raw.items() if v is not None} if isinstance(raw, dict) else {}
     return {
         "name": rec.name,
         "state": rec.state or "active",
@@ -229,7 +231,8 @@ def schedule_detail(store: StateStore, name: str) -> dict[str, Any] | None:
         "revision": rec.revision,
         "template": str(spec.get("template", "")),
         "owner": str(spec.get("owner", "")),
-        "when": {k: v for k, v in (spec.get("when") or {}).items() if v is not None},
+        "when": when,
+        "when_text": describe_when(when, default_timezone(store)),
         "description": (meta or {}).get("description"),
         "updated": rec.updated_at,
     }
@@ -310,3 +313,75 @@ def approval_page(
             if slot is not None:
                 due[rec.name] = slot
     return ApprovalPage(entries, due, records[-1].name if more and records else None)
+
+
+_DAY_NAMES = {
+    "mon": "Monday",
+    "tue": "Tuesday",
+    "wed": "Wednesday",
+    "thu": "Thursday",
+    "fri": "Friday",
+    "sat": "Saturday",
+    "sun": "Sunday",
+}
+_MONTH_NAMES = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+]
+
+
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def describe_when(when: dict[str, Any], default_zone: str) -> str | None:
+    """A schedule's ``when`` (as applied) in words, for the schedule page: "every day at
+    02:00, Europe/Berlin time". None when it is not a form this version knows (the page
+    then shows the raw value only)."""
+    try:
+        zone = str(when.get("timezone") or default_zone)
+        if "cron" in when:
+            from reconciler.scheduling.cron import parse_cron
+            from reconciler.scheduling.explain import describe_cron
+
+            said = describe_cron(parse_cron(str(when["cron"]))).rstrip(".")
+            text = said[:1].lower() + said[1:]
+        elif "every" in when:
+            text = f"every {when['every']}"
+        elif "at" in when:
+            text = f"once, at {str(when['at']).replace('T', ' ')}"
+        elif "daily" in when:
+            text = f"every day at {when['daily']['at']}"
+        elif "weekly" in when:
+            days = [_DAY_NAMES.get(str(d), str(d)) for d in when["weekly"]["days"]]
+            text = f"every {_and(days)} at {when['weekly']['at']}"
+        elif "monthly" in when:
+            day = when["monthly"]["day"]
+            which = "the last day" if day == "last" else f"day {int(day)}"
+            text = f"on {which} of every month at {when['monthly']['at']}"
+        elif "yearly" in when:
+            y = when["yearly"]
+            text = f"every year on {int(y['day'])} {_MONTH_NAMES[int(y['month']) - 1]} at {y['at']}"
+        else:
+            return None
+    except (KeyError, TypeError, ValueError, IndexError):
+        return None
+    text += f", {zone} time"
+    if when.get("start") or when.get("end"):
+        if when.get("start"):
+            text += f", from {str(when['start']).replace('T', ' ')}"
+        if when.get("end"):
+            text += f", until {str(when['end']).replace('T', ' ')}"
+    if when.get("jitter"):
+        text += f", each fire up to {when['jitter']} after its slot (jitter)"
+    return text

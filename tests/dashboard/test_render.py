@@ -1,14 +1,18 @@
 """The dashboard's pure pieces: how instants and distances read, the timeline picture, where a
-sign-in may redirect to, and the CSRF token."""
+sign-in may redirect to, the CSRF token, and a schedule's ``when`` in words."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from reconciler.api.dashboard import render, session
+from reconciler.engine.browsing import describe_when, schedule_detail
+from reconciler.stores import open_store
+from tests.daemon.conftest import apply_dir
 
 NOW = datetime(2025, 3, 29, 12, 0, tzinfo=UTC)
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -88,3 +92,39 @@ def test_the_csrf_token_is_per_session_and_checked_whole() -> None:
     assert not session.csrf_ok("rk_key-a-0123456789", a[:-1])
     assert not session.csrf_ok("rk_key-a-0123456789", "")
     assert "rk_key-a" not in a
+
+
+EXAMPLE = {
+    "deploy-web-weekly": "every Tuesday and Thursday at 06:30, Europe/Berlin time, each fire up "
+    "to 5m after its slot (jitter)",
+    "disk-report-daily": "every day at 02:00, Europe/Berlin time",
+    "disk-report-hourly-simulated": "every 1h, Europe/Berlin time, from 2026-01-01 00:00:00",
+    "disk-report-month-end": "on the last day of every month at 23:00, Europe/Berlin time",
+    "disk-report-new-year": "every year on 1 January at 00:05, Europe/Berlin time",
+    "motd-check-staging": "at 10:15 on Monday through Friday, America/New_York time",
+    "motd-drift-production": "at every 30th minute, Europe/Berlin time",
+}
+
+
+def test_the_schedule_page_says_when_in_words_for_every_form_of_the_example(
+    tmp_path: Path,
+) -> None:
+    """Every schedule of example-repo, applied to a real state, as its page describes it."""
+    root = Path(__file__).resolve().parents[2] / "example-repo"
+    with open_store(tmp_path / "state.sqlite") as store:
+        apply_dir(store, root, NOW)
+        said = {}
+        for name in EXAMPLE:
+            detail = schedule_detail(store, name)
+            assert detail is not None
+            said[name] = detail["when_text"]
+    assert said == EXAMPLE
+
+
+def test_a_when_this_version_cannot_read_is_shown_raw_only() -> None:
+    assert describe_when({"cron": "not a cron"}, "UTC") is None
+    assert describe_when({"hourly": {"at": ":05"}}, "UTC") is None
+    assert describe_when({"weekly": {"days": "tue"}}, "UTC") is None
+    assert describe_when({"at": "2026-05-01T02:00:00", "timezone": "Asia/Tokyo"}, "UTC") == (
+        "once, at 2026-05-01 02:00:00, Asia/Tokyo time"
+    )
