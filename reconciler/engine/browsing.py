@@ -17,7 +17,10 @@ from typing import Any
 from reconciler.engine.approving import QueueEntry
 from reconciler.engine.listing import ScheduleRow
 from reconciler.model.documents import Settings
+from reconciler.model.schedule import WEEKDAYS
 from reconciler.planning.plan import SETTINGS_NAME
+from reconciler.scheduling.cron import WEEKDAY_WORDS, parse_cron
+from reconciler.scheduling.explain import MONTH_WORDS, describe_cron
 from reconciler.scheduling.triggers import Trigger
 from reconciler.stores.base import ObjectRecord, ObjectState, StateStore
 
@@ -315,29 +318,8 @@ def approval_page(
     return ApprovalPage(entries, due, records[-1].name if more and records else None)
 
 
-_DAY_NAMES = {
-    "mon": "Monday",
-    "tue": "Tuesday",
-    "wed": "Wednesday",
-    "thu": "Thursday",
-    "fri": "Friday",
-    "sat": "Saturday",
-    "sun": "Sunday",
-}
-_MONTH_NAMES = [
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-]
+#: "tue" -> "Tuesday": the model's weekday names with the words cron explain uses
+_DAY_NAMES = dict(zip(WEEKDAYS, WEEKDAY_WORDS, strict=True))
 
 
 def _and(items: list[str]) -> str:
@@ -351,9 +333,6 @@ def describe_when(when: dict[str, Any], default_zone: str) -> str | None:
     try:
         zone = str(when.get("timezone") or default_zone)
         if "cron" in when:
-            from reconciler.scheduling.cron import parse_cron
-            from reconciler.scheduling.explain import describe_cron
-
             said = describe_cron(parse_cron(str(when["cron"]))).rstrip(".")
             text = said[:1].lower() + said[1:]
         elif "every" in when:
@@ -371,7 +350,7 @@ def describe_when(when: dict[str, Any], default_zone: str) -> str | None:
             text = f"on {which} of every month at {when['monthly']['at']}"
         elif "yearly" in when:
             y = when["yearly"]
-            text = f"every year on {int(y['day'])} {_MONTH_NAMES[int(y['month']) - 1]} at {y['at']}"
+            text = f"every year on {int(y['day'])} {MONTH_WORDS[int(y['month']) - 1]} at {y['at']}"
         else:
             return None
     except (KeyError, TypeError, ValueError, IndexError):
