@@ -356,11 +356,10 @@ def describe_when(when: dict[str, Any], default_zone: str) -> str | None:
     except (KeyError, TypeError, ValueError, IndexError):
         return None
     text += f", {zone} time"
-    if when.get("start") or when.get("end"):
-        if when.get("start"):
-            text += f", from {str(when['start']).replace('T', ' ')}"
-        if when.get("end"):
-            text += f", until {str(when['end']).replace('T', ' ')}"
+    if when.get("start"):
+        text += f", from {str(when['start']).replace('T', ' ')}"
+    if when.get("end"):
+        text += f", until {str(when['end']).replace('T', ' ')}"
     if when.get("jitter"):
         text += f", each fire up to {when['jitter']} after its slot (jitter)"
     return text

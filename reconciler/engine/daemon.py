@@ -106,7 +106,9 @@ class PassLog:
     """Logs the result of each reconcile pass. A pass that finds what the one before found
     (the same revision in force, the same stall, the same pending change) logs at debug, so a
     daemon polling every minute does not repeat "is applied" or a stall's diagnostics each
-    time; ``status`` keeps them. A pass that wrote something always logs."""
+    time; ``status`` keeps them. A pass that wrote something always logs, and so does a stall
+    with no revision (the branch or repository cannot be read): the loop reports those only
+    when the error changes."""
 
     def __init__(self) -> None:
         self._last: tuple[str, str | None] | None = None
@@ -114,7 +116,7 @@ class PassLog:
     def __call__(self, result: PassResult) -> None:
         kind = "in force" if result.outcome in ("applied", "unchanged") else result.outcome
         key = (kind, result.revision)
-        if key == self._last and not result.changed:
+        if key == self._last and not result.changed and result.revision is not None:
             log.debug("%s", result.message)
             return
         self._last = key

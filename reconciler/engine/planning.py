@@ -348,6 +348,7 @@ def apply_plan(
         message,
         signing_key=signing_key,
         notifications=notifications,
+        counts=(summary["create"], summary["update"], summary["delete"]),  # as the message
     )
 
 

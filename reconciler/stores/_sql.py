@@ -924,13 +924,16 @@ class SqlStore(ABC):
         message: str | None = None,
         signing_key: str | None = None,
         notifications: Sequence[OutboxWrite] = (),
+        counts: tuple[int, int, int] | None = None,
     ) -> int:
         """Write ``upserts`` and ``deletes`` in one transaction if the serial is still
         ``expected_serial``; return the new serial. Applying no change for the revision already
         applied changes nothing (the serial stays). ``signing_key``: the key that signed
         ``revision`` (``requireSignedCommits``), recorded with it in the header and history.
         ``notifications`` (a schedule now awaiting approval) go to the outbox in the same
-        transaction."""
+        transaction. ``counts``: the (created, updated, deleted) the history records, as the
+        plan's summary counts them; without it they are counted from the writes, leaving out
+        the reconciler's own objects (kinds starting with ``_``)."""
         now = as_utc(now, "now")
         keys = [(u.kind, u.name) for u in upserts]
         if len(set(keys)) != len(keys):
@@ -992,16 +995,15 @@ class SqlStore(ABC):
             self._write_firing(
                 tx, upserts, [n for k, n in gone if k == "Schedule"], new, revision, ts
             )
-            # the history counts the repository's documents; the reconciler's own objects
-            # (kinds starting with "_": where the repository is, the derived server list) are
-            # not documents a user wrote, and the plan's summary leaves them out too
-            docs = [k for k in keys if not k[0].startswith("_")]
-            created = sum(1 for k in docs if k not in existing)
-            removed = sum(1 for k, _ in gone if not k.startswith("_"))
+            if counts is None:  # the repository's documents, not the reconciler's own objects
+                docs = [k for k in keys if not k[0].startswith("_")]
+                created = sum(1 for k in docs if k not in existing)
+                removed = sum(1 for k, _ in gone if not k.startswith("_"))
+                counts = (created, len(docs) - created, removed)
             tx.run(
                 "INSERT INTO rc_revisions (serial, revision, applied_at, created, updated, "
                 "deleted, message, signing_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (new, revision, ts, created, len(docs) - created, removed, message, signing_key),
+                (new, revision, ts, *counts, message, signing_key),
             )
             tx.run(
                 "UPDATE rc_meta SET serial = ?, revision = ?, applied_at = ?, signing_key = ? "

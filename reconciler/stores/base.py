@@ -181,8 +181,8 @@ class ObjectRecord:
 
 @dataclass(frozen=True, slots=True)
 class HistoryEntry:
-    """One applied revision. ``created``, ``updated`` and ``deleted`` count the repository's
-    documents, not the reconciler's own objects (kinds starting with ``_``)."""
+    """One applied revision. ``created``, ``updated`` and ``deleted`` are the plan's summary
+    (what its message says), not the reconciler's own objects written with it."""
 
     serial: int
     revision: str | None
@@ -609,6 +609,7 @@ class StateStore(Protocol):
         message: str | None = None,
         signing_key: str | None = None,
         notifications: Sequence[OutboxWrite] = (),
+        counts: tuple[int, int, int] | None = None,
     ) -> int: ...
     def set_object_state(
         self,

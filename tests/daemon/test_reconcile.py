@@ -13,12 +13,12 @@ import pytest
 
 from reconciler.clock import ManualClock
 from reconciler.engine.daemon import PassLog
-from reconciler.engine.reconciling import ReconcileLoop, reconcile_once
+from reconciler.engine.reconciling import PassResult, ReconcileLoop, reconcile_once
 from reconciler.errors import RevisionNotFound
 from reconciler.stores import open_store
 from tests.gitutil import git
 
-from .conftest import schedule, write_repo
+from .conftest import apply_dir, schedule, write_repo
 
 T0 = datetime(2026, 6, 15, 10, tzinfo=UTC)
 
@@ -135,3 +135,27 @@ def test_the_log_says_each_revision_and_stall_once_not_at_every_poll(
         fresh(reconcile_once(store, str(repo), clock))
         [(level, text)] = lines()
         assert level == "INFO" and "is applied" in text
+
+
+def test_two_different_stalls_without_a_revision_are_both_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The loop reports a stall with no revision (the branch is gone, the path is gone) only
+    when its error changes; each of those reaches the log."""
+    said = PassLog()
+    with caplog.at_level(logging.DEBUG, logger="reconciler.daemon"):
+        said(PassResult("stalled", None, 'cannot read the desired state: branch "main" is gone'))
+        said(PassResult("stalled", None, "cannot read the desired state: /srv/repo is gone"))
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 2 and "/srv/repo" in errors[1], errors
+
+
+def test_the_history_counts_what_the_apply_message_says(tmp_path: Path) -> None:
+    """The example repository's first apply also writes the reconciler's own objects (where
+    the repository is, the server list); the history's counts are the plan's, as its message."""
+    root = Path(__file__).resolve().parents[2] / "example-repo"
+    with open_store(tmp_path / "state.sqlite") as store:
+        apply_dir(store, root, T0)
+        (entry,) = store.history()
+    assert entry.message == "15 created, 0 updated, 0 deleted"
+    assert (entry.created, entry.updated, entry.deleted) == (15, 0, 0)
