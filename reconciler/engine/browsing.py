@@ -339,6 +339,8 @@ def describe_when(when: dict[str, Any], default_zone: str) -> str | None:
             text = f"every {when['every']}"
         elif "at" in when:
             text = f"once, at {str(when['at']).replace('T', ' ')}"
+            if datetime.fromisoformat(str(when["at"])).tzinfo is not None:
+                return text  # an instant with its offset: no time zone to name
         elif "daily" in when:
             text = f"every day at {when['daily']['at']}"
         elif "weekly" in when:

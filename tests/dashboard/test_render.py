@@ -128,3 +128,9 @@ def test_a_when_this_version_cannot_read_is_shown_raw_only() -> None:
     assert describe_when({"at": "2026-05-01T02:00:00", "timezone": "Asia/Tokyo"}, "UTC") == (
         "once, at 2026-05-01 02:00:00, Asia/Tokyo time"
     )
+
+
+def test_an_at_with_its_own_offset_names_no_time_zone() -> None:
+    assert describe_when({"at": "2026-05-01T02:00:00+09:00"}, "Europe/Berlin") == (
+        "once, at 2026-05-01 02:00:00+09:00"
+    )
